@@ -1,0 +1,164 @@
+//! Resources as they appear on the wire.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A user as other users see them. Never carries credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    /// Stable id: a UUIDv7 for local accounts, the token's `sub` for external ones.
+    pub id: String,
+    /// Normalised login name (NFKC, lowercase, `[a-z0-9_.-]{1,32}`).
+    pub username: String,
+}
+
+/// Who may find and join a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomKind {
+    /// Anyone may join.
+    Public,
+    /// Members are added by other members.
+    Private,
+    /// Exactly two members; asking again for the same pair returns the same room.
+    Dm,
+}
+
+impl RoomKind {
+    /// The name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomKind::Public => "public",
+            RoomKind::Private => "private",
+            RoomKind::Dm => "dm",
+        }
+    }
+
+    /// Parses the storage name back; `None` for anything unknown.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "public" => Some(RoomKind::Public),
+            "private" => Some(RoomKind::Private),
+            "dm" => Some(RoomKind::Dm),
+            _ => None,
+        }
+    }
+}
+
+/// A member's standing in a room; moderation builds on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Created the room; may remove members and delete any message.
+    Owner,
+    /// May delete others' messages (granted by moderation, a later feature).
+    Moderator,
+    /// Reads and writes.
+    Member,
+}
+
+impl Role {
+    /// The name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Moderator => "moderator",
+            Role::Member => "member",
+        }
+    }
+
+    /// Parses the storage name back; `None` for anything unknown.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "moderator" => Some(Role::Moderator),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+
+    /// Whether this role may moderate others' messages.
+    pub fn can_moderate(self) -> bool {
+        matches!(self, Role::Owner | Role::Moderator)
+    }
+}
+
+/// A room as listed for one of its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Room {
+    /// Stable id (UUIDv7).
+    pub id: String,
+    /// Display name; for a `dm`, empty unless the creator gave one.
+    pub name: String,
+    /// Visibility.
+    pub kind: RoomKind,
+    /// The room's latest timeline `seq` (0 when empty): resume and unread counts start here.
+    pub last_seq: u64,
+    /// The caller's role, when the caller is a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// The caller's read marker (last `seq` read), when the caller is a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<u64>,
+    /// Messages by others after the caller's read marker, not deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+}
+
+/// A message in its current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    /// Global, time-ordered id (UUIDv7).
+    pub id: String,
+    /// Room id.
+    pub room: String,
+    /// Position in the room's timeline: gap-free and strictly increasing per room.
+    pub seq: u64,
+    /// Author's user id.
+    pub author: String,
+    /// Text; empty when deleted. Always rendered as text, never as markup.
+    pub body: String,
+    /// Commit time, RFC 3339 UTC.
+    pub ts: String,
+    /// The author's idempotency key.
+    pub client_msg_id: String,
+    /// Last edit time, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// Present and true once deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<bool>,
+}
+
+/// Why a membership changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    /// Joined a public room, was added, or created the room.
+    Joined,
+    /// Left by their own request.
+    Left,
+    /// Removed by someone else.
+    Removed,
+}
+
+impl MemberChange {
+    /// The name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberChange::Joined => "joined",
+            MemberChange::Left => "left",
+            MemberChange::Removed => "removed",
+        }
+    }
+
+    /// Parses the storage name back; `None` for anything unknown.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "joined" => Some(MemberChange::Joined),
+            "left" => Some(MemberChange::Left),
+            "removed" => Some(MemberChange::Removed),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! REST request and response bodies.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::model::{Message, Room, RoomKind, User};
+
+/// `POST /v1/users` and `POST /v1/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Credentials {
+    /// 1–32 chars of `[a-z0-9_.-]` after NFKC and lowercasing.
+    pub username: String,
+    /// 8–256 characters.
+    pub password: String,
+}
+
+/// A user with a fresh token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuthResponse {
+    /// The account.
+    pub user: User,
+    /// A JWT for `Authorization: Bearer` and the WebSocket `hello`.
+    pub token: String,
+}
+
+/// `POST /v1/rooms`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateRoom {
+    /// Display name (1–100 chars; may be empty for a `dm`).
+    #[serde(default)]
+    pub name: String,
+    /// Visibility.
+    pub kind: RoomKind,
+    /// Other initial members' user ids; a `dm` needs exactly one.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// `GET /v1/rooms`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoomList {
+    /// The caller's rooms.
+    pub rooms: Vec<Room>,
+}
+
+/// `POST /v1/rooms/{id}/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddMember {
+    /// The user to add.
+    pub user_id: String,
+}
+
+/// A member of a room.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Member {
+    /// The user.
+    pub user: User,
+    /// Their role.
+    pub role: crate::model::Role,
+}
+
+/// `GET /v1/rooms/{id}/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemberList {
+    /// Current members.
+    pub members: Vec<Member>,
+}
+
+/// `POST /v1/rooms/{id}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PostMessage {
+    /// Idempotency key: a repeat returns the first message with `200`.
+    pub client_msg_id: String,
+    /// Text.
+    pub body: String,
+}
+
+/// `PATCH /v1/rooms/{id}/messages/{msg_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EditMessage {
+    /// New text.
+    pub body: String,
+}
+
+/// Query of `GET /v1/rooms/{id}/messages`: `after_seq` pages forward, otherwise the newest
+/// page before `before_seq` (or the end) is returned; always in `seq` order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct HistoryQuery {
+    /// Only messages with `seq` below this.
+    pub before_seq: Option<u64>,
+    /// Only messages with `seq` above this.
+    pub after_seq: Option<u64>,
+    /// Page size, default 50, max 200.
+    pub limit: Option<u32>,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageList {
+    /// Messages in `seq` order.
+    pub messages: Vec<Message>,
+}
+
+/// `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The inside of an error body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable `snake_case` code.
+    pub code: String,
+    /// Human text.
+    pub message: String,
+}

@@ -1,0 +1,224 @@
+//! Persistence seam: users, rooms, members, the room timelines and read state.
+//!
+//! [`Store`] is the only way the rest of the server touches durable state. Two implementations
+//! hold to the same contract (checked by one conformance suite, `conformance.rs`): the embedded
+//! SQLite store in [`sqlite`] and, later, PostgreSQL.
+
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use async_trait::async_trait;
+use switchboard_protocol::{Message, Role, Room, RoomKind, TimelineEvent, User};
+use tokio::sync::mpsc;
+
+/// Why a store call failed. Callers map these once to client-facing codes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing does not exist, or the caller may not know that it does.
+    #[error("not found")]
+    NotFound,
+    /// The room is public but the caller has not joined it.
+    #[error("not a member of this room")]
+    NotMember,
+    /// The caller is a member but lacks the role for this.
+    #[error("not allowed")]
+    Forbidden,
+    /// A username is already registered.
+    #[error("username already taken")]
+    UsernameTaken,
+    /// The author already used this `client_msg_id` in another room.
+    #[error("client_msg_id already used in another room")]
+    IdempotencyConflict,
+    /// The request contradicts the room's state (e.g. a third member in a dm).
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The request is malformed in a way only the store can see.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The backend failed; nothing was committed and a retry may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store is shutting down.
+    #[error("store closed")]
+    Closed,
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user with the password hash that login needs; never leaves the server.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The account.
+    pub user: User,
+    /// Argon2id PHC string; `None` for accounts that only log in with external tokens.
+    pub password_hash: Option<String>,
+}
+
+/// Arguments of [`Store::create_room`].
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    /// The creator, who becomes the owner.
+    pub creator: String,
+    /// Display name (validated by the caller).
+    pub name: String,
+    /// Visibility.
+    pub kind: RoomKind,
+    /// Other initial members; a dm has exactly one.
+    pub members: Vec<String>,
+}
+
+/// Result of [`Store::create_room`]: `created` is false when an existing dm was returned.
+#[derive(Debug, Clone)]
+pub struct CreatedRoom {
+    /// The room as its creator sees it.
+    pub room: Room,
+    /// False when the dm for this pair already existed.
+    pub created: bool,
+}
+
+/// Arguments of [`Store::append`].
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Room id.
+    pub room: String,
+    /// Author's user id.
+    pub author: String,
+    /// Idempotency key, unique per author.
+    pub client_msg_id: String,
+    /// Text (validated by the caller).
+    pub body: String,
+}
+
+/// Result of [`Store::append`]: `created` is false when the key had been used before.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The message (the first one, on a retry).
+    pub message: Message,
+    /// False on an idempotent retry.
+    pub created: bool,
+}
+
+/// Which page of history to read: forward after `after_seq`, else backward from `before_seq`
+/// (or the end); results are always in ascending `seq`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryPage {
+    /// Exclusive upper bound.
+    pub before_seq: Option<u64>,
+    /// Exclusive lower bound; when set, the page starts right after it.
+    pub after_seq: Option<u64>,
+    /// Page size (the caller clamps it).
+    pub limit: u32,
+}
+
+/// Committed timeline events, in commit order (per room, ascending `seq` with no gap).
+pub type CommitStream = mpsc::UnboundedReceiver<TimelineEvent>;
+
+/// Durable state.
+///
+/// Guarantees every implementation keeps (the conformance suite checks each):
+/// - Every write that returns `Ok` is durable (fsynced / synchronously committed) before it
+///   returns; a write that returns `Err` committed nothing.
+/// - Each room has one timeline: every event (message, edit, delete, member change) takes the
+///   room's next `seq`, gap-free and strictly increasing, assigned inside the committing
+///   transaction.
+/// - `(author, client_msg_id)` is unique: [`Store::append`] retried with the same key returns the
+///   first message and writes nothing.
+/// - Authorisation facts are checked in the same transaction as the write they guard, so a
+///   member removed before a send commits cannot have that send accepted.
+/// - Every committed timeline event is emitted exactly once on the [`CommitStream`], in commit
+///   order, so the node can publish it without reordering.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip to the backend, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Registers a local account. Username must be normalised already.
+    async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<User>;
+    /// Returns the user with this external id, creating it with the first free candidate
+    /// username on first sight.
+    async fn ensure_external_user(&self, id: &str, candidates: &[String]) -> StoreResult<User>;
+    /// Looks a user up by id.
+    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// Looks up login credentials by (normalised) username.
+    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>>;
+
+    /// Creates a room with the creator as owner and the given members, or returns the existing
+    /// dm between the same pair.
+    async fn create_room(&self, new: NewRoom) -> StoreResult<CreatedRoom>;
+    /// The user's rooms with `last_seq`, `read_seq` and `unread`.
+    async fn rooms_for(&self, user: &str) -> StoreResult<Vec<Room>>;
+    /// One room as `user` sees it: members see their role and read state, anyone sees a public
+    /// room; anything else is `NotFound`.
+    async fn room_for(&self, room: &str, user: &str) -> StoreResult<Room>;
+    /// The user's role, or `None` when not a member (or no such room).
+    async fn role(&self, room: &str, user: &str) -> StoreResult<Option<Role>>;
+    /// Current members with their roles.
+    async fn members(&self, room: &str) -> StoreResult<Vec<(User, Role)>>;
+    /// Joins a public room; `None` when already a member.
+    async fn join(&self, room: &str, user: &str) -> StoreResult<Option<TimelineEvent>>;
+    /// A member adds another user; `None` when already a member.
+    async fn add_member(
+        &self,
+        room: &str,
+        actor: &str,
+        user: &str,
+    ) -> StoreResult<Option<TimelineEvent>>;
+    /// Removes a member: themselves (left), or another if the actor may moderate (removed).
+    async fn remove_member(
+        &self,
+        room: &str,
+        actor: &str,
+        user: &str,
+    ) -> StoreResult<TimelineEvent>;
+
+    /// Appends a message to its room's timeline, idempotently.
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;
+    /// Edits a message (author only), as a timeline event.
+    async fn edit(
+        &self,
+        room: &str,
+        actor: &str,
+        id: &str,
+        body: &str,
+    ) -> StoreResult<TimelineEvent>;
+    /// Deletes a message (author or moderator), as a timeline event; the body is erased.
+    async fn delete(&self, room: &str, actor: &str, id: &str) -> StoreResult<TimelineEvent>;
+    /// A page of messages in their current state.
+    async fn history(&self, room: &str, page: HistoryPage) -> StoreResult<Vec<Message>>;
+    /// Timeline events with `seq > after_seq`, ascending, at most `limit`; messages appear in
+    /// their current state.
+    async fn timeline(
+        &self,
+        room: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<TimelineEvent>>;
+    /// Moves the user's read marker forward (never back, never past `last_seq`); returns it.
+    async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64>;
+
+    /// Hands out the stream of committed events; `None` after the first call.
+    fn take_commits(&self) -> Option<CommitStream>;
+    /// Finishes queued writes and stops; later writes fail with `Closed`.
+    async fn close(&self);
+}
+
+/// Milliseconds since the Unix epoch, the unit timestamps are stored in.
+pub(crate) fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Formats stored milliseconds as RFC 3339 UTC, the wire format of every timestamp.
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}

@@ -1,0 +1,358 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL` (fsync before every ack, so a
+//! power cut loses nothing acked), one writer thread with group commit ([`writer`]) and a small
+//! pool of read-only connections that read concurrently with it.
+
+mod queries;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use switchboard_protocol::{Message, Role, Room, TimelineEvent, User};
+use tokio::sync::mpsc;
+
+use super::{
+    Appended, CommitStream, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, Store,
+    StoreError, StoreResult,
+};
+
+/// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Idle read connections kept open; more are opened under load and closed after.
+const MAX_IDLE_READERS: usize = 8;
+
+/// How the embedded store is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Database file.
+    pub path: PathBuf,
+    /// Most writes committed together in one transaction (1 = one fsync per write).
+    pub max_batch: usize,
+}
+
+/// The embedded store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    jobs: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<ReadPool>,
+    commits: Mutex<Option<CommitStream>>,
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn open(&self) -> StoreResult<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self.idle.lock().map_err(|_| poisoned())?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let out = f(&conn);
+        let mut idle = self.idle.lock().map_err(|_| poisoned())?;
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Unavailable("sqlite pool lock poisoned".into())
+}
+
+fn open_writer(path: &Path) -> StoreResult<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL lets readers run beside the writer; FULL fsyncs the WAL at every commit, which is
+    // what "acked means durable" needs (NORMAL would survive a crash but not a power cut).
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "sqlite refused WAL mode ({mode})"
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let done = usize::try_from(done).unwrap_or(0);
+    if done > MIGRATIONS.len() {
+        return Err(StoreError::Unavailable(format!(
+            "database schema version {done} is newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "sqlite: migration applied");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, runs pending migrations and starts the writer.
+    pub fn open(opts: &SqliteOptions) -> StoreResult<Self> {
+        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let conn = open_writer(&opts.path)?;
+        let (job_tx, job_rx) = mpsc::channel(65_536);
+        let (commit_tx, commit_rx) = mpsc::unbounded_channel();
+        let handle = writer::spawn(conn, job_rx, commit_tx, opts.max_batch.max(1))
+            .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            jobs: Mutex::new(Some(job_tx)),
+            writer: Mutex::new(Some(handle)),
+            readers: Arc::new(ReadPool {
+                path: opts.path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            commits: Mutex::new(Some(commit_rx)),
+        })
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<(T, Vec<TimelineEvent>)> + Send + 'static,
+    {
+        let sender = self
+            .jobs
+            .lock()
+            .map_err(|_| poisoned())?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (job, rx) = writer::job(f);
+        sender.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("write aborted".into())))
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.run(f))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<User> {
+        let (u, h) = (username.to_owned(), password_hash.to_owned());
+        self.write(move |c| queries::create_user(c, &u, &h)).await
+    }
+
+    async fn ensure_external_user(&self, id: &str, candidates: &[String]) -> StoreResult<User> {
+        let id = id.to_owned();
+        let known = {
+            let id = id.clone();
+            self.read(move |c| queries::user(c, &id)).await?
+        };
+        if let Some(u) = known {
+            return Ok(u);
+        }
+        let candidates = candidates.to_vec();
+        self.write(move |c| queries::ensure_external_user(c, &id, &candidates))
+            .await
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        let id = id.to_owned();
+        self.read(move |c| queries::user(c, &id)).await
+    }
+
+    async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>> {
+        let u = username.to_owned();
+        self.read(move |c| queries::credentials(c, &u)).await
+    }
+
+    async fn create_room(&self, new: NewRoom) -> StoreResult<CreatedRoom> {
+        self.write(move |c| queries::create_room(c, new)).await
+    }
+
+    async fn rooms_for(&self, user: &str) -> StoreResult<Vec<Room>> {
+        let u = user.to_owned();
+        self.read(move |c| queries::rooms_for(c, &u)).await
+    }
+
+    async fn room_for(&self, room: &str, user: &str) -> StoreResult<Room> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.read(move |c| queries::room_for(c, &r, &u)).await
+    }
+
+    async fn role(&self, room: &str, user: &str) -> StoreResult<Option<Role>> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.read(move |c| queries::role(c, &r, &u)).await
+    }
+
+    async fn members(&self, room: &str) -> StoreResult<Vec<(User, Role)>> {
+        let r = room.to_owned();
+        self.read(move |c| queries::members(c, &r)).await
+    }
+
+    async fn join(&self, room: &str, user: &str) -> StoreResult<Option<TimelineEvent>> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.write(move |c| queries::join(c, &r, &u)).await
+    }
+
+    async fn add_member(
+        &self,
+        room: &str,
+        actor: &str,
+        user: &str,
+    ) -> StoreResult<Option<TimelineEvent>> {
+        let (r, a, u) = (room.to_owned(), actor.to_owned(), user.to_owned());
+        self.write(move |c| queries::add_member(c, &r, &a, &u))
+            .await
+    }
+
+    async fn remove_member(
+        &self,
+        room: &str,
+        actor: &str,
+        user: &str,
+    ) -> StoreResult<TimelineEvent> {
+        let (r, a, u) = (room.to_owned(), actor.to_owned(), user.to_owned());
+        self.write(move |c| queries::remove_member(c, &r, &a, &u))
+            .await
+    }
+
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
+        self.write(move |c| queries::append(c, msg)).await
+    }
+
+    async fn edit(
+        &self,
+        room: &str,
+        actor: &str,
+        id: &str,
+        body: &str,
+    ) -> StoreResult<TimelineEvent> {
+        let (r, a, i, b) = (
+            room.to_owned(),
+            actor.to_owned(),
+            id.to_owned(),
+            body.to_owned(),
+        );
+        self.write(move |c| queries::edit(c, &r, &a, &i, &b)).await
+    }
+
+    async fn delete(&self, room: &str, actor: &str, id: &str) -> StoreResult<TimelineEvent> {
+        let (r, a, i) = (room.to_owned(), actor.to_owned(), id.to_owned());
+        self.write(move |c| queries::delete(c, &r, &a, &i)).await
+    }
+
+    async fn history(&self, room: &str, page: HistoryPage) -> StoreResult<Vec<Message>> {
+        let r = room.to_owned();
+        self.read(move |c| queries::history(c, &r, page)).await
+    }
+
+    async fn timeline(
+        &self,
+        room: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<TimelineEvent>> {
+        let r = room.to_owned();
+        self.read(move |c| queries::timeline(c, &r, after_seq, limit))
+            .await
+    }
+
+    async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.write(move |c| queries::mark_read(c, &r, &u, seq))
+            .await
+    }
+
+    fn take_commits(&self) -> Option<CommitStream> {
+        self.commits.lock().ok()?.take()
+    }
+
+    async fn close(&self) {
+        // Dropping the last sender lets the writer finish the queue and end.
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let joined = tokio::task::spawn_blocking(move || h.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("sqlite: writer thread ended abnormally");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open_temp() -> (tempfile::TempDir, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&SqliteOptions {
+            path: dir.path().join("t.db"),
+            max_batch: 256,
+        })
+        .expect("open");
+        (dir, Arc::new(store))
+    }
+
+    crate::store_conformance!(open_temp);
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_does_not_rerun_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SqliteOptions {
+            path: dir.path().join("t.db"),
+            max_batch: 8,
+        };
+        let store = SqliteStore::open(&opts).unwrap();
+        let u = store.create_user("alice", "h").await.unwrap();
+        store.close().await;
+        let again = SqliteStore::open(&opts).unwrap();
+        assert_eq!(again.user(&u.id).await.unwrap(), Some(u));
+        assert!(matches!(again.create_user("bob", "h").await, Ok(_)));
+        again.close().await;
+        assert!(matches!(
+            again.create_user("carol", "h").await,
+            Err(StoreError::Closed)
+        ));
+    }
+}
