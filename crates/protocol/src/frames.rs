@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::model::{MemberChange, Message, Room, User};
 
@@ -44,7 +45,7 @@ pub enum ClientFrame {
 }
 
 /// A change on a room's timeline: the events that take a `seq` and that resume replays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum TimelineEvent {
     /// A new message (in its current state when replayed).
@@ -80,7 +81,7 @@ impl TimelineEvent {
 }
 
 /// Body of an `edit` timeline event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EditEvent {
     /// Room id.
     pub room: String,
@@ -95,7 +96,7 @@ pub struct EditEvent {
 }
 
 /// Body of a `delete` timeline event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeleteEvent {
     /// Room id.
     pub room: String,
@@ -106,7 +107,7 @@ pub struct DeleteEvent {
 }
 
 /// Body of a `member` timeline event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MemberEvent {
     /// Room id.
     pub room: String,

@@ -116,3 +116,17 @@ pub struct ErrorDetail {
     /// Human text.
     pub message: String,
 }
+
+/// `POST /v1/rooms/{id}/read`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MarkRead {
+    /// Last `seq` read.
+    pub seq: u64,
+}
+
+/// The caller's read marker after a move.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReadState {
+    /// Last `seq` read (never moves back, never past `last_seq`).
+    pub read_seq: u64,
+}

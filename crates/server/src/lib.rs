@@ -1,9 +1,29 @@
 //! # Switchboard server
 //!
+//! One binary: a WebSocket gateway and REST API over durable, ordered room timelines.
+//!
 //! Layout, from the wire inwards:
-//! - `gateway`: WebSocket sessions (hello, resume, heartbeats, backpressure, drain).
-//! - `api`: REST handlers and the OpenAPI document.
-//! - `store`: the persistence seam and its SQLite implementation.
-//! - `bus`: the fanout seam and its in-process implementation.
+//! - [`app`]: wiring (the one place that names concrete backends), start and drain.
+//! - [`gateway`]: `GET /v1/ws` sessions: hello, resume, heartbeats, backpressure; the [`gateway::hub`]
+//!   that fans bus events out to local sessions; the [`gateway::relay`] that publishes commits.
+//! - [`api`]: REST handlers and the OpenAPI document.
+//! - [`auth`]: passwords and tokens. [`validate`]: input rules. [`error`]: the client-facing error.
+//! - [`store`]: the persistence seam and its SQLite implementation.
+//! - [`bus`]: the fanout seam and its in-process implementation.
+//! - [`config`]: flags, environment and TOML.
+//!
+//! The life of a message: a session or REST handler validates a send and calls
+//! [`store::Store::append`]; the store commits it (group commit, fsync) and emits it on its
+//! commit stream; only then is the sender acked. The relay encodes the event once and publishes
+//! it on the bus; the hub of every node holding members hands the same bytes to each member
+//! session's bounded queue; each session writes it unless the client already has it.
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod error;
+pub mod gateway;
 pub mod store;
+pub mod validate;

@@ -1,0 +1,149 @@
+//! Messages over REST: post (idempotent), history, edit, delete, read markers.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use switchboard_protocol::rest::{
+    EditMessage, ErrorBody, HistoryQuery, MarkRead, MessageList, PostMessage, ReadState,
+};
+use switchboard_protocol::{Message, ServerFrame, TimelineEvent};
+
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
+use crate::app::AppState;
+use crate::bus::BusEvent;
+use crate::error::ApiError;
+use crate::store::{HistoryPage, NewMessage};
+use crate::validate;
+
+/// Default and largest history page.
+const PAGE_DEFAULT: u32 = 50;
+const PAGE_MAX: u32 = 200;
+
+/// Posts a message; a repeated `client_msg_id` returns the first message with 200.
+#[utoipa::path(post, path = "/v1/rooms/{id}/messages", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = PostMessage,
+    responses(
+        (status = 201, body = Message), (status = 200, description = "Idempotent repeat", body = Message),
+        (status = 400, description = "empty_body, body_too_long, invalid_request", body = ErrorBody),
+        (status = 403, description = "not_member", body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "idempotency_conflict", body = ErrorBody),
+    ))]
+pub async fn post(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<PostMessage>,
+) -> Result<(StatusCode, Json<Message>), ApiError> {
+    validate::id(&room, "room")?;
+    validate::client_msg_id(&body.client_msg_id)?;
+    validate::body(&body.body, state.cfg.max_body_chars)?;
+    let appended = state
+        .store
+        .append(NewMessage {
+            room,
+            author: user.id,
+            client_msg_id: body.client_msg_id,
+            body: body.body,
+        })
+        .await?;
+    let status = if appended.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(appended.message)))
+}
+
+/// A page of history in `seq` order: after `after_seq` when given, else the latest before
+/// `before_seq` (or the end).
+#[utoipa::path(get, path = "/v1/rooms/{id}/messages", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), HistoryQuery),
+    responses((status = 200, body = MessageList), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<MessageList>, ApiError> {
+    validate::id(&room, "room")?;
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(
+            switchboard_protocol::codes::error::INVALID_REQUEST,
+            format!("limit must be 1-{PAGE_MAX}"),
+        ));
+    }
+    state.store.room_for(&room, &user.id).await?;
+    let page = HistoryPage {
+        before_seq: q.before_seq,
+        after_seq: q.after_seq,
+        limit,
+    };
+    Ok(Json(MessageList {
+        messages: state.store.history(&room, page).await?,
+    }))
+}
+
+/// Edits a message (author only); returns the `edit` timeline event.
+#[utoipa::path(patch, path = "/v1/rooms/{id}/messages/{msg_id}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("msg_id" = String, Path, description = "Message id")),
+    request_body = EditMessage,
+    responses((status = 200, body = TimelineEvent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn edit(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath((room, id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<EditMessage>,
+) -> Result<Json<TimelineEvent>, ApiError> {
+    validate::id(&room, "room")?;
+    validate::id(&id, "message")?;
+    validate::body(&body.body, state.cfg.max_body_chars)?;
+    Ok(Json(
+        state.store.edit(&room, &user.id, &id, &body.body).await?,
+    ))
+}
+
+/// Deletes a message (author, or the room's owner or moderators); returns the `delete` event.
+#[utoipa::path(delete, path = "/v1/rooms/{id}/messages/{msg_id}", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("msg_id" = String, Path, description = "Message id")),
+    responses((status = 200, body = TimelineEvent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath((room, id)): ApiPath<(String, String)>,
+) -> Result<Json<TimelineEvent>, ApiError> {
+    validate::id(&room, "room")?;
+    validate::id(&id, "message")?;
+    Ok(Json(state.store.delete(&room, &user.id, &id).await?))
+}
+
+/// Moves the caller's read marker and tells the room's connected members.
+#[utoipa::path(post, path = "/v1/rooms/{id}/read", tag = "messages", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = MarkRead,
+    responses((status = 200, body = ReadState), (status = 404, body = ErrorBody)))]
+pub async fn read(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<MarkRead>,
+) -> Result<Json<ReadState>, ApiError> {
+    validate::id(&room, "room")?;
+    let read_seq = state.store.mark_read(&room, &user.id, body.seq).await?;
+    let frame = ServerFrame::Read {
+        room: room.clone(),
+        user: user.id,
+        seq: read_seq,
+    };
+    let payload = serde_json::to_vec(&frame).map_err(ApiError::internal)?;
+    let ev = BusEvent {
+        room,
+        seq: 0,
+        member: None,
+        origin: None,
+        payload: payload.into(),
+    };
+    if let Err(e) = state.bus.publish(ev).await {
+        tracing::warn!(error = %e, "read marker publish failed");
+    }
+    Ok(Json(ReadState { read_seq }))
+}

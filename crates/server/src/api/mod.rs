@@ -1,0 +1,112 @@
+//! REST API under `/v1`, plus `/healthz`, `/readyz` and the OpenAPI document generated from the
+//! handlers' annotations at `/v1/openapi.json`.
+
+mod extract;
+mod health;
+mod messages;
+mod rooms;
+mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use switchboard_protocol::codes::error as code;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard", description = "Real-time chat server: REST API (v1). The WebSocket protocol is in docs/protocol.md."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "accounts"), (name = "rooms"), (name = "messages"), (name = "gateway"), (name = "operations")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI router: every documented route with its handler.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(users::register))
+        .routes(routes!(users::login))
+        .routes(routes!(users::me))
+        .routes(routes!(users::get_user))
+        .routes(routes!(rooms::create, rooms::list))
+        .routes(routes!(rooms::get))
+        .routes(routes!(rooms::join))
+        .routes(routes!(rooms::members, rooms::add_member))
+        .routes(routes!(rooms::remove_member))
+        .routes(routes!(messages::post, messages::list))
+        .routes(routes!(messages::edit, messages::delete))
+        .routes(routes!(messages::read))
+        .routes(routes!(crate::gateway::upgrade))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> String {
+    documented()
+        .into_openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = documented().split_for_parts();
+    let doc: Arc<str> = openapi
+        .to_pretty_json()
+        .unwrap_or_else(|_| "{}".to_owned())
+        .into();
+    let limit = state.cfg.max_request_bytes;
+    router
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found().into_response() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::METHOD_NOT_ALLOWED,
+                "method not allowed",
+            )
+            .into_response()
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

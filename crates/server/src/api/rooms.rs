@@ -1,0 +1,147 @@
+//! Rooms and membership.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use switchboard_protocol::rest::{AddMember, CreateRoom, ErrorBody, Member, MemberList, RoomList};
+use switchboard_protocol::{Room, RoomKind};
+
+use super::extract::{ApiJson, ApiPath, AuthUser};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::NewRoom;
+use crate::validate;
+
+/// Creates a room (the caller becomes owner), or returns the existing dm with that user (200).
+#[utoipa::path(post, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), request_body = CreateRoom,
+    responses(
+        (status = 201, body = Room), (status = 200, description = "The existing dm", body = Room),
+        (status = 400, body = ErrorBody), (status = 404, description = "A member does not exist", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(body): ApiJson<CreateRoom>,
+) -> Result<(StatusCode, Json<Room>), ApiError> {
+    let name = validate::room_name(&body.name, body.kind == RoomKind::Dm)?;
+    if body.members.len() > 1000 {
+        return Err(ApiError::bad_request(
+            switchboard_protocol::codes::error::INVALID_REQUEST,
+            "at most 1000 initial members",
+        ));
+    }
+    for m in &body.members {
+        validate::id(m, "member")?;
+    }
+    let created = state
+        .store
+        .create_room(NewRoom {
+            creator: user.id,
+            name,
+            kind: body.kind,
+            members: body.members,
+        })
+        .await?;
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(created.room)))
+}
+
+/// The caller's rooms, with unread counts.
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])),
+    responses((status = 200, body = RoomList), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<RoomList>, ApiError> {
+    Ok(Json(RoomList {
+        rooms: state.store.rooms_for(&user.id).await?,
+    }))
+}
+
+/// One room: any public room, or one the caller is a member of.
+#[utoipa::path(get, path = "/v1/rooms/{id}", tag = "rooms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses((status = 200, body = Room), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Room>, ApiError> {
+    validate::id(&id, "room")?;
+    Ok(Json(state.store.room_for(&id, &user.id).await?))
+}
+
+/// Joins a public room (a no-op for a member).
+#[utoipa::path(post, path = "/v1/rooms/{id}/join", tag = "rooms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses((status = 200, body = Room), (status = 404, description = "No such public room", body = ErrorBody)))]
+pub async fn join(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Room>, ApiError> {
+    validate::id(&id, "room")?;
+    state.store.join(&id, &user.id).await?;
+    Ok(Json(state.store.room_for(&id, &user.id).await?))
+}
+
+/// Current members of a room the caller can see.
+#[utoipa::path(get, path = "/v1/rooms/{id}/members", tag = "rooms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses((status = 200, body = MemberList), (status = 404, body = ErrorBody)))]
+pub async fn members(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<MemberList>, ApiError> {
+    validate::id(&id, "room")?;
+    state.store.room_for(&id, &user.id).await?;
+    let members = state
+        .store
+        .members(&id)
+        .await?
+        .into_iter()
+        .map(|(user, role)| Member { user, role })
+        .collect();
+    Ok(Json(MemberList { members }))
+}
+
+/// Adds a user to a room the caller is a member of (not a dm).
+#[utoipa::path(post, path = "/v1/rooms/{id}/members", tag = "rooms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = AddMember,
+    responses(
+        (status = 204, description = "Added (or already a member)"),
+        (status = 404, body = ErrorBody), (status = 409, description = "A dm", body = ErrorBody),
+    ))]
+pub async fn add_member(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<AddMember>,
+) -> Result<StatusCode, ApiError> {
+    validate::id(&id, "room")?;
+    validate::id(&body.user_id, "user_id")?;
+    state.store.add_member(&id, &user.id, &body.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a member: yourself (leave), or another if you own or moderate the room.
+#[utoipa::path(delete, path = "/v1/rooms/{id}/members/{user_id}", tag = "rooms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("user_id" = String, Path, description = "Member to remove")),
+    responses(
+        (status = 204, description = "Removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath((id, target)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    validate::id(&id, "room")?;
+    validate::id(&target, "user_id")?;
+    state.store.remove_member(&id, &user.id, &target).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

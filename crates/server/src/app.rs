@@ -1,0 +1,145 @@
+//! Wiring: the one place that names concrete backends, builds the shared state, runs the HTTP
+//! server and drains it on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_protocol::codes::close;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::bus::Bus;
+use crate::bus::local::LocalBus;
+use crate::config::Config;
+use crate::gateway::hub::Hub;
+use crate::gateway::relay;
+use crate::store::Store;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+/// What every handler and session shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Resolved configuration.
+    pub cfg: Arc<Config>,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Fanout between nodes.
+    pub bus: Arc<dyn Bus>,
+    /// Local sessions by room and user.
+    pub hub: Arc<Hub>,
+    /// Token issuing and checking.
+    pub auth: Arc<Auth>,
+    /// Cancelled when the node starts draining.
+    pub shutdown: CancellationToken,
+    /// Every live WebSocket session, so draining can wait for them.
+    pub sessions: TaskTracker,
+}
+
+/// Opens the backends the configuration names.
+fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    let path = cfg.sqlite_path()?;
+    let store = SqliteStore::open(&SqliteOptions {
+        path: path.clone(),
+        max_batch: cfg.commit_batch,
+    })
+    .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
+    let bus: Arc<dyn Bus> = match cfg.bus.as_str() {
+        "local" => Arc::new(LocalBus::standalone()),
+        other => anyhow::bail!("unsupported bus `{other}`"),
+    };
+    Ok((Arc::new(store), bus))
+}
+
+/// A running node.
+pub struct Server {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    state: AppState,
+    http: JoinHandle<std::io::Result<()>>,
+    relay: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the backends, binds the listener and starts serving.
+    pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+        let (store, bus) = backends(&cfg)?;
+        let auth = Auth::from_config(&cfg).context("setting up tokens")?;
+        let commits = store
+            .take_commits()
+            .context("the store's commit stream was already taken")?;
+        let hub = Hub::new(bus.clone());
+        let relay = tokio::spawn(relay::run(commits, bus.clone()));
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState {
+            cfg: Arc::new(cfg),
+            store,
+            bus,
+            hub,
+            auth: Arc::new(auth),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        };
+        let app = crate::api::router(state.clone());
+        let stop = state.shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        });
+        tracing::info!(%addr, "switchboard listening");
+        Ok(Server {
+            addr,
+            state,
+            http,
+            relay,
+        })
+    }
+
+    /// Cancel this to start draining.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Waits for shutdown, then drains: stop accepting, let sessions finish their in-flight
+    /// sends and close with 1001, finish queued commits, stop.
+    pub async fn wait(self) {
+        self.state.shutdown.cancelled().await;
+        tracing::info!("draining");
+        let grace = Duration::from_millis(self.state.cfg.drain_timeout_ms);
+        match tokio::time::timeout(grace, self.http).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
+            Err(_) => tracing::warn!("http connections still open after the drain timeout"),
+        }
+        self.state.sessions.close();
+        if tokio::time::timeout(grace + Duration::from_secs(1), self.state.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.state.hub.session_count(),
+                "sessions still open after the drain timeout"
+            );
+            self.state.hub.kick_all(close::GOING_AWAY);
+        }
+        self.state.store.close().await;
+        if tokio::time::timeout(Duration::from_secs(2), self.relay)
+            .await
+            .is_err()
+        {
+            tracing::warn!("relay did not finish");
+        }
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,144 @@
+//! The `Bus` contract as tests. Every implementation instantiates [`bus_conformance!`] with a
+//! factory returning `(guard, node)` where `node()` attaches a new node to one shared bus.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_protocol::MemberChange;
+
+use super::{Bus, BusEvent};
+
+/// Generates one `#[tokio::test]` per contract check for a bus factory.
+#[macro_export]
+macro_rules! bus_conformance {
+    ($factory:path) => {
+        $crate::bus_conformance!(@tests $factory,
+            delivers_only_subscribed_rooms_to_every_node,
+            preserves_publish_order_per_room,
+            unsubscribe_stops_delivery,
+            events_arrive_intact
+        );
+    };
+    (@tests $factory:path, $($name:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_guard, node) = $factory().await;
+                $crate::bus::conformance::$name(&node).await;
+            }
+        )+
+    };
+}
+
+type Seen = Arc<Mutex<Vec<BusEvent>>>;
+
+fn recorder(bus: &Arc<dyn Bus>) -> Seen {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    bus.set_handler(Arc::new(move |ev| {
+        if let Ok(mut v) = sink.lock() {
+            v.push(ev);
+        }
+    }));
+    seen
+}
+
+fn event(room: &str, seq: u64) -> BusEvent {
+    BusEvent {
+        room: room.to_owned(),
+        seq,
+        member: None,
+        origin: None,
+        payload: Bytes::from(format!("{{\"op\":\"x\",\"seq\":{seq}}}")),
+    }
+}
+
+/// Waits until `seen` holds `n` events (networked buses deliver asynchronously).
+async fn wait_for(seen: &Seen, n: usize) -> Vec<BusEvent> {
+    for _ in 0..200 {
+        let got = seen.lock().map(|v| v.clone()).unwrap_or_default();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+/// Gives a networked bus time to deliver anything it should not.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+pub(crate) async fn delivers_only_subscribed_rooms_to_every_node(node: &impl Fn() -> Arc<dyn Bus>) {
+    let (a, b, c) = (node(), node(), node());
+    let (seen_a, seen_b, seen_c) = (recorder(&a), recorder(&b), recorder(&c));
+    a.subscribe("r1").await.unwrap();
+    b.subscribe("r1").await.unwrap();
+    c.subscribe("r2").await.unwrap();
+    a.publish(event("r1", 1)).await.unwrap();
+    assert_eq!(
+        wait_for(&seen_a, 1).await.len(),
+        1,
+        "the publisher's own node receives"
+    );
+    assert_eq!(
+        wait_for(&seen_b, 1).await.len(),
+        1,
+        "another subscribed node receives"
+    );
+    settle().await;
+    assert!(
+        seen_c.lock().unwrap().is_empty(),
+        "an unsubscribed node receives nothing"
+    );
+    assert_eq!(seen_a.lock().unwrap().len(), 1, "at most once per node");
+}
+
+pub(crate) async fn preserves_publish_order_per_room(node: &impl Fn() -> Arc<dyn Bus>) {
+    let (a, b) = (node(), node());
+    let seen = recorder(&b);
+    a.set_handler(Arc::new(|_| {}));
+    b.subscribe("room").await.unwrap();
+    for seq in 1..=500 {
+        a.publish(event("room", seq)).await.unwrap();
+    }
+    let got = wait_for(&seen, 500).await;
+    let seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=500).collect::<Vec<_>>());
+}
+
+pub(crate) async fn unsubscribe_stops_delivery(node: &impl Fn() -> Arc<dyn Bus>) {
+    let a = node();
+    let seen = recorder(&a);
+    a.subscribe("r").await.unwrap();
+    a.publish(event("r", 1)).await.unwrap();
+    wait_for(&seen, 1).await;
+    a.unsubscribe("r").await.unwrap();
+    a.publish(event("r", 2)).await.unwrap();
+    settle().await;
+    let seqs: Vec<u64> = seen.lock().unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1]);
+    a.subscribe("r").await.unwrap();
+    a.publish(event("r", 3)).await.unwrap();
+    assert_eq!(wait_for(&seen, 2).await.last().map(|e| e.seq), Some(3));
+}
+
+pub(crate) async fn events_arrive_intact(node: &impl Fn() -> Arc<dyn Bus>) {
+    let (a, b) = (node(), node());
+    a.set_handler(Arc::new(|_| {}));
+    let seen = recorder(&b);
+    b.subscribe("room-é").await.unwrap();
+    let sent = BusEvent {
+        room: "room-é".into(),
+        seq: 7,
+        member: Some(("user-1".into(), MemberChange::Removed)),
+        origin: Some("session-9".into()),
+        payload: Bytes::from_static("{\"op\":\"member\",\"body\":\"✓ ünïcode\"}".as_bytes()),
+    };
+    a.publish(sent.clone()).await.unwrap();
+    let got = wait_for(&seen, 1).await;
+    assert_eq!(got, vec![sent]);
+    a.ping().await.unwrap();
+}

@@ -1,0 +1,69 @@
+//! Fanout seam: carries a room's events to every node that holds members of the room.
+//!
+//! The bus moves already-encoded frames; it never decides who sees what (the hub does) and never
+//! holds the truth (the store does). It is best-effort by contract: a node that misses an event
+//! notices the `seq` gap at its next event and fills it from the store, so nothing acked is lost
+//! even when the bus drops something.
+
+pub mod local;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use switchboard_protocol::MemberChange;
+
+/// One event on the bus: an encoded server frame plus what receivers need to route it without
+/// parsing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusEvent {
+    /// Room id (the subject).
+    pub room: String,
+    /// Timeline `seq`; 0 for ephemeral events (typing, read markers), which are never replayed.
+    pub seq: u64,
+    /// For member events: whose membership changed and how, so receivers can update their
+    /// room subscriptions in timeline order.
+    pub member: Option<(String, MemberChange)>,
+    /// Session that caused an ephemeral event, which it is not echoed back to.
+    pub origin: Option<String>,
+    /// The frame as sent to clients (UTF-8 JSON), encoded once by the publisher.
+    pub payload: Bytes,
+}
+
+/// Why a bus call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus is unreachable or refused the call; callers retry or rely on gap filling.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The node's inbound handler, called for every event on a subscribed room. It must not block:
+/// the hub only enqueues.
+pub type BusHandler = Arc<dyn Fn(BusEvent) + Send + Sync>;
+
+/// Room fanout between nodes.
+///
+/// Contract (checked by the conformance suite for every implementation):
+/// - An event published on room R reaches the handler of every node subscribed to R at the time
+///   of publishing (including the publisher's own node), at most once per node.
+/// - Events from one publisher on one room arrive in publish order.
+/// - After `unsubscribe(R)` returns, the node's handler gets no more events for R; after
+///   `subscribe(R)` returns, it gets every later one.
+/// - Delivery is best-effort: receivers tolerate loss by filling `seq` gaps from the store.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Installs the node's handler. Called once, before any subscription.
+    fn set_handler(&self, handler: BusHandler);
+    /// Sends an event to every node subscribed to its room.
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
+    /// Starts receiving a room's events on this node.
+    async fn subscribe(&self, room: &str) -> Result<(), BusError>;
+    /// Stops receiving a room's events on this node.
+    async fn unsubscribe(&self, room: &str) -> Result<(), BusError>;
+    /// Checks the bus answers, for `/readyz`.
+    async fn ping(&self) -> Result<(), BusError>;
+}

@@ -1,0 +1,336 @@
+//! Configuration: built-in defaults, overridden by an optional TOML file, overridden by
+//! environment variables (`SWITCHBOARD_*`) and command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the server reads at start. Field names are the TOML keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the embedded database and the generated token secret.
+    pub data: PathBuf,
+    /// Store URL; `sqlite://PATH` (default: `<data>/switchboard.db`).
+    pub store: Option<String>,
+    /// Bus: `local` (in-process).
+    pub bus: String,
+    /// Secret for Switchboard's own HS256 tokens; generated into `<data>/jwt_secret` if unset.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of tokens Switchboard issues, in seconds.
+    pub token_ttl_secs: u64,
+    /// Accept tokens from the operator's backend signed with this HS256 secret.
+    pub jwt_external_hs256_secret: Option<String>,
+    /// Accept tokens from the operator's backend signed by this RS256 key (PEM file path).
+    pub jwt_external_rs256_public_key: Option<PathBuf>,
+    /// Required `iss` of external tokens, when set.
+    pub jwt_external_issuer: Option<String>,
+    /// Required `aud` of external tokens, when set.
+    pub jwt_external_audience: Option<String>,
+    /// Browser origins allowed to open WebSockets; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Largest WebSocket message accepted, in bytes (larger closes with 1009).
+    pub max_frame_bytes: usize,
+    /// Largest REST request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Longest message body, in Unicode scalar values.
+    pub max_body_chars: usize,
+    /// Frames queued per connection before it is closed as a slow consumer (4010).
+    pub send_queue: usize,
+    /// Frames per second a connection may send, sustained.
+    pub rate_per_sec: u32,
+    /// Frames a connection may send in a burst.
+    pub rate_burst: u32,
+    /// Server ping interval; a client silent for 2.5 intervals is closed (4009).
+    pub heartbeat_ms: u64,
+    /// Time allowed for `hello` after connecting (then 4001).
+    pub hello_timeout_ms: u64,
+    /// Most timeline events replayed per room on resume; beyond it the server sends `gap`.
+    pub replay_limit: u32,
+    /// Most writes per SQLite group commit (1 = one fsync per write).
+    pub commit_batch: usize,
+    /// Time allowed for sessions to finish in-flight work when draining.
+    pub drain_timeout_ms: u64,
+    /// `text` or `json` logs.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: PathBuf::from("./data"),
+            store: None,
+            bus: "local".into(),
+            jwt_secret: None,
+            token_ttl_secs: 7 * 24 * 3600,
+            jwt_external_hs256_secret: None,
+            jwt_external_rs256_public_key: None,
+            jwt_external_issuer: None,
+            jwt_external_audience: None,
+            allowed_origins: Vec::new(),
+            max_frame_bytes: 64 * 1024,
+            max_request_bytes: 64 * 1024,
+            max_body_chars: 4000,
+            send_queue: 1024,
+            rate_per_sec: 50,
+            rate_burst: 100,
+            heartbeat_ms: 30_000,
+            hello_timeout_ms: 10_000,
+            replay_limit: 1000,
+            commit_batch: 1024,
+            drain_timeout_ms: 10_000,
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Switchboard: a real-time chat server"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to run (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the chat API, WebSocket gateway and browser client (the default).
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`; each may also come from its environment variable or the config file.
+#[derive(Debug, Default, Clone, Args, Serialize)]
+pub struct ServeArgs {
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory for the embedded database and secrets [default: ./data].
+    #[arg(long, env = "SWITCHBOARD_DATA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// Store URL, `sqlite://PATH` [default: sqlite://<data>/switchboard.db].
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Secret for Switchboard's own tokens [default: generated into <data>/jwt_secret].
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+    /// Lifetime of issued tokens in seconds [default: 604800].
+    #[arg(long, env = "SWITCHBOARD_TOKEN_TTL_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ttl_secs: Option<u64>,
+    /// Accept your backend's HS256 tokens signed with this secret.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_EXTERNAL_HS256_SECRET",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_external_hs256_secret: Option<String>,
+    /// Accept your backend's RS256 tokens verified with this PEM public key file.
+    #[arg(long, env = "SWITCHBOARD_JWT_EXTERNAL_RS256_PUBLIC_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_external_rs256_public_key: Option<PathBuf>,
+    /// Required `iss` claim of external tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_EXTERNAL_ISSUER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_external_issuer: Option<String>,
+    /// Required `aud` claim of external tokens.
+    #[arg(long, env = "SWITCHBOARD_JWT_EXTERNAL_AUDIENCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_external_audience: Option<String>,
+    /// Comma-separated browser origins allowed to open WebSockets [default: any].
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Largest WebSocket message in bytes [default: 65536].
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<usize>,
+    /// Longest message body in characters [default: 4000].
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY_CHARS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_chars: Option<usize>,
+    /// Frames queued per connection before closing it as a slow consumer [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_SEND_QUEUE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_queue: Option<usize>,
+    /// Frames per second a connection may send [default: 50].
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SEC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<u32>,
+    /// Burst of frames a connection may send [default: 100].
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_burst: Option<u32>,
+    /// Server ping interval in milliseconds [default: 30000].
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+    /// Time allowed for `hello` in milliseconds [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_HELLO_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hello_timeout_ms: Option<u64>,
+    /// Most events replayed per room on resume before sending `gap` [default: 1000].
+    #[arg(long, env = "SWITCHBOARD_REPLAY_LIMIT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_limit: Option<u32>,
+    /// Most writes per SQLite group commit; 1 = one fsync per write [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_COMMIT_BATCH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_batch: Option<usize>,
+    /// Time allowed for draining on SIGTERM, in milliseconds [default: 10000].
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+}
+
+/// Why the configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file, variable or flag held a bad value.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ServeArgs {
+    /// Merges defaults, the config file (if any) and these flags (CLI or environment).
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &self.config {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} not found",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let cfg: Config = fig
+            .merge(Serialized::defaults(self))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.send_queue == 0 || self.rate_per_sec == 0 || self.rate_burst == 0 {
+            return bad("send_queue, rate_per_sec and rate_burst must be positive");
+        }
+        if self.max_frame_bytes < 1024 || self.max_body_chars == 0 {
+            return bad("max_frame_bytes must be at least 1024 and max_body_chars positive");
+        }
+        if self.heartbeat_ms < 100 || self.hello_timeout_ms == 0 {
+            return bad("heartbeat_ms must be at least 100 and hello_timeout_ms positive");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("log_format must be `text` or `json`");
+        }
+        if self.bus != "local" {
+            return bad("bus must be `local` (NATS comes with scale-out)");
+        }
+        if self.jwt_external_hs256_secret.is_some() && self.jwt_external_rs256_public_key.is_some()
+        {
+            return bad("configure one external token algorithm: HS256 secret or RS256 key");
+        }
+        self.sqlite_path()?;
+        Ok(())
+    }
+
+    /// The SQLite database file this configuration selects.
+    pub fn sqlite_path(&self) -> Result<PathBuf, ConfigError> {
+        match &self.store {
+            None => Ok(self.data.join("switchboard.db")),
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+                _ => Err(ConfigError::Invalid(format!(
+                    "store `{url}` is not supported: use sqlite://PATH (PostgreSQL comes with scale-out)"
+                ))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nrate_per_sec = 7\nallowed_origins = [\"https://a\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            rate_per_sec: Some(9),
+            ..Default::default()
+        };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.rate_per_sec, 9);
+        assert_eq!(cfg.allowed_origins, vec!["https://a".to_owned()]);
+        assert_eq!(cfg.send_queue, 1024);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(
+            args.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("no_such_key")
+        );
+        let args = ServeArgs {
+            store: Some("mysql://x".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+        let args = ServeArgs {
+            config: Some("/nonexistent.toml".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve().is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! One WebSocket as the session sees it: inbound frames classified (parsed, rate-limited,
+//! refused with a code), outbound frames batched, and closes with the documented codes.
+
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use switchboard_protocol::codes::{close, error as code};
+use switchboard_protocol::{ClientFrame, ServerFrame};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Frames refused in a row before the connection is closed with 4008.
+const MAX_STRIKES: u32 = 20;
+/// Longest a single write may take before the peer is considered gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ops a v1 client may send; anything else is `unknown_op`.
+const KNOWN_OPS: &[&str] = &["hello", "send", "typing", "read", "ping"];
+
+/// What reading the socket produced.
+pub(crate) enum Inbound {
+    /// A well-formed client frame.
+    Frame(ClientFrame),
+    /// A refused frame: answer with this and carry on.
+    Reply(ServerFrame),
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+    /// The peer closed or the socket failed.
+    Ended,
+    /// Nothing to act on (control frames).
+    Nothing,
+}
+
+/// Why a write failed: the session ends either way.
+#[derive(Debug)]
+pub(crate) struct WriteFailed;
+
+/// The socket halves plus per-connection limits.
+pub(crate) struct Conn {
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    limiter: DefaultDirectRateLimiter,
+    strikes: u32,
+    /// When the client last sent anything, for the heartbeat timeout.
+    pub(crate) last_recv: Instant,
+}
+
+impl Conn {
+    pub(crate) fn new(socket: WebSocket, cfg: &Config) -> Self {
+        let (sink, stream) = socket.split();
+        let per_sec = NonZeroU32::new(cfg.rate_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(cfg.rate_burst).unwrap_or(NonZeroU32::MIN);
+        Conn {
+            sink,
+            stream,
+            limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
+            strikes: 0,
+            last_recv: Instant::now(),
+        }
+    }
+
+    /// Reads and classifies the next inbound frame.
+    pub(crate) async fn next(&mut self) -> Inbound {
+        let msg = match self.stream.next().await {
+            None => return Inbound::Ended,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return classify_error(e),
+        };
+        self.last_recv = Instant::now();
+        match msg {
+            Message::Pong(_) => return Inbound::Nothing,
+            Message::Close(_) => return Inbound::Ended,
+            _ => {}
+        }
+        if self.limiter.check().is_err() {
+            self.strikes += 1;
+            if self.strikes > MAX_STRIKES {
+                return Inbound::Close(close::RATE_LIMITED, "rate limit exceeded");
+            }
+            let client_msg_id = match &msg {
+                Message::Text(t) => match serde_json::from_str::<ClientFrame>(t) {
+                    Ok(ClientFrame::Send { client_msg_id, .. }) => Some(client_msg_id),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let err = ApiError::bad_request(code::RATE_LIMITED, "too many frames; slow down");
+            return Inbound::Reply(err.to_frame(client_msg_id, None));
+        }
+        self.strikes = 0;
+        match msg {
+            Message::Text(t) => match parse(&t) {
+                Ok(f) => Inbound::Frame(f),
+                Err(e) => Inbound::Reply(e.to_frame(None, None)),
+            },
+            Message::Binary(_) => Inbound::Reply(
+                ApiError::bad_request(
+                    code::BINARY_NOT_SUPPORTED,
+                    "binary frames are not part of v1",
+                )
+                .to_frame(None, None),
+            ),
+            _ => Inbound::Nothing,
+        }
+    }
+
+    /// Queues a pre-encoded frame without flushing (see [`Conn::flush`]).
+    pub(crate) async fn feed(&mut self, text: Utf8Bytes) -> Result<(), WriteFailed> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.feed(Message::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriteFailed),
+        }
+    }
+
+    /// Writes everything queued with one flush.
+    pub(crate) async fn flush(&mut self) -> Result<(), WriteFailed> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriteFailed),
+        }
+    }
+
+    /// Encodes and queues a frame (no flush).
+    pub(crate) async fn feed_frame(&mut self, frame: &ServerFrame) -> Result<(), WriteFailed> {
+        let text = serde_json::to_string(frame).map_err(|e| {
+            tracing::error!(error = %e, "cannot encode a frame");
+            WriteFailed
+        })?;
+        self.feed(Utf8Bytes::from(text)).await
+    }
+
+    /// Encodes, writes and flushes one frame.
+    pub(crate) async fn send(&mut self, frame: &ServerFrame) -> Result<(), WriteFailed> {
+        self.feed_frame(frame).await?;
+        self.flush().await
+    }
+
+    /// Sends a WebSocket ping.
+    pub(crate) async fn ping(&mut self) -> Result<(), WriteFailed> {
+        match tokio::time::timeout(
+            WRITE_TIMEOUT,
+            self.sink.send(Message::Ping(Default::default())),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(WriteFailed),
+        }
+    }
+
+    /// Sends a close frame with `code`; the session ends after this.
+    pub(crate) async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ =
+            tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+fn classify_error(e: axum::Error) -> Inbound {
+    match e.into_inner().downcast::<tungstenite::Error>() {
+        Ok(boxed) if matches!(*boxed, tungstenite::Error::Capacity(_)) => {
+            Inbound::Close(close::TOO_LARGE, "frame too large")
+        }
+        _ => Inbound::Ended,
+    }
+}
+
+/// Parses a client frame, telling apart bad JSON, unknown ops and bad fields.
+pub(crate) fn parse(text: &str) -> Result<ClientFrame, ApiError> {
+    serde_json::from_str(text).map_err(|err| {
+        let detail = match serde_json::from_str::<serde_json::Value>(text) {
+            Err(_) => return ApiError::bad_request(code::INVALID_JSON, "frame is not valid JSON"),
+            Ok(serde_json::Value::Object(map)) => match map.get("op") {
+                Some(serde_json::Value::String(op)) if !KNOWN_OPS.contains(&op.as_str()) => {
+                    return ApiError::bad_request(code::UNKNOWN_OP, "unknown op");
+                }
+                None => "frame has no \"op\"".to_owned(),
+                _ => err.to_string(),
+            },
+            Ok(_) => {
+                return ApiError::bad_request(code::INVALID_JSON, "frame must be a JSON object");
+            }
+        };
+        ApiError::bad_request(code::INVALID_REQUEST, detail)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_frames_get_distinct_codes() {
+        let code_of = |s: &str| parse(s).unwrap_err().code;
+        assert_eq!(code_of("not json"), code::INVALID_JSON);
+        assert_eq!(code_of("[1]"), code::INVALID_JSON);
+        assert_eq!(code_of("\"op\""), code::INVALID_JSON);
+        assert_eq!(code_of(r#"{"op":"fly"}"#), code::UNKNOWN_OP);
+        assert_eq!(code_of(r#"{"room":"r"}"#), code::INVALID_REQUEST);
+        assert_eq!(
+            code_of(r#"{"op":"send","room":"r"}"#),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            code_of(r#"{"op":"read","room":"r","seq":"x"}"#),
+            code::INVALID_REQUEST
+        );
+        assert_eq!(
+            code_of(r#"{"op":"send","room":"r","client_msg_id":"c","body":"\ud800"}"#),
+            code::INVALID_JSON
+        );
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(code_of(&deep), code::INVALID_JSON);
+        assert!(
+            parse(r#"{"op":"ping","extra":1}"#).is_ok(),
+            "unknown fields are ignored"
+        );
+    }
+}

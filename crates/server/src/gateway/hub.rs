@@ -1,0 +1,323 @@
+//! The node's local fanout: which sessions are in which rooms, and delivery of bus events to
+//! their queues.
+//!
+//! Each event arrives encoded once; the hub hands the same bytes (reference-counted) to every
+//! local session in the room with a non-blocking `try_send`. A session whose queue is full is
+//! closed as a slow consumer instead of slowing the room. Member events are applied in timeline
+//! order: a joining user's sessions are subscribed before the event is delivered, a leaving
+//! user's sessions receive the event and are then unsubscribed, so a removed member gets nothing
+//! committed after the removal.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use axum::extract::ws::Utf8Bytes;
+use switchboard_protocol::MemberChange;
+use switchboard_protocol::codes::close;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError, BusEvent};
+
+/// An encoded frame shared by every session that receives it.
+#[derive(Debug)]
+pub struct Frame {
+    /// Room id.
+    pub room: String,
+    /// Timeline `seq`, or 0 for ephemeral frames.
+    pub seq: u64,
+    /// The JSON text, encoded once.
+    pub text: Utf8Bytes,
+}
+
+/// What the hub puts on a session's queue.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame to write (after the session's own `seq` checks for timeline events).
+    Event(Arc<Frame>),
+    /// The user joined a room at `seq` (its member event follows on the queue).
+    Joined {
+        /// Room id.
+        room: String,
+        /// The member event's `seq`.
+        seq: u64,
+    },
+    /// The user left or was removed (after the member event).
+    Left {
+        /// Room id.
+        room: String,
+        /// Left or removed.
+        change: MemberChange,
+    },
+}
+
+/// The hub's handle on one connection.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Session id (also the `origin` of its ephemeral events).
+    pub id: String,
+    /// Authenticated user id.
+    pub user: String,
+    tx: mpsc::Sender<Outbound>,
+    kicked: CancellationToken,
+    code: AtomicU16,
+}
+
+impl SessionHandle {
+    /// A handle and the receiving end of its bounded queue.
+    pub fn new(id: String, user: String, queue: usize) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let handle = SessionHandle {
+            id,
+            user,
+            tx,
+            kicked: CancellationToken::new(),
+            code: AtomicU16::new(0),
+        };
+        (Arc::new(handle), rx)
+    }
+
+    fn push(&self, out: Outbound) {
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.kick(close::SLOW_CONSUMER),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Asks the session to close with `code` (the first code asked for wins).
+    pub fn kick(&self, code: u16) {
+        let _ = self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.kicked.cancel();
+    }
+
+    /// Resolves once the session has been kicked; yields the close code.
+    pub async fn kicked(&self) -> u16 {
+        self.kicked.cancelled().await;
+        self.code.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Default)]
+struct Members {
+    rooms: HashMap<String, Vec<Arc<SessionHandle>>>,
+    users: HashMap<String, Vec<Arc<SessionHandle>>>,
+}
+
+/// Local fanout and room subscriptions of one node.
+pub struct Hub {
+    members: RwLock<Members>,
+    bus: Arc<dyn Bus>,
+    /// Rooms the bus is subscribed to; changed only under this lock so that concurrent joins
+    /// and leaves cannot leave the node unsubscribed from a room it holds sessions for.
+    interest: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl Hub {
+    /// Creates the hub and registers it as the bus's handler.
+    pub fn new(bus: Arc<dyn Bus>) -> Arc<Self> {
+        let hub = Arc::new(Hub {
+            members: RwLock::default(),
+            bus: bus.clone(),
+            interest: Default::default(),
+        });
+        let weak: Weak<Hub> = Arc::downgrade(&hub);
+        bus.set_handler(Arc::new(move |ev| {
+            if let Some(hub) = weak.upgrade() {
+                hub.deliver(ev);
+            }
+        }));
+        hub
+    }
+
+    /// Routes one bus event to the local sessions of its room.
+    pub fn deliver(self: &Arc<Self>, ev: BusEvent) {
+        let Ok(text) = Utf8Bytes::try_from(ev.payload) else {
+            tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
+            return;
+        };
+        let frame = Arc::new(Frame {
+            room: ev.room,
+            seq: ev.seq,
+            text,
+        });
+        match ev.member {
+            Some((user, MemberChange::Joined)) => {
+                self.on_joined(&frame, &user);
+                self.fan_out(&frame, None);
+            }
+            Some((user, change)) => {
+                self.fan_out(&frame, None);
+                self.on_left(&frame.room, &user, change);
+            }
+            None => self.fan_out(&frame, ev.origin.as_deref()),
+        }
+    }
+
+    fn fan_out(&self, frame: &Arc<Frame>, except: Option<&str>) {
+        let Ok(members) = self.members.read() else {
+            return;
+        };
+        if let Some(sessions) = members.rooms.get(&frame.room) {
+            for s in sessions {
+                if except != Some(s.id.as_str()) {
+                    s.push(Outbound::Event(frame.clone()));
+                }
+            }
+        }
+    }
+
+    fn on_joined(self: &Arc<Self>, frame: &Frame, user: &str) {
+        {
+            let Ok(mut m) = self.members.write() else {
+                return;
+            };
+            let Some(sessions) = m.users.get(user).cloned() else {
+                return;
+            };
+            let room = m.rooms.entry(frame.room.clone()).or_default();
+            for s in sessions {
+                if !room.iter().any(|r| r.id == s.id) {
+                    room.push(s.clone());
+                    s.push(Outbound::Joined {
+                        room: frame.room.clone(),
+                        seq: frame.seq,
+                    });
+                }
+            }
+        }
+        self.spawn_reconcile(frame.room.clone());
+    }
+
+    fn on_left(self: &Arc<Self>, room_id: &str, user: &str, change: MemberChange) {
+        {
+            let Ok(mut m) = self.members.write() else {
+                return;
+            };
+            if let Some(room) = m.rooms.get_mut(room_id) {
+                room.retain(|s| {
+                    let keep = s.user != user;
+                    if !keep {
+                        s.push(Outbound::Left {
+                            room: room_id.to_owned(),
+                            change,
+                        });
+                    }
+                    keep
+                });
+            }
+        }
+        self.spawn_reconcile(room_id.to_owned());
+    }
+
+    fn spawn_reconcile(self: &Arc<Self>, room: String) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = hub.reconcile([room]).await {
+                tracing::error!(error = %e, "bus subscription update failed");
+            }
+        });
+    }
+
+    /// Registers a connected session so that rooms its user joins later reach it.
+    pub fn add_session(&self, handle: &Arc<SessionHandle>) {
+        if let Ok(mut m) = self.members.write() {
+            m.users
+                .entry(handle.user.clone())
+                .or_default()
+                .push(handle.clone());
+        }
+    }
+
+    /// Subscribes a session to rooms; returns once the bus delivers them to this node.
+    pub async fn subscribe(
+        &self,
+        handle: &Arc<SessionHandle>,
+        rooms: &[String],
+    ) -> Result<(), BusError> {
+        {
+            let Ok(mut m) = self.members.write() else {
+                return Ok(());
+            };
+            for r in rooms {
+                let room = m.rooms.entry(r.clone()).or_default();
+                if !room.iter().any(|s| s.id == handle.id) {
+                    room.push(handle.clone());
+                }
+            }
+        }
+        self.reconcile(rooms.iter().cloned()).await
+    }
+
+    /// Forgets a session that ended.
+    pub async fn remove_session(&self, handle: &Arc<SessionHandle>) {
+        let mut touched = Vec::new();
+        if let Ok(mut m) = self.members.write() {
+            if let Some(v) = m.users.get_mut(&handle.user) {
+                v.retain(|s| s.id != handle.id);
+                if v.is_empty() {
+                    m.users.remove(&handle.user);
+                }
+            }
+            for (room, sessions) in m.rooms.iter_mut() {
+                let before = sessions.len();
+                sessions.retain(|s| s.id != handle.id);
+                if sessions.len() != before {
+                    touched.push(room.clone());
+                }
+            }
+        }
+        if let Err(e) = self.reconcile(touched).await {
+            tracing::error!(error = %e, "bus unsubscribe failed");
+        }
+    }
+
+    /// Brings the bus's subscriptions for `rooms` in line with the local sessions.
+    async fn reconcile(&self, rooms: impl IntoIterator<Item = String>) -> Result<(), BusError> {
+        let mut interest = self.interest.lock().await;
+        for room in rooms {
+            let wanted = {
+                let Ok(mut m) = self.members.write() else {
+                    continue;
+                };
+                let wanted = m.rooms.get(&room).is_some_and(|s| !s.is_empty());
+                if !wanted {
+                    m.rooms.remove(&room);
+                }
+                wanted
+            };
+            match (wanted, interest.contains(&room)) {
+                (true, false) => {
+                    self.bus.subscribe(&room).await?;
+                    interest.insert(room);
+                }
+                (false, true) => {
+                    self.bus.unsubscribe(&room).await?;
+                    interest.remove(&room);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every local session with `code` (used when draining).
+    pub fn kick_all(&self, code: u16) {
+        if let Ok(m) = self.members.read() {
+            for s in m.users.values().flatten() {
+                s.kick(code);
+            }
+        }
+    }
+
+    /// Number of connected sessions on this node.
+    pub fn session_count(&self) -> usize {
+        self.members
+            .read()
+            .map(|m| m.users.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,101 @@
+//! The WebSocket gateway at `GET /v1/ws`: the upgrade (origin check, frame limits, buffers sized
+//! for chat) and the per-connection session.
+
+mod conn;
+pub mod hub;
+pub mod relay;
+mod session;
+
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use switchboard_protocol::codes::error as code;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Read buffer per connection: chat frames are small, so 4 KiB instead of the 128 KiB default.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes gathered before a write is forced; batches of frames are flushed explicitly anyway.
+const WRITE_BUFFER: usize = 8 * 1024;
+/// Unflushed bytes allowed before writes fail (a peer that stopped reading).
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Upgrades to a WebSocket session.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "gateway",
+    description = "WebSocket upgrade. Send `hello` within 10 s; see docs/protocol.md for frames and close codes.",
+    responses(
+        (status = 101, description = "Switching protocols"),
+        (status = 400, description = "Not a WebSocket upgrade", body = switchboard_protocol::rest::ErrorBody),
+        (status = 403, description = "Origin not allowed", body = switchboard_protocol::rest::ErrorBody),
+        (status = 503, description = "Draining", body = switchboard_protocol::rest::ErrorBody),
+    )
+)]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if state.shutdown.is_cancelled() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::DRAINING,
+            "server draining",
+        )
+        .into_response();
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !origin_allowed(&state.cfg.allowed_origins, origin) {
+        return ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed")
+            .into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return ApiError::new(
+                e.status(),
+                code::INVALID_REQUEST,
+                format!("expected a WebSocket upgrade: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let max = state.cfg.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| {
+            let tracker = state.sessions.clone();
+            tracker.track_future(session::run(socket, state))
+        })
+}
+
+/// An empty allowlist admits any origin (tokens travel in `hello`, not cookies, so a foreign
+/// page cannot ride a user's session); a non-empty one admits only its entries, and requests
+/// without `Origin` (non-browser clients).
+fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    match origin {
+        None => true,
+        Some(o) => allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(o)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins_are_checked_against_the_allowlist() {
+        let list = vec!["https://chat.example".to_owned()];
+        assert!(origin_allowed(&list, Some("https://chat.example")));
+        assert!(!origin_allowed(&list, Some("https://evil.example")));
+        assert!(origin_allowed(&list, None));
+        assert!(origin_allowed(&[], Some("https://anything")));
+    }
+}

@@ -1,0 +1,541 @@
+//! One authenticated connection: `hello`, resume, then one `select!` loop over the socket, the
+//! hub queue, in-flight store calls, heartbeats and shutdown.
+//!
+//! Resume without gap or duplicate: the session subscribes to its rooms first (live events start
+//! queueing), then replays from the store, then drains the queue. It tracks the last `seq` written
+//! per room, drops anything at or below it, and fills any hole above it from the store before
+//! writing the event that revealed it, so the client sees each room's timeline exactly once and
+//! in order, whatever the timing between replay, live delivery and the bus.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use switchboard_protocol::codes::{close, error as code};
+use switchboard_protocol::{ClientFrame, MemberChange, Room, RoomKind, ServerFrame, User};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::conn::{Conn, Inbound, WriteFailed};
+use super::hub::{Outbound, SessionHandle};
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::bus::BusEvent;
+use crate::error::ApiError;
+use crate::store::NewMessage;
+use crate::validate;
+
+/// Store calls one connection may have in flight; past this the socket is not read.
+const MAX_IN_FLIGHT: usize = 256;
+/// Queued frames written per flush.
+const WRITE_BATCH: usize = 64;
+/// Timeline events fetched per store read when replaying or filling a gap.
+const FETCH_PAGE: u32 = 500;
+
+/// Where the session stands in one room.
+struct Position {
+    /// Last `seq` written to the client.
+    seq: u64,
+    /// The room as last loaded, for `room` frames.
+    room: Room,
+}
+
+type Pending = BoxFuture<'static, Option<ServerFrame>>;
+
+/// Serves one WebSocket until it closes.
+pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
+    let mut conn = Conn::new(socket, &state.cfg);
+    let Some((user, since)) = hello(&mut conn, &state).await else {
+        return;
+    };
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let (handle, queue) =
+        SessionHandle::new(session_id.clone(), user.id.clone(), state.cfg.send_queue);
+    let span = tracing::info_span!("session", session = %session_id, user = %user.id);
+    state.hub.add_session(&handle);
+    let mut session = Session {
+        state: state.clone(),
+        conn,
+        handle: handle.clone(),
+        user,
+        rooms: HashMap::new(),
+        pending: FuturesOrdered::new(),
+    };
+    async {
+        tracing::debug!("session ready");
+        match session.start(since.unwrap_or_default()).await {
+            Ok(()) => session.serve(queue).await,
+            Err(Stop::Close(c, reason)) => session.conn.close(c, reason).await,
+            Err(Stop::Gone) => {}
+        }
+        tracing::debug!("session ended");
+    }
+    .instrument(span)
+    .await;
+    state.hub.remove_session(&handle).await;
+}
+
+/// Waits for a valid `hello`; closes with 4001 or 4003 otherwise.
+async fn hello(conn: &mut Conn, state: &AppState) -> Option<(User, Option<BTreeMap<String, u64>>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(state.cfg.hello_timeout_ms);
+    loop {
+        let inbound = tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                conn.close(close::GOING_AWAY, "server draining").await;
+                return None;
+            }
+            r = tokio::time::timeout_at(deadline, conn.next()) => match r {
+                Ok(i) => i,
+                Err(_) => {
+                    conn.close(close::NO_HELLO, "no hello in time").await;
+                    return None;
+                }
+            },
+        };
+        let reply = match inbound {
+            Inbound::Frame(ClientFrame::Hello { token, since }) => {
+                return match state.auth.verify(&token, &state.store).await {
+                    Ok(user) => Some((user, since)),
+                    Err(AuthError::Unavailable(e)) => {
+                        let _ = conn.send(&ApiError::from(e).to_frame(None, None)).await;
+                        conn.close(close::INTERNAL, "backend unavailable").await;
+                        None
+                    }
+                    Err(_) => {
+                        conn.close(close::BAD_TOKEN, "invalid or expired token")
+                            .await;
+                        None
+                    }
+                };
+            }
+            Inbound::Frame(_) => ApiError::bad_request(code::NOT_AUTHENTICATED, "send hello first")
+                .to_frame(None, None),
+            Inbound::Reply(frame) => frame,
+            Inbound::Close(c, reason) => {
+                conn.close(c, reason).await;
+                return None;
+            }
+            Inbound::Ended => return None,
+            Inbound::Nothing => continue,
+        };
+        if conn.send(&reply).await.is_err() {
+            return None;
+        }
+    }
+}
+
+enum Stop {
+    Close(u16, &'static str),
+    Gone,
+}
+
+impl From<WriteFailed> for Stop {
+    fn from(_: WriteFailed) -> Self {
+        Stop::Gone
+    }
+}
+
+struct Session {
+    state: AppState,
+    conn: Conn,
+    handle: Arc<SessionHandle>,
+    user: User,
+    rooms: HashMap<String, Position>,
+    pending: FuturesOrdered<Pending>,
+}
+
+impl Session {
+    /// Subscribes, sends `ready`, replays what the client missed.
+    async fn start(&mut self, since: BTreeMap<String, u64>) -> Result<(), Stop> {
+        let store = self.state.store.clone();
+        let unavailable = || Stop::Close(close::INTERNAL, "backend unavailable");
+        // Subscribe before reading positions, so nothing committed from here on is missed.
+        let first = store
+            .rooms_for(&self.user.id)
+            .await
+            .map_err(|_| unavailable())?;
+        let ids: Vec<String> = first.iter().map(|r| r.id.clone()).collect();
+        self.state
+            .hub
+            .subscribe(&self.handle, &ids)
+            .await
+            .map_err(|_| unavailable())?;
+        let rooms = store
+            .rooms_for(&self.user.id)
+            .await
+            .map_err(|_| unavailable())?;
+        let late: Vec<String> = rooms
+            .iter()
+            .filter(|r| !ids.contains(&r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        if !late.is_empty() {
+            self.state
+                .hub
+                .subscribe(&self.handle, &late)
+                .await
+                .map_err(|_| unavailable())?;
+        }
+        let ready = ServerFrame::Ready {
+            session_id: self.handle.id.clone(),
+            user: self.user.clone(),
+            heartbeat_ms: self.state.cfg.heartbeat_ms,
+            rooms: rooms.clone(),
+        };
+        self.conn.feed_frame(&ready).await?;
+        let limit = u64::from(self.state.cfg.replay_limit);
+        for room in rooms {
+            let last = room.last_seq;
+            let mut from = since.get(&room.id).map_or(last, |s| (*s).min(last));
+            if last - from > limit {
+                let until = last - limit;
+                self.conn
+                    .feed_frame(&ServerFrame::Gap {
+                        room: room.id.clone(),
+                        after_seq: from,
+                        until_seq: until,
+                    })
+                    .await?;
+                from = until;
+            }
+            let id = room.id.clone();
+            self.rooms.insert(id.clone(), Position { seq: from, room });
+            if last > from {
+                self.fill(&id, last).await?;
+            }
+        }
+        self.conn.flush().await?;
+        Ok(())
+    }
+
+    /// The main loop.
+    async fn serve(&mut self, mut queue: mpsc::Receiver<Outbound>) {
+        let hb = Duration::from_millis(self.state.cfg.heartbeat_ms);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.state.shutdown.clone();
+        let handle = self.handle.clone();
+        let mut draining = false;
+        let drain_deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(drain_deadline);
+        let result: Result<(), Stop> = loop {
+            if draining && self.pending.is_empty() {
+                break Err(Stop::Close(close::GOING_AWAY, "server draining"));
+            }
+            let step: Result<(), Stop> = tokio::select! {
+                biased;
+                code = handle.kicked() => Err(Stop::Close(code, "slow consumer: resume with since")),
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    let ms = self.state.cfg.drain_timeout_ms;
+                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(ms));
+                    Ok(())
+                }
+                _ = &mut drain_deadline, if draining => Err(Stop::Close(close::GOING_AWAY, "server draining")),
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => self.finish(done).await,
+                out = queue.recv() => match out {
+                    Some(o) => self.write_queued(o, &mut queue).await,
+                    None => Err(Stop::Gone),
+                },
+                inbound = self.conn.next(), if !draining && self.pending.len() < MAX_IN_FLIGHT => self.on_inbound(inbound).await,
+                _ = ticker.tick() => self.heartbeat(hb).await,
+            };
+            if let Err(stop) = step {
+                break Err(stop);
+            }
+        };
+        if let Err(Stop::Close(code, reason)) = result {
+            self.conn.close(code, reason).await;
+        }
+    }
+
+    async fn heartbeat(&mut self, hb: Duration) -> Result<(), Stop> {
+        if self.conn.last_recv.elapsed() > hb * 5 / 2 {
+            return Err(Stop::Close(
+                close::HEARTBEAT_TIMEOUT,
+                "no heartbeat from client",
+            ));
+        }
+        Ok(self.conn.ping().await?)
+    }
+
+    async fn finish(&mut self, done: Option<ServerFrame>) -> Result<(), Stop> {
+        if let Some(frame) = done {
+            self.conn.send(&frame).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one queued item and whatever else is already queued, then flushes once.
+    async fn write_queued(
+        &mut self,
+        first: Outbound,
+        queue: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), Stop> {
+        self.apply(first).await?;
+        for _ in 1..WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(o) => self.apply(o).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(self.conn.flush().await?)
+    }
+
+    async fn apply(&mut self, out: Outbound) -> Result<(), Stop> {
+        match out {
+            Outbound::Event(frame) if frame.seq == 0 => {
+                if self.rooms.contains_key(&frame.room) {
+                    self.conn.feed(frame.text.clone()).await?;
+                }
+            }
+            Outbound::Event(frame) => {
+                let Some(pos) = self.rooms.get(&frame.room).map(|p| p.seq) else {
+                    return Ok(());
+                };
+                if frame.seq <= pos {
+                    return Ok(());
+                }
+                if frame.seq > pos + 1 {
+                    self.fill(&frame.room, frame.seq - 1).await?;
+                }
+                self.conn.feed(frame.text.clone()).await?;
+                if let Some(p) = self.rooms.get_mut(&frame.room) {
+                    p.seq = p.seq.max(frame.seq);
+                    p.room.last_seq = p.seq;
+                }
+            }
+            Outbound::Joined { room, seq } => {
+                if self.rooms.contains_key(&room) {
+                    return Ok(());
+                }
+                let loaded = self.state.store.room_for(&room, &self.user.id).await;
+                let info = loaded.unwrap_or_else(|_| Room {
+                    id: room.clone(),
+                    name: String::new(),
+                    kind: RoomKind::Private,
+                    last_seq: seq,
+                    role: None,
+                    read_seq: None,
+                    unread: None,
+                });
+                self.conn
+                    .feed_frame(&ServerFrame::Room {
+                        room: info.clone(),
+                        change: MemberChange::Joined,
+                    })
+                    .await?;
+                self.rooms.insert(
+                    room,
+                    Position {
+                        seq: seq.saturating_sub(1),
+                        room: info,
+                    },
+                );
+            }
+            Outbound::Left { room, change } => {
+                if let Some(p) = self.rooms.remove(&room) {
+                    self.conn
+                        .feed_frame(&ServerFrame::Room {
+                            room: p.room,
+                            change,
+                        })
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the room's timeline from the session's position up to `upto` from the store.
+    /// What the store cannot supply is announced with `gap`, never skipped silently.
+    async fn fill(&mut self, room: &str, upto: u64) -> Result<(), Stop> {
+        let Some(mut pos) = self.rooms.get(room).map(|p| p.seq) else {
+            return Ok(());
+        };
+        while pos < upto {
+            let want = u32::try_from(upto - pos)
+                .unwrap_or(u32::MAX)
+                .min(FETCH_PAGE);
+            let events = match self.state.store.timeline(room, pos, want).await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(error = %e, room, "cannot fill a gap from the store");
+                    Vec::new()
+                }
+            };
+            if events.is_empty() {
+                self.conn
+                    .feed_frame(&ServerFrame::Gap {
+                        room: room.to_owned(),
+                        after_seq: pos,
+                        until_seq: upto,
+                    })
+                    .await?;
+                pos = upto;
+                break;
+            }
+            for ev in events {
+                if ev.seq() > upto {
+                    break;
+                }
+                pos = ev.seq();
+                self.conn.feed_frame(&ServerFrame::from(ev)).await?;
+            }
+        }
+        if let Some(p) = self.rooms.get_mut(room) {
+            p.seq = p.seq.max(pos);
+            p.room.last_seq = p.seq;
+        }
+        Ok(())
+    }
+
+    async fn on_inbound(&mut self, inbound: Inbound) -> Result<(), Stop> {
+        match inbound {
+            Inbound::Frame(f) => self.on_frame(f).await,
+            Inbound::Reply(frame) => Ok(self.conn.send(&frame).await?),
+            Inbound::Close(c, reason) => Err(Stop::Close(c, reason)),
+            Inbound::Ended => Err(Stop::Gone),
+            Inbound::Nothing => Ok(()),
+        }
+    }
+
+    fn member_of(&self, room: &str) -> Result<(), ApiError> {
+        if self.rooms.contains_key(room) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found())
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), Stop> {
+        let reply = match frame {
+            ClientFrame::Hello { .. } => Some(
+                ApiError::bad_request(code::ALREADY_AUTHENTICATED, "hello was already accepted")
+                    .to_frame(None, None),
+            ),
+            ClientFrame::Ping => Some(ServerFrame::Pong),
+            ClientFrame::Send {
+                room,
+                client_msg_id,
+                body,
+            } => {
+                let checked = validate::id(&room, "room")
+                    .and_then(|()| validate::client_msg_id(&client_msg_id))
+                    .and_then(|()| validate::body(&body, self.state.cfg.max_body_chars));
+                match checked {
+                    Err(e) => Some(e.to_frame(Some(client_msg_id), Some(room))),
+                    Ok(()) => {
+                        self.pending.push_back(send(
+                            &self.state,
+                            NewMessage {
+                                room,
+                                author: self.user.id.clone(),
+                                client_msg_id,
+                                body,
+                            },
+                        ));
+                        None
+                    }
+                }
+            }
+            ClientFrame::Typing { room } => match self.member_of(&room) {
+                Err(e) => Some(e.to_frame(None, Some(room))),
+                Ok(()) => {
+                    let frame = ServerFrame::Typing {
+                        room: room.clone(),
+                        user: self.user.id.clone(),
+                    };
+                    self.pending.push_back(publish(
+                        &self.state,
+                        room,
+                        frame,
+                        self.handle.id.clone(),
+                    ));
+                    None
+                }
+            },
+            ClientFrame::Read { room, seq } => match self.member_of(&room) {
+                Err(e) => Some(e.to_frame(None, Some(room))),
+                Ok(()) => {
+                    self.pending.push_back(mark_read(
+                        &self.state,
+                        room,
+                        self.user.id.clone(),
+                        seq,
+                        self.handle.id.clone(),
+                    ));
+                    None
+                }
+            },
+        };
+        if let Some(frame) = reply {
+            self.conn.send(&frame).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends a message; answers `ack` only after the durable commit.
+fn send(state: &AppState, msg: NewMessage) -> Pending {
+    let store = state.store.clone();
+    Box::pin(async move {
+        let (cmid, room) = (msg.client_msg_id.clone(), msg.room.clone());
+        Some(match store.append(msg).await {
+            Ok(a) => ServerFrame::Ack {
+                client_msg_id: cmid,
+                id: a.message.id,
+                seq: a.message.seq,
+                ts: a.message.ts,
+            },
+            Err(e) => ApiError::from(e).to_frame(Some(cmid), Some(room)),
+        })
+    })
+}
+
+/// Publishes an ephemeral frame to the room (not echoed to `origin`).
+fn publish(state: &AppState, room: String, frame: ServerFrame, origin: String) -> Pending {
+    let bus = state.bus.clone();
+    Box::pin(async move {
+        let payload = match serde_json::to_vec(&frame) {
+            Ok(p) => p,
+            Err(e) => return Some(ApiError::internal(e).to_frame(None, Some(room))),
+        };
+        let ev = BusEvent {
+            room: room.clone(),
+            seq: 0,
+            member: None,
+            origin: Some(origin),
+            payload: payload.into(),
+        };
+        match bus.publish(ev).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "ephemeral publish failed");
+                None
+            }
+        }
+    })
+}
+
+/// Moves the read marker, then tells the room (and the user's other devices).
+fn mark_read(state: &AppState, room: String, user: String, seq: u64, origin: String) -> Pending {
+    let store = state.store.clone();
+    let state = state.clone();
+    Box::pin(async move {
+        match store.mark_read(&room, &user, seq).await {
+            Ok(seq) => {
+                publish(
+                    &state,
+                    room.clone(),
+                    ServerFrame::Read { room, user, seq },
+                    origin,
+                )
+                .await
+            }
+            Err(e) => Some(ApiError::from(e).to_frame(None, Some(room))),
+        }
+    })
+}

@@ -1,0 +1,160 @@
+//! Input rules shared by REST and the gateway, each with its error code. Lengths are counted in
+//! Unicode scalar values (`char`s) everywhere, so a limit means the same on every path.
+
+use switchboard_protocol::codes::error as code;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::ApiError;
+
+/// Longest username.
+pub const USERNAME_MAX: usize = 32;
+/// Shortest and longest password.
+pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 8..=256;
+/// Longest `client_msg_id`.
+pub const CLIENT_MSG_ID_MAX: usize = 64;
+/// Longest room name.
+pub const ROOM_NAME_MAX: usize = 100;
+/// Longest id accepted anywhere (room, user, message).
+pub const ID_MAX: usize = 128;
+
+/// NFKC, lowercase, then `[a-z0-9_.-]{1,32}`. NFKC folds full-width and compatibility forms,
+/// and the ASCII-only rule leaves no room for homoglyphs such as a Cyrillic `а`.
+pub fn username(raw: &str) -> Result<String, ApiError> {
+    let name: String = raw.nfkc().collect::<String>().to_lowercase();
+    let ok = (1..=USERNAME_MAX).contains(&name.chars().count())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(name)
+    } else {
+        Err(ApiError::bad_request(
+            code::INVALID_USERNAME,
+            "username must be 1-32 characters of a-z, 0-9, '_', '.', '-'",
+        ))
+    }
+}
+
+/// 8–256 characters.
+pub fn password(raw: &str) -> Result<(), ApiError> {
+    if PASSWORD_LEN.contains(&raw.chars().count()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            code::INVALID_PASSWORD,
+            "password must be 8-256 characters",
+        ))
+    }
+}
+
+/// Not empty or whitespace-only, no NUL, at most `max` characters.
+pub fn body(raw: &str, max: usize) -> Result<(), ApiError> {
+    if raw.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            code::EMPTY_BODY,
+            "message body is empty",
+        ));
+    }
+    if raw.chars().count() > max {
+        return Err(ApiError::bad_request(
+            code::BODY_TOO_LONG,
+            format!("message body is longer than {max} characters"),
+        ));
+    }
+    if raw.contains('\0') {
+        return Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            "message body contains NUL",
+        ));
+    }
+    Ok(())
+}
+
+/// 1–64 printable characters.
+pub fn client_msg_id(raw: &str) -> Result<(), ApiError> {
+    let n = raw.chars().count();
+    if (1..=CLIENT_MSG_ID_MAX).contains(&n) && !raw.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            "client_msg_id must be 1-64 printable characters",
+        ))
+    }
+}
+
+/// An id-shaped string: 1–128 printable characters. Anything else cannot name a resource.
+pub fn id(raw: &str, what: &str) -> Result<(), ApiError> {
+    let n = raw.chars().count();
+    if (1..=ID_MAX).contains(&n) && !raw.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            format!("{what} is not a valid id"),
+        ))
+    }
+}
+
+/// Trimmed, 1–100 characters, no control characters (may be empty for a dm).
+pub fn room_name(raw: &str, allow_empty: bool) -> Result<String, ApiError> {
+    let name = raw.trim().to_owned();
+    let n = name.chars().count();
+    if (n == 0 && allow_empty)
+        || ((1..=ROOM_NAME_MAX).contains(&n) && !name.chars().any(char::is_control))
+    {
+        Ok(name)
+    } else {
+        Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            "room name must be 1-100 characters without control characters",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_normalised_and_homoglyphs_refused() {
+        assert_eq!(username("Alice").unwrap(), "alice");
+        assert_eq!(
+            username("ＡＬＩＣＥ").unwrap(),
+            "alice",
+            "full-width folds by NFKC"
+        );
+        assert!(username("\u{430}dmin").is_err(), "Cyrillic a is refused");
+        assert!(username("").is_err());
+        assert!(username(&"a".repeat(33)).is_err());
+        assert!(username("a b").is_err());
+        assert!(username("a\u{202e}b").is_err());
+    }
+
+    #[test]
+    fn bodies_count_characters_not_bytes() {
+        assert!(body("  \n\t", 10).is_err());
+        assert_eq!(body(&"é".repeat(10), 10).map_err(|e| e.code), Ok(()));
+        assert_eq!(
+            body(&"é".repeat(11), 10).unwrap_err().code,
+            code::BODY_TOO_LONG
+        );
+        let zalgo = format!("a{}", "\u{0301}".repeat(10_000));
+        assert_eq!(body(&zalgo, 4000).unwrap_err().code, code::BODY_TOO_LONG);
+        assert!(body("a\0b", 10).is_err());
+        assert!(
+            body("<img src=x onerror=alert(1)>", 100).is_ok(),
+            "markup is just text"
+        );
+    }
+
+    #[test]
+    fn ids_and_keys_are_bounded() {
+        assert!(client_msg_id("").is_err());
+        assert!(client_msg_id(&"k".repeat(65)).is_err());
+        assert!(client_msg_id("k\n").is_err());
+        assert!(id(&"x".repeat(129), "room").is_err());
+        assert!(room_name("   ", false).is_err());
+        assert_eq!(room_name("", true).unwrap(), "");
+    }
+}
