@@ -10,7 +10,7 @@ use switchboard_protocol::{Message, ServerFrame, TimelineEvent};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
-use crate::bus::BusEvent;
+use crate::bus::{BusEvent, Topic};
 use crate::error::ApiError;
 use crate::store::{HistoryPage, NewMessage};
 use crate::validate;
@@ -136,6 +136,7 @@ pub async fn read(
     };
     let payload = serde_json::to_vec(&frame).map_err(ApiError::internal)?;
     let ev = BusEvent {
+        topic: Topic::Room(room.clone()),
         room,
         seq: 0,
         member: None,

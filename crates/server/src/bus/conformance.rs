@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchboard_protocol::MemberChange;
 
-use super::{Bus, BusEvent};
+use super::{Bus, BusEvent, Topic};
 
 /// Generates one `#[tokio::test]` per contract check for a bus factory.
 #[macro_export]
@@ -17,6 +17,7 @@ macro_rules! bus_conformance {
             delivers_only_subscribed_rooms_to_every_node,
             preserves_publish_order_per_room,
             unsubscribe_stops_delivery,
+            user_topics_are_separate_from_room_topics,
             events_arrive_intact
         );
     };
@@ -44,8 +45,13 @@ fn recorder(bus: &Arc<dyn Bus>) -> Seen {
     seen
 }
 
+fn room(id: &str) -> Topic {
+    Topic::Room(id.to_owned())
+}
+
 fn event(room: &str, seq: u64) -> BusEvent {
     BusEvent {
+        topic: Topic::Room(room.to_owned()),
         room: room.to_owned(),
         seq,
         member: None,
@@ -74,9 +80,9 @@ async fn settle() {
 pub(crate) async fn delivers_only_subscribed_rooms_to_every_node(node: &impl Fn() -> Arc<dyn Bus>) {
     let (a, b, c) = (node(), node(), node());
     let (seen_a, seen_b, seen_c) = (recorder(&a), recorder(&b), recorder(&c));
-    a.subscribe("r1").await.unwrap();
-    b.subscribe("r1").await.unwrap();
-    c.subscribe("r2").await.unwrap();
+    a.subscribe(&room("r1")).await.unwrap();
+    b.subscribe(&room("r1")).await.unwrap();
+    c.subscribe(&room("r2")).await.unwrap();
     a.publish(event("r1", 1)).await.unwrap();
     assert_eq!(
         wait_for(&seen_a, 1).await.len(),
@@ -100,7 +106,7 @@ pub(crate) async fn preserves_publish_order_per_room(node: &impl Fn() -> Arc<dyn
     let (a, b) = (node(), node());
     let seen = recorder(&b);
     a.set_handler(Arc::new(|_| {}));
-    b.subscribe("room").await.unwrap();
+    b.subscribe(&room("room")).await.unwrap();
     for seq in 1..=500 {
         a.publish(event("room", seq)).await.unwrap();
     }
@@ -112,15 +118,15 @@ pub(crate) async fn preserves_publish_order_per_room(node: &impl Fn() -> Arc<dyn
 pub(crate) async fn unsubscribe_stops_delivery(node: &impl Fn() -> Arc<dyn Bus>) {
     let a = node();
     let seen = recorder(&a);
-    a.subscribe("r").await.unwrap();
+    a.subscribe(&room("r")).await.unwrap();
     a.publish(event("r", 1)).await.unwrap();
     wait_for(&seen, 1).await;
-    a.unsubscribe("r").await.unwrap();
+    a.unsubscribe(&room("r")).await.unwrap();
     a.publish(event("r", 2)).await.unwrap();
     settle().await;
     let seqs: Vec<u64> = seen.lock().unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1]);
-    a.subscribe("r").await.unwrap();
+    a.subscribe(&room("r")).await.unwrap();
     a.publish(event("r", 3)).await.unwrap();
     assert_eq!(wait_for(&seen, 2).await.last().map(|e| e.seq), Some(3));
 }
@@ -129,8 +135,9 @@ pub(crate) async fn events_arrive_intact(node: &impl Fn() -> Arc<dyn Bus>) {
     let (a, b) = (node(), node());
     a.set_handler(Arc::new(|_| {}));
     let seen = recorder(&b);
-    b.subscribe("room-é").await.unwrap();
+    b.subscribe(&room("room-é")).await.unwrap();
     let sent = BusEvent {
+        topic: room("room-é"),
         room: "room-é".into(),
         seq: 7,
         member: Some(("user-1".into(), MemberChange::Removed)),
@@ -141,4 +148,21 @@ pub(crate) async fn events_arrive_intact(node: &impl Fn() -> Arc<dyn Bus>) {
     let got = wait_for(&seen, 1).await;
     assert_eq!(got, vec![sent]);
     a.ping().await.unwrap();
+}
+
+pub(crate) async fn user_topics_are_separate_from_room_topics(node: &impl Fn() -> Arc<dyn Bus>) {
+    let (a, b) = (node(), node());
+    a.set_handler(Arc::new(|_| {}));
+    let seen = recorder(&b);
+    b.subscribe(&Topic::User("u1".into())).await.unwrap();
+    let mut ev = event("r", 3);
+    a.publish(ev.clone()).await.unwrap();
+    ev.topic = Topic::User("u1".into());
+    a.publish(ev.clone()).await.unwrap();
+    ev.topic = Topic::User("u2".into());
+    a.publish(ev).await.unwrap();
+    settle().await;
+    let got = wait_for(&seen, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic, Topic::User("u1".into()));
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 
-use super::{Bus, BusError, BusEvent, BusHandler};
+use super::{Bus, BusError, BusEvent, BusHandler, Topic};
 
 /// The shared medium that local nodes publish through.
 #[derive(Default)]
@@ -17,7 +17,7 @@ pub struct LocalFabric {
 #[derive(Default)]
 struct NodeState {
     handler: OnceLock<BusHandler>,
-    rooms: RwLock<HashSet<String>>,
+    topics: RwLock<HashSet<Topic>>,
 }
 
 impl LocalFabric {
@@ -68,10 +68,10 @@ impl Bus for LocalBus {
         let nodes = self.fabric.nodes.read().map_err(|_| poisoned())?;
         for node in nodes.iter() {
             let subscribed = node
-                .rooms
+                .topics
                 .read()
                 .map_err(|_| poisoned())?
-                .contains(&event.room);
+                .contains(&event.topic);
             if let (true, Some(handler)) = (subscribed, node.handler.get()) {
                 handler(event.clone());
             }
@@ -79,21 +79,21 @@ impl Bus for LocalBus {
         Ok(())
     }
 
-    async fn subscribe(&self, room: &str) -> Result<(), BusError> {
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
         self.state
-            .rooms
+            .topics
             .write()
             .map_err(|_| poisoned())?
-            .insert(room.to_owned());
+            .insert(topic.clone());
         Ok(())
     }
 
-    async fn unsubscribe(&self, room: &str) -> Result<(), BusError> {
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError> {
         self.state
-            .rooms
+            .topics
             .write()
             .map_err(|_| poisoned())?
-            .remove(room);
+            .remove(topic);
         Ok(())
     }
 

@@ -16,11 +16,23 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use switchboard_protocol::MemberChange;
 
+/// What a node subscribes to: a room's events, or the membership changes of a user it holds
+/// sessions for (so a user added to a room this node has no subscribers in still hears of it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every event of a room.
+    Room(String),
+    /// Member events about one user, in any room.
+    User(String),
+}
+
 /// One event on the bus: an encoded server frame plus what receivers need to route it without
 /// parsing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusEvent {
-    /// Room id (the subject).
+    /// Where it is published.
+    pub topic: Topic,
+    /// Room id of the frame.
     pub room: String,
     /// Timeline `seq`; 0 for ephemeral events (typing, read markers), which are never replayed.
     pub seq: u64,
@@ -45,25 +57,25 @@ pub enum BusError {
 /// the hub only enqueues.
 pub type BusHandler = Arc<dyn Fn(BusEvent) + Send + Sync>;
 
-/// Room fanout between nodes.
+/// Topic fanout between nodes.
 ///
 /// Contract (checked by the conformance suite for every implementation):
-/// - An event published on room R reaches the handler of every node subscribed to R at the time
-///   of publishing (including the publisher's own node), at most once per node.
-/// - Events from one publisher on one room arrive in publish order.
-/// - After `unsubscribe(R)` returns, the node's handler gets no more events for R; after
-///   `subscribe(R)` returns, it gets every later one.
+/// - An event published on topic T reaches the handler of every node subscribed to T at the
+///   time of publishing (including the publisher's own node), at most once per node.
+/// - Events from one publisher on one topic arrive in publish order.
+/// - After `unsubscribe(T)` returns, the node's handler gets no more events for T; after
+///   `subscribe(T)` returns, it gets every later one.
 /// - Delivery is best-effort: receivers tolerate loss by filling `seq` gaps from the store.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     /// Installs the node's handler. Called once, before any subscription.
     fn set_handler(&self, handler: BusHandler);
-    /// Sends an event to every node subscribed to its room.
+    /// Sends an event to every node subscribed to its topic.
     async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
-    /// Starts receiving a room's events on this node.
-    async fn subscribe(&self, room: &str) -> Result<(), BusError>;
-    /// Stops receiving a room's events on this node.
-    async fn unsubscribe(&self, room: &str) -> Result<(), BusError>;
+    /// Starts receiving a topic's events on this node.
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BusError>;
+    /// Stops receiving a topic's events on this node.
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError>;
     /// Checks the bus answers, for `/readyz`.
     async fn ping(&self) -> Result<(), BusError>;
 }

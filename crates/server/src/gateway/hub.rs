@@ -5,8 +5,9 @@
 //! local session in the room with a non-blocking `try_send`. A session whose queue is full is
 //! closed as a slow consumer instead of slowing the room. Member events are applied in timeline
 //! order: a joining user's sessions are subscribed before the event is delivered, a leaving
-//! user's sessions receive the event and are then unsubscribed, so a removed member gets nothing
-//! committed after the removal.
+//! user's sessions receive the event and are then unsubscribed. Member events arrive both on the
+//! room's topic and on the user's (so a node learns that its user joined a room it had no
+//! subscribers in); sessions drop the copy they already have by `seq`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -18,7 +19,7 @@ use switchboard_protocol::codes::close;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError, BusEvent};
+use crate::bus::{Bus, BusError, BusEvent, Topic};
 
 /// An encoded frame shared by every session that receives it.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct Frame {
     pub room: String,
     /// Timeline `seq`, or 0 for ephemeral frames.
     pub seq: u64,
+    /// For member events: whose membership changed and how.
+    pub member: Option<(String, MemberChange)>,
     /// The JSON text, encoded once.
     pub text: Utf8Bytes,
 }
@@ -42,13 +45,6 @@ pub enum Outbound {
         room: String,
         /// The member event's `seq`.
         seq: u64,
-    },
-    /// The user left or was removed (after the member event).
-    Left {
-        /// Room id.
-        room: String,
-        /// Left or removed.
-        change: MemberChange,
     },
 }
 
@@ -111,9 +107,9 @@ struct Members {
 pub struct Hub {
     members: RwLock<Members>,
     bus: Arc<dyn Bus>,
-    /// Rooms the bus is subscribed to; changed only under this lock so that concurrent joins
-    /// and leaves cannot leave the node unsubscribed from a room it holds sessions for.
-    interest: tokio::sync::Mutex<HashSet<String>>,
+    /// Topics the bus is subscribed to; changed only under this lock so that concurrent joins
+    /// and leaves cannot leave the node unsubscribed from a room or user it holds sessions for.
+    interest: tokio::sync::Mutex<HashSet<Topic>>,
 }
 
 impl Hub {
@@ -133,7 +129,7 @@ impl Hub {
         hub
     }
 
-    /// Routes one bus event to the local sessions of its room.
+    /// Routes one bus event to the local sessions it concerns.
     pub fn deliver(self: &Arc<Self>, ev: BusEvent) {
         let Ok(text) = Utf8Bytes::try_from(ev.payload) else {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
@@ -142,18 +138,34 @@ impl Hub {
         let frame = Arc::new(Frame {
             room: ev.room,
             seq: ev.seq,
+            member: ev.member,
             text,
         });
-        match ev.member {
+        let on_room_topic = matches!(ev.topic, Topic::Room(_));
+        match &frame.member {
             Some((user, MemberChange::Joined)) => {
-                self.on_joined(&frame, &user);
-                self.fan_out(&frame, None);
+                self.on_joined(&frame, user);
+                self.deliver_member(&frame, user, on_room_topic);
             }
-            Some((user, change)) => {
-                self.fan_out(&frame, None);
-                self.on_left(&frame.room, &user, change);
+            Some((user, _)) => {
+                self.deliver_member(&frame, user, on_room_topic);
+                self.on_left(&frame.room, user);
             }
             None => self.fan_out(&frame, ev.origin.as_deref()),
+        }
+    }
+
+    /// A member event goes to the whole room from the room topic, and to the user's own
+    /// sessions from the user topic.
+    fn deliver_member(&self, frame: &Arc<Frame>, user: &str, on_room_topic: bool) {
+        if on_room_topic {
+            return self.fan_out(frame, None);
+        }
+        let Ok(members) = self.members.read() else {
+            return;
+        };
+        for s in members.users.get(user).into_iter().flatten() {
+            s.push(Outbound::Event(frame.clone()));
         }
     }
 
@@ -189,47 +201,40 @@ impl Hub {
                 }
             }
         }
-        self.spawn_reconcile(frame.room.clone());
+        self.spawn_reconcile(Topic::Room(frame.room.clone()));
     }
 
-    fn on_left(self: &Arc<Self>, room_id: &str, user: &str, change: MemberChange) {
+    fn on_left(self: &Arc<Self>, room_id: &str, user: &str) {
         {
             let Ok(mut m) = self.members.write() else {
                 return;
             };
             if let Some(room) = m.rooms.get_mut(room_id) {
-                room.retain(|s| {
-                    let keep = s.user != user;
-                    if !keep {
-                        s.push(Outbound::Left {
-                            room: room_id.to_owned(),
-                            change,
-                        });
-                    }
-                    keep
-                });
+                room.retain(|s| s.user != user);
             }
         }
-        self.spawn_reconcile(room_id.to_owned());
+        self.spawn_reconcile(Topic::Room(room_id.to_owned()));
     }
 
-    fn spawn_reconcile(self: &Arc<Self>, room: String) {
+    fn spawn_reconcile(self: &Arc<Self>, topic: Topic) {
         let hub = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = hub.reconcile([room]).await {
+            if let Err(e) = hub.reconcile(vec![topic]).await {
                 tracing::error!(error = %e, "bus subscription update failed");
             }
         });
     }
 
-    /// Registers a connected session so that rooms its user joins later reach it.
-    pub fn add_session(&self, handle: &Arc<SessionHandle>) {
+    /// Registers a connected session so that rooms its user joins later reach it; returns once
+    /// the bus delivers the user's member events to this node.
+    pub async fn add_session(&self, handle: &Arc<SessionHandle>) -> Result<(), BusError> {
         if let Ok(mut m) = self.members.write() {
             m.users
                 .entry(handle.user.clone())
                 .or_default()
                 .push(handle.clone());
         }
+        self.reconcile(vec![Topic::User(handle.user.clone())]).await
     }
 
     /// Subscribes a session to rooms; returns once the bus delivers them to this node.
@@ -249,24 +254,22 @@ impl Hub {
                 }
             }
         }
-        self.reconcile(rooms.iter().cloned()).await
+        let topics: Vec<Topic> = rooms.iter().map(|r| Topic::Room(r.clone())).collect();
+        self.reconcile(topics).await
     }
 
     /// Forgets a session that ended.
     pub async fn remove_session(&self, handle: &Arc<SessionHandle>) {
-        let mut touched = Vec::new();
+        let mut touched = vec![Topic::User(handle.user.clone())];
         if let Ok(mut m) = self.members.write() {
             if let Some(v) = m.users.get_mut(&handle.user) {
                 v.retain(|s| s.id != handle.id);
-                if v.is_empty() {
-                    m.users.remove(&handle.user);
-                }
             }
             for (room, sessions) in m.rooms.iter_mut() {
                 let before = sessions.len();
                 sessions.retain(|s| s.id != handle.id);
                 if sessions.len() != before {
-                    touched.push(room.clone());
+                    touched.push(Topic::Room(room.clone()));
                 }
             }
         }
@@ -275,28 +278,33 @@ impl Hub {
         }
     }
 
-    /// Brings the bus's subscriptions for `rooms` in line with the local sessions.
-    async fn reconcile(&self, rooms: impl IntoIterator<Item = String>) -> Result<(), BusError> {
+    /// Brings the bus's subscriptions for `topics` in line with the local sessions.
+    async fn reconcile(&self, topics: Vec<Topic>) -> Result<(), BusError> {
         let mut interest = self.interest.lock().await;
-        for room in rooms {
+        for topic in topics {
             let wanted = {
                 let Ok(mut m) = self.members.write() else {
                     continue;
                 };
-                let wanted = m.rooms.get(&room).is_some_and(|s| !s.is_empty());
+                let map = match &topic {
+                    Topic::Room(_) => &mut m.rooms,
+                    Topic::User(_) => &mut m.users,
+                };
+                let (Topic::Room(key) | Topic::User(key)) = &topic;
+                let wanted = map.get(key).is_some_and(|s| !s.is_empty());
                 if !wanted {
-                    m.rooms.remove(&room);
+                    map.remove(key);
                 }
                 wanted
             };
-            match (wanted, interest.contains(&room)) {
+            match (wanted, interest.contains(&topic)) {
                 (true, false) => {
-                    self.bus.subscribe(&room).await?;
-                    interest.insert(room);
+                    self.bus.subscribe(&topic).await?;
+                    interest.insert(topic);
                 }
                 (false, true) => {
-                    self.bus.unsubscribe(&room).await?;
-                    interest.remove(&room);
+                    self.bus.unsubscribe(&topic).await?;
+                    interest.remove(&topic);
                 }
                 _ => {}
             }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
-use switchboard_protocol::{ClientFrame, MemberChange, Room, RoomKind, ServerFrame, User};
+use switchboard_protocol::{
+    ClientFrame, MemberChange, Room, RoomKind, ServerFrame, TimelineEvent, User,
+};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -22,7 +24,7 @@ use super::conn::{Conn, Inbound, WriteFailed};
 use super::hub::{Outbound, SessionHandle};
 use crate::app::AppState;
 use crate::auth::AuthError;
-use crate::bus::BusEvent;
+use crate::bus::{BusEvent, Topic};
 use crate::error::ApiError;
 use crate::store::NewMessage;
 use crate::validate;
@@ -54,7 +56,11 @@ pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
     let (handle, queue) =
         SessionHandle::new(session_id.clone(), user.id.clone(), state.cfg.send_queue);
     let span = tracing::info_span!("session", session = %session_id, user = %user.id);
-    state.hub.add_session(&handle);
+    if state.hub.add_session(&handle).await.is_err() {
+        conn.close(close::INTERNAL, "backend unavailable").await;
+        state.hub.remove_session(&handle).await;
+        return;
+    }
     let mut session = Session {
         state: state.clone(),
         conn,
@@ -306,6 +312,20 @@ impl Session {
                     p.seq = p.seq.max(frame.seq);
                     p.room.last_seq = p.seq;
                 }
+                // Our own removal ends the room here, in timeline order: nothing after it is
+                // written even if the hub has not unsubscribed this session yet.
+                if let Some((user, change)) = &frame.member {
+                    if *user == self.user.id && *change != MemberChange::Joined {
+                        if let Some(p) = self.rooms.remove(&frame.room) {
+                            self.conn
+                                .feed_frame(&ServerFrame::Room {
+                                    room: p.room,
+                                    change: *change,
+                                })
+                                .await?;
+                        }
+                    }
+                }
             }
             Outbound::Joined { room, seq } => {
                 if self.rooms.contains_key(&room) {
@@ -334,16 +354,6 @@ impl Session {
                         room: info,
                     },
                 );
-            }
-            Outbound::Left { room, change } => {
-                if let Some(p) = self.rooms.remove(&room) {
-                    self.conn
-                        .feed_frame(&ServerFrame::Room {
-                            room: p.room,
-                            change,
-                        })
-                        .await?;
-                }
             }
         }
         Ok(())
@@ -382,7 +392,26 @@ impl Session {
                     break;
                 }
                 pos = ev.seq();
+                let removed = match &ev {
+                    TimelineEvent::Member(m)
+                        if m.user == self.user.id && m.change != MemberChange::Joined =>
+                    {
+                        Some(m.change)
+                    }
+                    _ => None,
+                };
                 self.conn.feed_frame(&ServerFrame::from(ev)).await?;
+                if let Some(change) = removed {
+                    if let Some(p) = self.rooms.remove(room) {
+                        self.conn
+                            .feed_frame(&ServerFrame::Room {
+                                room: p.room,
+                                change,
+                            })
+                            .await?;
+                    }
+                    return Ok(());
+                }
             }
         }
         if let Some(p) = self.rooms.get_mut(room) {
@@ -504,6 +533,7 @@ fn publish(state: &AppState, room: String, frame: ServerFrame, origin: String) -
             Err(e) => return Some(ApiError::internal(e).to_frame(None, Some(room))),
         };
         let ev = BusEvent {
+            topic: Topic::Room(room.clone()),
             room: room.clone(),
             seq: 0,
             member: None,

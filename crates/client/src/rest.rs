@@ -1,0 +1,257 @@
+//! REST calls.
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchboard_protocol::rest::{
+    AddMember, AuthResponse, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery,
+    MarkRead, MemberList, MessageList, PostMessage, ReadState, RoomList,
+};
+use switchboard_protocol::{Message, Room, RoomKind, TimelineEvent, User};
+
+use crate::ClientError;
+
+/// A REST client, optionally authenticated.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_owned(),
+            token: None,
+        }
+    }
+
+    /// The same client carrying a token.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Client {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The token in use, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// The WebSocket URL of this server.
+    pub fn ws_url(&self) -> String {
+        let rest = self.base.strip_prefix("http").unwrap_or(&self.base);
+        format!("ws{rest}/v1/ws")
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ClientError> {
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            return Ok(serde_json::from_slice(&bytes)?);
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => ClientError::Api {
+                status: status.as_u16(),
+                code: e.error.code,
+                message: e.error.message,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            },
+        })
+    }
+
+    async fn empty(resp: Response) -> Result<(), ClientError> {
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Self::decode::<serde_json::Value>(resp).await.map(|_| ())
+    }
+
+    async fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        Self::decode(self.request(method, path).json(body).send().await?).await
+    }
+
+    /// Registers an account; returns the user and a token.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<AuthResponse, ClientError> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+        };
+        self.send_json(Method::POST, "/v1/users", &body).await
+    }
+
+    /// Logs in.
+    pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, ClientError> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+        };
+        self.send_json(Method::POST, "/v1/sessions", &body).await
+    }
+
+    /// The caller.
+    pub async fn me(&self) -> Result<User, ClientError> {
+        Self::decode(self.request(Method::GET, "/v1/users/me").send().await?).await
+    }
+
+    /// Creates a room (or returns the existing dm).
+    pub async fn create_room(
+        &self,
+        name: &str,
+        kind: RoomKind,
+        members: &[&str],
+    ) -> Result<Room, ClientError> {
+        let body = CreateRoom {
+            name: name.into(),
+            kind,
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        };
+        self.send_json(Method::POST, "/v1/rooms", &body).await
+    }
+
+    /// The caller's rooms.
+    pub async fn rooms(&self) -> Result<Vec<Room>, ClientError> {
+        let list: RoomList =
+            Self::decode(self.request(Method::GET, "/v1/rooms").send().await?).await?;
+        Ok(list.rooms)
+    }
+
+    /// One room.
+    pub async fn room(&self, room: &str) -> Result<Room, ClientError> {
+        Self::decode(
+            self.request(Method::GET, &format!("/v1/rooms/{room}"))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Joins a public room.
+    pub async fn join(&self, room: &str) -> Result<Room, ClientError> {
+        Self::decode(
+            self.request(Method::POST, &format!("/v1/rooms/{room}/join"))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Adds a member.
+    pub async fn add_member(&self, room: &str, user: &str) -> Result<(), ClientError> {
+        let body = AddMember {
+            user_id: user.into(),
+        };
+        Self::empty(
+            self.request(Method::POST, &format!("/v1/rooms/{room}/members"))
+                .json(&body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Removes a member (or leaves, with one's own id).
+    pub async fn remove_member(&self, room: &str, user: &str) -> Result<(), ClientError> {
+        Self::empty(
+            self.request(Method::DELETE, &format!("/v1/rooms/{room}/members/{user}"))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Current members.
+    pub async fn members(&self, room: &str) -> Result<MemberList, ClientError> {
+        Self::decode(
+            self.request(Method::GET, &format!("/v1/rooms/{room}/members"))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Posts a message with an idempotency key.
+    pub async fn post_message(
+        &self,
+        room: &str,
+        client_msg_id: &str,
+        body: &str,
+    ) -> Result<Message, ClientError> {
+        let b = PostMessage {
+            client_msg_id: client_msg_id.into(),
+            body: body.into(),
+        };
+        self.send_json(Method::POST, &format!("/v1/rooms/{room}/messages"), &b)
+            .await
+    }
+
+    /// A page of history.
+    pub async fn history(&self, room: &str, q: &HistoryQuery) -> Result<Vec<Message>, ClientError> {
+        let req = self
+            .request(Method::GET, &format!("/v1/rooms/{room}/messages"))
+            .query(q);
+        let list: MessageList = Self::decode(req.send().await?).await?;
+        Ok(list.messages)
+    }
+
+    /// Edits a message.
+    pub async fn edit_message(
+        &self,
+        room: &str,
+        id: &str,
+        body: &str,
+    ) -> Result<TimelineEvent, ClientError> {
+        let b = EditMessage { body: body.into() };
+        self.send_json(
+            Method::PATCH,
+            &format!("/v1/rooms/{room}/messages/{id}"),
+            &b,
+        )
+        .await
+    }
+
+    /// Deletes a message.
+    pub async fn delete_message(&self, room: &str, id: &str) -> Result<TimelineEvent, ClientError> {
+        Self::decode(
+            self.request(Method::DELETE, &format!("/v1/rooms/{room}/messages/{id}"))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Moves the read marker.
+    pub async fn mark_read(&self, room: &str, seq: u64) -> Result<ReadState, ClientError> {
+        self.send_json(
+            Method::POST,
+            &format!("/v1/rooms/{room}/read"),
+            &MarkRead { seq },
+        )
+        .await
+    }
+}

@@ -1,0 +1,186 @@
+//! Helpers for tests that run a real server on a free port and talk to it over sockets.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use switchboard::app::Server;
+use switchboard::config::Config;
+use switchboard_client::protocol::{ServerFrame, User};
+use switchboard_client::{Client, Session, SessionConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// A server on 127.0.0.1:0 with its own data directory, drained when dropped.
+pub struct TestServer {
+    pub base: String,
+    pub shutdown: CancellationToken,
+    pub data: tempfile::TempDir,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut cfg = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data: data.path().to_path_buf(),
+            commit_batch: 256,
+            drain_timeout_ms: 2_000,
+            ..Config::default()
+        };
+        adjust(&mut cfg);
+        let server = Server::start(cfg).await.expect("server starts");
+        let base = format!("http://{}", server.addr);
+        let shutdown = server.shutdown_token();
+        let done = tokio::spawn(server.wait());
+        TestServer {
+            base,
+            shutdown,
+            data,
+            done: Some(done),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
+    }
+
+    pub fn ws_url(&self) -> String {
+        self.client().ws_url()
+    }
+
+    /// Registers `name` and returns an authenticated client and the user.
+    pub async fn user(&self, name: &str) -> (Client, User) {
+        let auth = self
+            .client()
+            .register(name, "correct horse battery")
+            .await
+            .expect("register");
+        (self.client().with_token(&auth.token), auth.user)
+    }
+
+    /// Opens an SDK session for a client.
+    pub async fn session(&self, c: &Client, since: BTreeMap<String, u64>) -> Session {
+        let cfg = SessionConfig {
+            url: self.ws_url(),
+            token: c.token().expect("token").to_owned(),
+            since,
+            reconnect: false,
+        };
+        Session::connect(cfg).await.expect("session connects")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits for the next frame matching `pred`, failing after 5 s.
+pub async fn expect_frame(
+    s: &mut Session,
+    mut pred: impl FnMut(&ServerFrame) -> bool,
+) -> ServerFrame {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let f = tokio::time::timeout_at(deadline, s.next_frame())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("session ended");
+        if pred(&f) {
+            return f;
+        }
+    }
+}
+
+/// Asserts no frame matching `pred` arrives within `ms`.
+pub async fn expect_none(s: &mut Session, ms: u64, mut pred: impl FnMut(&ServerFrame) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    while let Ok(Some(f)) = tokio::time::timeout_at(deadline, s.next_frame()).await {
+        assert!(!pred(&f), "unexpected frame {f:?}");
+    }
+}
+
+pub type Raw =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw WebSocket, for sending what the SDK never would.
+pub async fn raw(server: &TestServer) -> Raw {
+    tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .expect("ws connects")
+        .0
+}
+
+/// Sends `hello` on a raw socket and waits for `ready`.
+pub async fn raw_hello(ws: &mut Raw, token: &str) {
+    let hello = serde_json::json!({"op": "hello", "token": token});
+    ws.send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        match raw_next(ws).await {
+            RawEvent::Frame(ServerFrame::Ready { .. }) => return,
+            RawEvent::Frame(_) => continue,
+            other => panic!("expected ready, got {other:?}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum RawEvent {
+    Frame(ServerFrame),
+    Closed(Option<u16>),
+}
+
+/// The next text frame or the close, within 5 s.
+pub async fn raw_next(ws: &mut Raw) -> RawEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out on raw socket");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                return RawEvent::Frame(serde_json::from_str(&t).expect("server frame decodes"));
+            }
+            Some(Ok(Message::Close(f))) => return RawEvent::Closed(f.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return RawEvent::Closed(None),
+        }
+    }
+}
+
+/// Sends raw text and returns the next frame's error code.
+pub async fn raw_error_code(ws: &mut Raw, text: &str) -> String {
+    ws.send(Message::Text(text.to_owned().into()))
+        .await
+        .unwrap();
+    match raw_next(ws).await {
+        RawEvent::Frame(ServerFrame::Error { code, .. }) => code,
+        other => panic!("expected an error frame for {text:.80}, got {other:?}"),
+    }
+}
+
+/// Waits for the close code, skipping frames.
+pub async fn raw_close_code(ws: &mut Raw) -> Option<u16> {
+    loop {
+        if let RawEvent::Closed(code) = raw_next(ws).await {
+            return code;
+        }
+    }
+}
