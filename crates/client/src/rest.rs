@@ -4,8 +4,8 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_protocol::rest::{
-    AddMember, AuthResponse, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery,
-    MarkRead, MemberList, MessageList, PostMessage, ReadState, RoomList,
+    AddMember, AuthResponse, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery, MarkRead,
+    MemberList, MessageList, PostMessage, ReadState, RoomList,
 };
 use switchboard_protocol::{Message, Room, RoomKind, TimelineEvent, User};
 
@@ -31,10 +31,7 @@ impl Client {
 
     /// The same client carrying a token.
     pub fn with_token(&self, token: impl Into<String>) -> Self {
-        Client {
-            token: Some(token.into()),
-            ..self.clone()
-        }
+        Client { token: Some(token.into()), ..self.clone() }
     }
 
     /// The token in use, if any.
@@ -63,11 +60,9 @@ impl Client {
             return Ok(serde_json::from_slice(&bytes)?);
         }
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(e) => ClientError::Api {
-                status: status.as_u16(),
-                code: e.error.code,
-                message: e.error.message,
-            },
+            Ok(e) => {
+                ClientError::Api { status: status.as_u16(), code: e.error.code, message: e.error.message }
+            }
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
                 code: "unknown".into(),
@@ -93,24 +88,14 @@ impl Client {
     }
 
     /// Registers an account; returns the user and a token.
-    pub async fn register(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<AuthResponse, ClientError> {
-        let body = Credentials {
-            username: username.into(),
-            password: password.into(),
-        };
+    pub async fn register(&self, username: &str, password: &str) -> Result<AuthResponse, ClientError> {
+        let body = Credentials { username: username.into(), password: password.into() };
         self.send_json(Method::POST, "/v1/users", &body).await
     }
 
     /// Logs in.
     pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, ClientError> {
-        let body = Credentials {
-            username: username.into(),
-            password: password.into(),
-        };
+        let body = Credentials { username: username.into(), password: password.into() };
         self.send_json(Method::POST, "/v1/sessions", &body).await
     }
 
@@ -136,63 +121,38 @@ impl Client {
 
     /// The caller's rooms.
     pub async fn rooms(&self) -> Result<Vec<Room>, ClientError> {
-        let list: RoomList =
-            Self::decode(self.request(Method::GET, "/v1/rooms").send().await?).await?;
+        let list: RoomList = Self::decode(self.request(Method::GET, "/v1/rooms").send().await?).await?;
         Ok(list.rooms)
     }
 
     /// One room.
     pub async fn room(&self, room: &str) -> Result<Room, ClientError> {
-        Self::decode(
-            self.request(Method::GET, &format!("/v1/rooms/{room}"))
-                .send()
-                .await?,
-        )
-        .await
+        Self::decode(self.request(Method::GET, &format!("/v1/rooms/{room}")).send().await?).await
     }
 
     /// Joins a public room.
     pub async fn join(&self, room: &str) -> Result<Room, ClientError> {
-        Self::decode(
-            self.request(Method::POST, &format!("/v1/rooms/{room}/join"))
-                .send()
-                .await?,
-        )
-        .await
+        Self::decode(self.request(Method::POST, &format!("/v1/rooms/{room}/join")).send().await?).await
     }
 
     /// Adds a member.
     pub async fn add_member(&self, room: &str, user: &str) -> Result<(), ClientError> {
-        let body = AddMember {
-            user_id: user.into(),
-        };
+        let body = AddMember { user_id: user.into() };
         Self::empty(
-            self.request(Method::POST, &format!("/v1/rooms/{room}/members"))
-                .json(&body)
-                .send()
-                .await?,
+            self.request(Method::POST, &format!("/v1/rooms/{room}/members")).json(&body).send().await?,
         )
         .await
     }
 
     /// Removes a member (or leaves, with one's own id).
     pub async fn remove_member(&self, room: &str, user: &str) -> Result<(), ClientError> {
-        Self::empty(
-            self.request(Method::DELETE, &format!("/v1/rooms/{room}/members/{user}"))
-                .send()
-                .await?,
-        )
-        .await
+        Self::empty(self.request(Method::DELETE, &format!("/v1/rooms/{room}/members/{user}")).send().await?)
+            .await
     }
 
     /// Current members.
     pub async fn members(&self, room: &str) -> Result<MemberList, ClientError> {
-        Self::decode(
-            self.request(Method::GET, &format!("/v1/rooms/{room}/members"))
-                .send()
-                .await?,
-        )
-        .await
+        Self::decode(self.request(Method::GET, &format!("/v1/rooms/{room}/members")).send().await?).await
     }
 
     /// Posts a message with an idempotency key.
@@ -202,56 +162,31 @@ impl Client {
         client_msg_id: &str,
         body: &str,
     ) -> Result<Message, ClientError> {
-        let b = PostMessage {
-            client_msg_id: client_msg_id.into(),
-            body: body.into(),
-        };
-        self.send_json(Method::POST, &format!("/v1/rooms/{room}/messages"), &b)
-            .await
+        let b = PostMessage { client_msg_id: client_msg_id.into(), body: body.into() };
+        self.send_json(Method::POST, &format!("/v1/rooms/{room}/messages"), &b).await
     }
 
     /// A page of history.
     pub async fn history(&self, room: &str, q: &HistoryQuery) -> Result<Vec<Message>, ClientError> {
-        let req = self
-            .request(Method::GET, &format!("/v1/rooms/{room}/messages"))
-            .query(q);
+        let req = self.request(Method::GET, &format!("/v1/rooms/{room}/messages")).query(q);
         let list: MessageList = Self::decode(req.send().await?).await?;
         Ok(list.messages)
     }
 
     /// Edits a message.
-    pub async fn edit_message(
-        &self,
-        room: &str,
-        id: &str,
-        body: &str,
-    ) -> Result<TimelineEvent, ClientError> {
+    pub async fn edit_message(&self, room: &str, id: &str, body: &str) -> Result<TimelineEvent, ClientError> {
         let b = EditMessage { body: body.into() };
-        self.send_json(
-            Method::PATCH,
-            &format!("/v1/rooms/{room}/messages/{id}"),
-            &b,
-        )
-        .await
+        self.send_json(Method::PATCH, &format!("/v1/rooms/{room}/messages/{id}"), &b).await
     }
 
     /// Deletes a message.
     pub async fn delete_message(&self, room: &str, id: &str) -> Result<TimelineEvent, ClientError> {
-        Self::decode(
-            self.request(Method::DELETE, &format!("/v1/rooms/{room}/messages/{id}"))
-                .send()
-                .await?,
-        )
-        .await
+        Self::decode(self.request(Method::DELETE, &format!("/v1/rooms/{room}/messages/{id}")).send().await?)
+            .await
     }
 
     /// Moves the read marker.
     pub async fn mark_read(&self, room: &str, seq: u64) -> Result<ReadState, ClientError> {
-        self.send_json(
-            Method::POST,
-            &format!("/v1/rooms/{room}/read"),
-            &MarkRead { seq },
-        )
-        .await
+        self.send_json(Method::POST, &format!("/v1/rooms/{room}/read"), &MarkRead { seq }).await
     }
 }

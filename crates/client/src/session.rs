@@ -79,10 +79,7 @@ struct PendingSend {
 
 /// Codes after which a send is retried rather than failed.
 fn retryable(code: &str) -> bool {
-    matches!(
-        code,
-        code::RATE_LIMITED | code::UNAVAILABLE | code::DRAINING
-    )
+    matches!(code, code::RATE_LIMITED | code::UNAVAILABLE | code::DRAINING)
 }
 
 impl Session {
@@ -94,17 +91,12 @@ impl Session {
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(drive(cfg, cmd_rx, ev_tx, positions.clone(), ready_tx));
         ready_rx.await.map_err(|_| ClientError::Ended)??;
-        Ok(Session {
-            cmd: cmd_tx,
-            events: ev_rx,
-            positions,
-        })
+        Ok(Session { cmd: cmd_tx, events: ev_rx, positions })
     }
 
     /// Sends a message with a fresh `client_msg_id`; resolves on its `ack`.
     pub async fn send(&self, room: &str, body: &str) -> Result<Ack, ClientError> {
-        self.send_with_id(room, &uuid::Uuid::now_v7().to_string(), body)
-            .await
+        self.send_with_id(room, &uuid::Uuid::now_v7().to_string(), body).await
     }
 
     /// Sends with a chosen `client_msg_id` (retried with the same key across reconnects).
@@ -115,12 +107,8 @@ impl Session {
         body: &str,
     ) -> Result<Ack, ClientError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Cmd::Send {
-            client_msg_id: client_msg_id.into(),
-            room: room.into(),
-            body: body.into(),
-            reply,
-        };
+        let cmd =
+            Cmd::Send { client_msg_id: client_msg_id.into(), room: room.into(), body: body.into(), reply };
         self.cmd.send(cmd).map_err(|_| ClientError::Ended)?;
         rx.await.map_err(|_| ClientError::Ended)?
     }
@@ -132,9 +120,7 @@ impl Session {
 
     /// Sends raw text.
     pub fn send_raw(&self, text: String) -> Result<(), ClientError> {
-        self.cmd
-            .send(Cmd::Raw(text))
-            .map_err(|_| ClientError::Ended)
+        self.cmd.send(Cmd::Raw(text)).map_err(|_| ClientError::Ended)
     }
 
     /// The next event, or `None` once the session has ended for good.
@@ -203,16 +189,9 @@ async fn drive(
         };
         let (mut sink, mut stream) = ws.split();
         let since = positions.lock().map(|p| p.clone()).unwrap_or_default();
-        let hello = ClientFrame::Hello {
-            token: cfg.token.clone(),
-            since: Some(since),
-        };
-        let mut ok = sink
-            .send(Message::Text(
-                serde_json::to_string(&hello).unwrap_or_default().into(),
-            ))
-            .await
-            .is_ok();
+        let hello = ClientFrame::Hello { token: cfg.token.clone(), since: Some(since) };
+        let mut ok =
+            sink.send(Message::Text(serde_json::to_string(&hello).unwrap_or_default().into())).await.is_ok();
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut close_code: Option<u16> = None;
         let mut connected = false;
@@ -290,11 +269,11 @@ async fn drive(
                                 }
                             }
                             other => {
-                                if let Some((room, seq)) = other.timeline_pos() {
-                                    if let Ok(mut pos) = positions.lock() {
-                                        let e = pos.entry(room.to_owned()).or_insert(0);
-                                        *e = (*e).max(seq);
-                                    }
+                                if let Some((room, seq)) = other.timeline_pos()
+                                    && let Ok(mut pos) = positions.lock()
+                                {
+                                    let e = pos.entry(room.to_owned()).or_insert(0);
+                                    *e = (*e).max(seq);
                                 }
                             }
                         }
@@ -311,21 +290,14 @@ async fn drive(
         }
         let _ = events.send(SessionEvent::Disconnected { code: close_code });
         if let Some(r) = ready.take() {
-            let _ = r.send(Err(ClientError::Closed(
-                close_code.unwrap_or(0),
-                "closed before ready".into(),
-            )));
+            let _ = r.send(Err(ClientError::Closed(close_code.unwrap_or(0), "closed before ready".into())));
             return;
         }
         if !cfg.reconnect || close_code == Some(close::BAD_TOKEN) {
             fail_all(&mut pending);
             return;
         }
-        let wait = if close_code == Some(close::RATE_LIMITED) {
-            Duration::from_secs(1)
-        } else {
-            backoff
-        };
+        let wait = if close_code == Some(close::RATE_LIMITED) { Duration::from_secs(1) } else { backoff };
         tokio::time::sleep(wait).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }

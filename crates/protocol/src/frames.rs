@@ -243,26 +243,15 @@ mod tests {
     #[test]
     fn client_frames_round_trip_with_op_tag() {
         let f: ClientFrame =
-            serde_json::from_str(r#"{"op":"send","room":"r","client_msg_id":"c","body":"hi"}"#)
-                .unwrap();
-        assert_eq!(
-            f,
-            ClientFrame::Send {
-                room: "r".into(),
-                client_msg_id: "c".into(),
-                body: "hi".into()
-            }
-        );
+            serde_json::from_str(r#"{"op":"send","room":"r","client_msg_id":"c","body":"hi"}"#).unwrap();
+        assert_eq!(f, ClientFrame::Send { room: "r".into(), client_msg_id: "c".into(), body: "hi".into() });
         let hello: ClientFrame =
             serde_json::from_str(r#"{"op":"hello","token":"t","since":{"r":3}}"#).unwrap();
         match hello {
             ClientFrame::Hello { since: Some(s), .. } => assert_eq!(s.get("r"), Some(&3)),
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(
-            serde_json::from_str::<ClientFrame>(r#"{"op":"ping"}"#).unwrap(),
-            ClientFrame::Ping
-        );
+        assert_eq!(serde_json::from_str::<ClientFrame>(r#"{"op":"ping"}"#).unwrap(), ClientFrame::Ping);
     }
 
     #[test]
@@ -274,10 +263,7 @@ mod tests {
             change: MemberChange::Joined,
         });
         let text = serde_json::to_string(&ev).unwrap();
-        assert_eq!(
-            text,
-            r#"{"op":"member","room":"r","seq":4,"user":"u","change":"joined"}"#
-        );
+        assert_eq!(text, r#"{"op":"member","room":"r","seq":4,"user":"u","change":"joined"}"#);
         let back: ServerFrame = serde_json::from_str(&text).unwrap();
         assert_eq!(back.timeline_pos(), Some(("r", 4)));
     }

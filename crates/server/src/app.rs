@@ -42,11 +42,8 @@ pub struct AppState {
 /// Opens the backends the configuration names.
 fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
     let path = cfg.sqlite_path()?;
-    let store = SqliteStore::open(&SqliteOptions {
-        path: path.clone(),
-        max_batch: cfg.commit_batch,
-    })
-    .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
+    let store = SqliteStore::open(&SqliteOptions { path: path.clone(), max_batch: cfg.commit_batch })
+        .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
     let bus: Arc<dyn Bus> = match cfg.bus.as_str() {
         "local" => Arc::new(LocalBus::standalone()),
         other => anyhow::bail!("unsupported bus `{other}`"),
@@ -68,9 +65,7 @@ impl Server {
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         let (store, bus) = backends(&cfg)?;
         let auth = Auth::from_config(&cfg).context("setting up tokens")?;
-        let commits = store
-            .take_commits()
-            .context("the store's commit stream was already taken")?;
+        let commits = store.take_commits().context("the store's commit stream was already taken")?;
         let hub = Hub::new(bus.clone());
         let relay = tokio::spawn(relay::run(commits, bus.clone()));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -89,20 +84,12 @@ impl Server {
         let app = crate::api::router(state.clone());
         let stop = state.shutdown.clone();
         let http = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
         });
         tracing::info!(%addr, "switchboard listening");
-        Ok(Server {
-            addr,
-            state,
-            http,
-            relay,
-        })
+        Ok(Server { addr, state, http, relay })
     }
 
     /// Cancel this to start draining.
@@ -123,10 +110,7 @@ impl Server {
             Err(_) => tracing::warn!("http connections still open after the drain timeout"),
         }
         self.state.sessions.close();
-        if tokio::time::timeout(grace + Duration::from_secs(1), self.state.sessions.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace + Duration::from_secs(1), self.state.sessions.wait()).await.is_err() {
             tracing::warn!(
                 left = self.state.hub.session_count(),
                 "sessions still open after the drain timeout"
@@ -134,10 +118,7 @@ impl Server {
             self.state.hub.kick_all(close::GOING_AWAY);
         }
         self.state.store.close().await;
-        if tokio::time::timeout(Duration::from_secs(2), self.relay)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(2), self.relay).await.is_err() {
             tracing::warn!("relay did not finish");
         }
         tracing::info!("stopped");

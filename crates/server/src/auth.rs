@@ -98,10 +98,7 @@ fn load_or_create_secret(data: &Path) -> Result<String, AuthSetupError> {
         if s.len() >= 32 {
             return Ok(s);
         }
-        return Err(AuthSetupError::Key(format!(
-            "{} is shorter than 32 characters",
-            path.display()
-        )));
+        return Err(AuthSetupError::Key(format!("{} is shorter than 32 characters", path.display())));
     }
     std::fs::create_dir_all(data)
         .map_err(|e| AuthSetupError::Key(format!("creating {}: {e}", data.display())))?;
@@ -129,9 +126,7 @@ impl Auth {
         let secret = match &cfg.jwt_secret {
             Some(s) if s.len() >= 32 => s.clone(),
             Some(_) => {
-                return Err(AuthSetupError::Key(
-                    "jwt_secret must be at least 32 characters".into(),
-                ));
+                return Err(AuthSetupError::Key("jwt_secret must be at least 32 characters".into()));
             }
             None => load_or_create_secret(&cfg.data)?,
         };
@@ -142,23 +137,18 @@ impl Auth {
         own_validation.set_audience(&[ISSUER]);
         own_validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         own_validation.leeway = 30;
+        own_validation.validate_nbf = true;
         let own = Verifier {
             key: DecodingKey::from_secret(secret.as_bytes()).map_err(key_err)?,
             validation: own_validation,
         };
 
         let external = if let Some(secret) = &cfg.jwt_external_hs256_secret {
-            Some((
-                Algorithm::HS256,
-                DecodingKey::from_secret(secret.as_bytes()).map_err(key_err)?,
-            ))
+            Some((Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes()).map_err(key_err)?))
         } else if let Some(path) = &cfg.jwt_external_rs256_public_key {
             let pem = std::fs::read(path)
                 .map_err(|e| AuthSetupError::Key(format!("reading {}: {e}", path.display())))?;
-            Some((
-                Algorithm::RS256,
-                DecodingKey::from_rsa_pem(&pem).map_err(key_err)?,
-            ))
+            Some((Algorithm::RS256, DecodingKey::from_rsa_pem(&pem).map_err(key_err)?))
         } else {
             None
         };
@@ -166,6 +156,7 @@ impl Auth {
             let mut v = Validation::new(alg);
             v.set_required_spec_claims(&["exp", "sub"]);
             v.leeway = 30;
+            v.validate_nbf = true;
             v.validate_aud = false;
             if let Some(iss) = &cfg.jwt_external_issuer {
                 v.set_issuer(&[iss]);
@@ -176,12 +167,7 @@ impl Auth {
             }
             Verifier { key, validation: v }
         });
-        Ok(Auth {
-            encoding,
-            own,
-            external,
-            ttl_secs: cfg.token_ttl_secs,
-        })
+        Ok(Auth { encoding, own, external, ttl_secs: cfg.token_ttl_secs })
     }
 
     /// A fresh token for `user`.
@@ -207,10 +193,7 @@ impl Auth {
         }
         match jsonwebtoken::decode::<Claims>(token, &self.own.key, &self.own.validation) {
             Ok(data) => {
-                return store
-                    .user(&data.claims.sub)
-                    .await?
-                    .ok_or(AuthError::UnknownUser);
+                return store.user(&data.claims.sub).await?.ok_or(AuthError::UnknownUser);
             }
             Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
                 return Err(AuthError::Expired);
@@ -220,12 +203,11 @@ impl Auth {
         let Some(ext) = &self.external else {
             return Err(AuthError::Invalid);
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &ext.key, &ext.validation).map_err(
-            |e| match e.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &ext.key, &ext.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
-            },
-        )?;
+            })?;
         let sub = data.claims.sub;
         if validate::id(&sub, "sub").is_err() {
             return Err(AuthError::Invalid);
@@ -238,21 +220,12 @@ impl Auth {
 /// Usernames to try for a new external user: the `name` claim, the `sub`, then the `sub` made
 /// valid and suffixed, so a user is always created even when both are taken or malformed.
 fn external_usernames(sub: &str, name: Option<&str>) -> Vec<String> {
-    let mut out: Vec<String> = [name, Some(sub)]
-        .into_iter()
-        .flatten()
-        .filter_map(|n| validate::username(n).ok())
-        .collect();
+    let mut out: Vec<String> =
+        [name, Some(sub)].into_iter().flatten().filter_map(|n| validate::username(n).ok()).collect();
     let cleaned: String = sub
         .to_lowercase()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
         .take(24)
         .collect();
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
@@ -262,10 +235,7 @@ fn external_usernames(sub: &str, name: Option<&str>) -> Vec<String> {
 
 /// Hashes a password with Argon2id and a random salt (CPU-heavy: call off the async threads).
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(ApiError::internal)
+    Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(ApiError::internal)
 }
 
 /// Checks a password against a stored hash; with no hash, burns the same time against a dummy
@@ -274,15 +244,10 @@ pub fn verify_password(password: &str, hash: Option<&str>) -> bool {
     static DUMMY: OnceLock<Option<String>> = OnceLock::new();
     let target = match hash {
         Some(h) => Some(h.to_owned()),
-        None => DUMMY
-            .get_or_init(|| hash_password("dummy password for timing").ok())
-            .clone(),
+        None => DUMMY.get_or_init(|| hash_password("dummy password for timing").ok()).clone(),
     };
-    let matches = target.is_some_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), h.as_str())
-            .is_ok()
-    });
+    let matches =
+        target.is_some_and(|h| Argon2::default().verify_password(password.as_bytes(), h.as_str()).is_ok());
     matches && hash.is_some()
 }
 

@@ -93,11 +93,7 @@ impl Default for Config {
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(
-    name = "switchboard",
-    version,
-    about = "Switchboard: a real-time chat server"
-)]
+#[command(name = "switchboard", version, about = "Switchboard: a real-time chat server")]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to run (default: serve).
@@ -143,11 +139,7 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_ttl_secs: Option<u64>,
     /// Accept your backend's HS256 tokens signed with this secret.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_JWT_EXTERNAL_HS256_SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "SWITCHBOARD_JWT_EXTERNAL_HS256_SECRET", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_external_hs256_secret: Option<String>,
     /// Accept your backend's RS256 tokens verified with this PEM public key file.
@@ -226,10 +218,7 @@ impl ServeArgs {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = &self.config {
             if !path.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} not found",
-                    path.display()
-                )));
+                return Err(ConfigError::Invalid(format!("config file {} not found", path.display())));
             }
             fig = fig.merge(Toml::file(path));
         }
@@ -260,8 +249,7 @@ impl Config {
         if self.bus != "local" {
             return bad("bus must be `local` (NATS comes with scale-out)");
         }
-        if self.jwt_external_hs256_secret.is_some() && self.jwt_external_rs256_public_key.is_some()
-        {
+        if self.jwt_external_hs256_secret.is_some() && self.jwt_external_rs256_public_key.is_some() {
             return bad("configure one external token algorithm: HS256 secret or RS256 key");
         }
         self.sqlite_path()?;
@@ -295,11 +283,7 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nrate_per_sec = 7\nallowed_origins = [\"https://a\"]\n",
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            rate_per_sec: Some(9),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some(file), rate_per_sec: Some(9), ..Default::default() };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.rate_per_sec, 9);
@@ -312,25 +296,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.toml");
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
-        let args = ServeArgs {
-            config: Some(file),
-            ..Default::default()
-        };
-        assert!(
-            args.resolve()
-                .unwrap_err()
-                .to_string()
-                .contains("no_such_key")
-        );
-        let args = ServeArgs {
-            store: Some("mysql://x".into()),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some(file), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("no_such_key"));
+        let args = ServeArgs { store: Some("mysql://x".into()), ..Default::default() };
         assert!(args.resolve().is_err());
-        let args = ServeArgs {
-            config: Some("/nonexistent.toml".into()),
-            ..Default::default()
-        };
+        let args = ServeArgs { config: Some("/nonexistent.toml".into()), ..Default::default() };
         assert!(args.resolve().is_err());
     }
 }

@@ -24,11 +24,7 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     /// 400 with a specific code.
@@ -49,21 +45,12 @@ impl ApiError {
     /// 500, logging the cause.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            code::INTERNAL,
-            "internal error",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error")
     }
 
     /// The same error as a WebSocket `error` frame.
     pub fn to_frame(&self, client_msg_id: Option<String>, room: Option<String>) -> ServerFrame {
-        ServerFrame::Error {
-            code: self.code.to_owned(),
-            message: self.message.clone(),
-            client_msg_id,
-            room,
-        }
+        ServerFrame::Error { code: self.code.to_owned(), message: self.message.clone(), client_msg_id, room }
     }
 }
 
@@ -71,19 +58,13 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::not_found(),
-            StoreError::NotMember => ApiError::new(
-                StatusCode::FORBIDDEN,
-                code::NOT_MEMBER,
-                "join the room first",
-            ),
-            StoreError::Forbidden => {
-                ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "not allowed")
+            StoreError::NotMember => {
+                ApiError::new(StatusCode::FORBIDDEN, code::NOT_MEMBER, "join the room first")
             }
-            StoreError::UsernameTaken => ApiError::new(
-                StatusCode::CONFLICT,
-                code::USERNAME_TAKEN,
-                "username already taken",
-            ),
+            StoreError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "not allowed"),
+            StoreError::UsernameTaken => {
+                ApiError::new(StatusCode::CONFLICT, code::USERNAME_TAKEN, "username already taken")
+            }
             StoreError::IdempotencyConflict => ApiError::new(
                 StatusCode::CONFLICT,
                 code::IDEMPOTENCY_CONFLICT,
@@ -110,12 +91,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_owned(),
-                message: self.message,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
         (self.status, axum::Json(body)).into_response()
     }
 }

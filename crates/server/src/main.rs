@@ -10,9 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logging(cfg: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cfg.log_format == "json" {
         builder.json().with_current_span(true).init();
     } else {
@@ -24,10 +22,8 @@ async fn wait_for_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
             tracing::error!("cannot install signal handlers; stop with SIGKILL");
             return;
         };
@@ -51,10 +47,8 @@ fn main() -> anyhow::Result<()> {
     };
     let cfg = args.resolve()?;
     init_logging(&cfg);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
         let server = Server::start(cfg).await?;
         tokio::spawn(wait_for_signal(server.shutdown_token()));

@@ -22,9 +22,7 @@ pub const ID_MAX: usize = 128;
 pub fn username(raw: &str) -> Result<String, ApiError> {
     let name: String = raw.nfkc().collect::<String>().to_lowercase();
     let ok = (1..=USERNAME_MAX).contains(&name.chars().count())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
     if ok {
         Ok(name)
     } else {
@@ -40,20 +38,14 @@ pub fn password(raw: &str) -> Result<(), ApiError> {
     if PASSWORD_LEN.contains(&raw.chars().count()) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            code::INVALID_PASSWORD,
-            "password must be 8-256 characters",
-        ))
+        Err(ApiError::bad_request(code::INVALID_PASSWORD, "password must be 8-256 characters"))
     }
 }
 
 /// Not empty or whitespace-only, no NUL, at most `max` characters.
 pub fn body(raw: &str, max: usize) -> Result<(), ApiError> {
     if raw.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            code::EMPTY_BODY,
-            "message body is empty",
-        ));
+        return Err(ApiError::bad_request(code::EMPTY_BODY, "message body is empty"));
     }
     if raw.chars().count() > max {
         return Err(ApiError::bad_request(
@@ -62,10 +54,7 @@ pub fn body(raw: &str, max: usize) -> Result<(), ApiError> {
         ));
     }
     if raw.contains('\0') {
-        return Err(ApiError::bad_request(
-            code::INVALID_REQUEST,
-            "message body contains NUL",
-        ));
+        return Err(ApiError::bad_request(code::INVALID_REQUEST, "message body contains NUL"));
     }
     Ok(())
 }
@@ -76,10 +65,7 @@ pub fn client_msg_id(raw: &str) -> Result<(), ApiError> {
     if (1..=CLIENT_MSG_ID_MAX).contains(&n) && !raw.chars().any(char::is_control) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            code::INVALID_REQUEST,
-            "client_msg_id must be 1-64 printable characters",
-        ))
+        Err(ApiError::bad_request(code::INVALID_REQUEST, "client_msg_id must be 1-64 printable characters"))
     }
 }
 
@@ -89,10 +75,7 @@ pub fn id(raw: &str, what: &str) -> Result<(), ApiError> {
     if (1..=ID_MAX).contains(&n) && !raw.chars().any(char::is_control) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            code::INVALID_REQUEST,
-            format!("{what} is not a valid id"),
-        ))
+        Err(ApiError::bad_request(code::INVALID_REQUEST, format!("{what} is not a valid id")))
     }
 }
 
@@ -100,9 +83,7 @@ pub fn id(raw: &str, what: &str) -> Result<(), ApiError> {
 pub fn room_name(raw: &str, allow_empty: bool) -> Result<String, ApiError> {
     let name = raw.trim().to_owned();
     let n = name.chars().count();
-    if (n == 0 && allow_empty)
-        || ((1..=ROOM_NAME_MAX).contains(&n) && !name.chars().any(char::is_control))
-    {
+    if (n == 0 && allow_empty) || ((1..=ROOM_NAME_MAX).contains(&n) && !name.chars().any(char::is_control)) {
         Ok(name)
     } else {
         Err(ApiError::bad_request(
@@ -119,11 +100,7 @@ mod tests {
     #[test]
     fn usernames_are_normalised_and_homoglyphs_refused() {
         assert_eq!(username("Alice").unwrap(), "alice");
-        assert_eq!(
-            username("ＡＬＩＣＥ").unwrap(),
-            "alice",
-            "full-width folds by NFKC"
-        );
+        assert_eq!(username("ＡＬＩＣＥ").unwrap(), "alice", "full-width folds by NFKC");
         assert!(username("\u{430}dmin").is_err(), "Cyrillic a is refused");
         assert!(username("").is_err());
         assert!(username(&"a".repeat(33)).is_err());
@@ -135,17 +112,11 @@ mod tests {
     fn bodies_count_characters_not_bytes() {
         assert!(body("  \n\t", 10).is_err());
         assert_eq!(body(&"é".repeat(10), 10).map_err(|e| e.code), Ok(()));
-        assert_eq!(
-            body(&"é".repeat(11), 10).unwrap_err().code,
-            code::BODY_TOO_LONG
-        );
+        assert_eq!(body(&"é".repeat(11), 10).unwrap_err().code, code::BODY_TOO_LONG);
         let zalgo = format!("a{}", "\u{0301}".repeat(10_000));
         assert_eq!(body(&zalgo, 4000).unwrap_err().code, code::BODY_TOO_LONG);
         assert!(body("a\0b", 10).is_err());
-        assert!(
-            body("<img src=x onerror=alert(1)>", 100).is_ok(),
-            "markup is just text"
-        );
+        assert!(body("<img src=x onerror=alert(1)>", 100).is_ok(), "markup is just text");
     }
 
     #[test]

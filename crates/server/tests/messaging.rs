@@ -13,28 +13,16 @@ async fn two_users_exchange_200_messages_in_order_with_idempotent_retry() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;
     let (bob, bob_user) = server.user("bob").await;
-    let room = alice
-        .create_room("pair", RoomKind::Private, &[&bob_user.id])
-        .await
-        .unwrap();
+    let room = alice.create_room("pair", RoomKind::Private, &[&bob_user.id]).await.unwrap();
     let sender = server.session(&alice, BTreeMap::new()).await;
     let mut receiver = server.session(&bob, BTreeMap::new()).await;
 
     let mut acks = Vec::new();
     for i in 0..200 {
-        acks.push(
-            sender
-                .send_with_id(&room.id, &format!("m{i}"), &format!("message {i}"))
-                .await
-                .unwrap(),
-        );
+        acks.push(sender.send_with_id(&room.id, &format!("m{i}"), &format!("message {i}")).await.unwrap());
     }
     let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
-    assert_eq!(
-        seqs,
-        (room.last_seq + 1..=room.last_seq + 200).collect::<Vec<_>>(),
-        "consecutive seq"
-    );
+    assert_eq!(seqs, (room.last_seq + 1..=room.last_seq + 200).collect::<Vec<_>>(), "consecutive seq");
 
     for i in 0..200u64 {
         match expect_frame(&mut receiver, |f| matches!(f, ServerFrame::Message(_))).await {
@@ -47,34 +35,14 @@ async fn two_users_exchange_200_messages_in_order_with_idempotent_retry() {
     }
 
     // A retried client_msg_id returns the first message and stores no second.
-    let again = sender
-        .send_with_id(&room.id, "m7", "a different body")
-        .await
-        .unwrap();
+    let again = sender.send_with_id(&room.id, "m7", "a different body").await.unwrap();
     assert_eq!(again, acks[7]);
-    let rest = alice
-        .post_message(&room.id, "m7", "again over REST")
-        .await
-        .unwrap();
-    assert_eq!(
-        (rest.id.as_str(), rest.seq),
-        (acks[7].id.as_str(), acks[7].seq)
-    );
-    let history = bob
-        .history(
-            &room.id,
-            &HistoryQuery {
-                limit: Some(200),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let rest = alice.post_message(&room.id, "m7", "again over REST").await.unwrap();
+    assert_eq!((rest.id.as_str(), rest.seq), (acks[7].id.as_str(), acks[7].seq));
+    let history =
+        bob.history(&room.id, &HistoryQuery { limit: Some(200), ..Default::default() }).await.unwrap();
     assert_eq!(history.len(), 200);
-    assert_eq!(
-        bob.room(&room.id).await.unwrap().last_seq,
-        room.last_seq + 200
-    );
+    assert_eq!(bob.room(&room.id).await.unwrap().last_seq, room.last_seq + 200);
     expect_none(&mut receiver, 200, |f| matches!(f, ServerFrame::Message(_))).await;
 }
 
@@ -83,18 +51,11 @@ async fn a_member_away_during_50_messages_resumes_with_exactly_those() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;
     let (bob, bob_user) = server.user("bob").await;
-    let room = alice
-        .create_room("r", RoomKind::Private, &[&bob_user.id])
-        .await
-        .unwrap();
+    let room = alice.create_room("r", RoomKind::Private, &[&bob_user.id]).await.unwrap();
     let sender = server.session(&alice, BTreeMap::new()).await;
     let mut away = server.session(&bob, BTreeMap::new()).await;
     sender.send(&room.id, "before").await.unwrap();
-    expect_frame(
-        &mut away,
-        |f| matches!(f, ServerFrame::Message(m) if m.body == "before"),
-    )
-    .await;
+    expect_frame(&mut away, |f| matches!(f, ServerFrame::Message(m) if m.body == "before")).await;
     let since = away.positions();
     away.close();
     drop(away);
@@ -105,17 +66,12 @@ async fn a_member_away_during_50_messages_resumes_with_exactly_those() {
     let mut back = server.session(&bob, since).await;
     let mut got = Vec::new();
     while got.len() < 50 {
-        if let ServerFrame::Message(m) =
-            expect_frame(&mut back, |f| f.timeline_pos().is_some()).await
-        {
+        if let ServerFrame::Message(m) = expect_frame(&mut back, |f| f.timeline_pos().is_some()).await {
             got.push(m);
         }
     }
     let bodies: Vec<String> = got.iter().map(|m| m.body.clone()).collect();
-    assert_eq!(
-        bodies,
-        (0..50).map(|i| format!("missed {i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(bodies, (0..50).map(|i| format!("missed {i}")).collect::<Vec<_>>());
     assert!(got.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     expect_none(&mut back, 300, |f| f.timeline_pos().is_some()).await;
     // Live delivery continues after the replay, with no duplicate.
@@ -131,10 +87,7 @@ async fn resume_during_live_traffic_has_no_gap_and_no_duplicate() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;
     let (bob, bob_user) = server.user("bob").await;
-    let room = alice
-        .create_room("busy", RoomKind::Private, &[&bob_user.id])
-        .await
-        .unwrap();
+    let room = alice.create_room("busy", RoomKind::Private, &[&bob_user.id]).await.unwrap();
     let sender = std::sync::Arc::new(server.session(&alice, BTreeMap::new()).await);
     let pump = {
         let (sender, room) = (sender.clone(), room.id.clone());
@@ -152,9 +105,7 @@ async fn resume_during_live_traffic_has_no_gap_and_no_duplicate() {
         let mut s = server.session(&bob, since.clone()).await;
         let want = if round == 5 { 300 } else { (round + 1) * 40 };
         while seen.len() < want {
-            if let Some((_, seq)) = expect_frame(&mut s, |f| f.timeline_pos().is_some())
-                .await
-                .timeline_pos()
+            if let Some((_, seq)) = expect_frame(&mut s, |f| f.timeline_pos().is_some()).await.timeline_pos()
             {
                 seen.push(seq);
             }
@@ -163,10 +114,7 @@ async fn resume_during_live_traffic_has_no_gap_and_no_duplicate() {
         s.close();
     }
     pump.await.unwrap();
-    assert_eq!(
-        seen,
-        (room.last_seq + 1..=room.last_seq + 300).collect::<Vec<_>>()
-    );
+    assert_eq!(seen, (room.last_seq + 1..=room.last_seq + 300).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,50 +122,26 @@ async fn edits_deletes_and_membership_are_live_and_replayed() {
     let server = TestServer::start().await;
     let (alice, alice_user) = server.user("alice").await;
     let (bob, bob_user) = server.user("bob").await;
-    let room = alice
-        .create_room("team", RoomKind::Private, &[])
-        .await
-        .unwrap();
+    let room = alice.create_room("team", RoomKind::Private, &[]).await.unwrap();
     let mut bob_live = server.session(&bob, BTreeMap::new()).await;
 
     alice.add_member(&room.id, &bob_user.id).await.unwrap();
     match expect_frame(&mut bob_live, |f| matches!(f, ServerFrame::Room { .. })).await {
-        ServerFrame::Room { room: r, change } => assert_eq!(
-            (r.id.as_str(), change),
-            (room.id.as_str(), MemberChange::Joined)
-        ),
+        ServerFrame::Room { room: r, change } => {
+            assert_eq!((r.id.as_str(), change), (room.id.as_str(), MemberChange::Joined))
+        }
         _ => unreachable!(),
     }
-    expect_frame(
-        &mut bob_live,
-        |f| matches!(f, ServerFrame::Member(m) if m.user == bob_user.id),
-    )
-    .await;
+    expect_frame(&mut bob_live, |f| matches!(f, ServerFrame::Member(m) if m.user == bob_user.id)).await;
     let mark = bob_live.positions()[&room.id];
 
-    let m = alice
-        .post_message(&room.id, "k1", "first draft")
-        .await
-        .unwrap();
-    alice
-        .edit_message(&room.id, &m.id, "final text")
-        .await
-        .unwrap();
+    let m = alice.post_message(&room.id, "k1", "first draft").await.unwrap();
+    alice.edit_message(&room.id, &m.id, "final text").await.unwrap();
     let m2 = alice.post_message(&room.id, "k2", "regret").await.unwrap();
-    bob.delete_message(&room.id, &m2.id)
-        .await
-        .expect_err("bob may not delete alice's message");
+    bob.delete_message(&room.id, &m2.id).await.expect_err("bob may not delete alice's message");
     alice.delete_message(&room.id, &m2.id).await.unwrap();
-    expect_frame(
-        &mut bob_live,
-        |f| matches!(f, ServerFrame::Edit(e) if e.body == "final text"),
-    )
-    .await;
-    expect_frame(
-        &mut bob_live,
-        |f| matches!(f, ServerFrame::Delete(d) if d.id == m2.id),
-    )
-    .await;
+    expect_frame(&mut bob_live, |f| matches!(f, ServerFrame::Edit(e) if e.body == "final text")).await;
+    expect_frame(&mut bob_live, |f| matches!(f, ServerFrame::Delete(d) if d.id == m2.id)).await;
 
     // A resume from before shows the current state and every event.
     let mut since = BTreeMap::new();
@@ -227,10 +151,7 @@ async fn edits_deletes_and_membership_are_live_and_replayed() {
     while kinds.len() < 4 {
         match expect_frame(&mut replay, |f| f.timeline_pos().is_some()).await {
             ServerFrame::Message(msg) if msg.id == m.id => {
-                assert_eq!(
-                    (msg.body.as_str(), msg.edited_at.is_some()),
-                    ("final text", true)
-                );
+                assert_eq!((msg.body.as_str(), msg.edited_at.is_some()), ("final text", true));
                 kinds.push("message");
             }
             ServerFrame::Message(msg) => {
@@ -250,35 +171,13 @@ async fn edits_deletes_and_membership_are_live_and_replayed() {
 
     // Removal: the removed member sees the event, then nothing more from the room.
     alice.remove_member(&room.id, &bob_user.id).await.unwrap();
-    expect_frame(&mut bob_live, |f| {
-        matches!(
-            f,
-            ServerFrame::Room {
-                change: MemberChange::Removed,
-                ..
-            }
-        )
-    })
-    .await;
-    alice
-        .post_message(&room.id, "k3", "after removal")
-        .await
-        .unwrap();
+    expect_frame(&mut bob_live, |f| matches!(f, ServerFrame::Room { change: MemberChange::Removed, .. }))
+        .await;
+    alice.post_message(&room.id, "k3", "after removal").await.unwrap();
     expect_none(&mut bob_live, 300, |f| matches!(f, ServerFrame::Message(_))).await;
-    let err = bob
-        .history(&room.id, &HistoryQuery::default())
-        .await
-        .unwrap_err();
+    let err = bob.history(&room.id, &HistoryQuery::default()).await.unwrap_err();
     assert_eq!(err.code(), Some("not_found"));
-    assert!(
-        alice
-            .members(&room.id)
-            .await
-            .unwrap()
-            .members
-            .iter()
-            .all(|m| m.user.id == alice_user.id)
-    );
+    assert!(alice.members(&room.id).await.unwrap().members.iter().all(|m| m.user.id == alice_user.id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,62 +185,29 @@ async fn non_members_of_a_private_room_see_and_write_nothing() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;
     let (mallory, _) = server.user("mallory").await;
-    let room = alice
-        .create_room("secret", RoomKind::Private, &[])
-        .await
-        .unwrap();
-    let mut spy = server
-        .session(&mallory, BTreeMap::from([(room.id.clone(), 0)]))
-        .await;
+    let room = alice.create_room("secret", RoomKind::Private, &[]).await.unwrap();
+    let mut spy = server.session(&mallory, BTreeMap::from([(room.id.clone(), 0)])).await;
 
     for err in [
-        mallory
-            .history(&room.id, &HistoryQuery::default())
-            .await
-            .unwrap_err(),
-        mallory
-            .post_message(&room.id, "x", "let me in")
-            .await
-            .unwrap_err(),
+        mallory.history(&room.id, &HistoryQuery::default()).await.unwrap_err(),
+        mallory.post_message(&room.id, "x", "let me in").await.unwrap_err(),
         mallory.room(&room.id).await.unwrap_err(),
         mallory.members(&room.id).await.unwrap_err(),
         mallory.join(&room.id).await.unwrap_err(),
         mallory.add_member(&room.id, "someone").await.unwrap_err(),
         mallory.mark_read(&room.id, 1).await.unwrap_err(),
     ] {
-        assert!(
-            matches!(err.code(), Some("not_found") | Some("forbidden")),
-            "{err}"
-        );
+        assert!(matches!(err.code(), Some("not_found") | Some("forbidden")), "{err}");
     }
     let err = spy.send(&room.id, "ws write").await.unwrap_err();
     assert_eq!(err.code(), Some("not_found"));
-    spy.send_frame(&switchboard_client::protocol::ClientFrame::Typing {
-        room: room.id.clone(),
-    })
-    .unwrap();
-    expect_frame(
-        &mut spy,
-        |f| matches!(f, ServerFrame::Error { code, .. } if code == "not_found"),
-    )
-    .await;
+    spy.send_frame(&switchboard_client::protocol::ClientFrame::Typing { room: room.id.clone() }).unwrap();
+    expect_frame(&mut spy, |f| matches!(f, ServerFrame::Error { code, .. } if code == "not_found")).await;
 
-    alice
-        .post_message(&room.id, "k", "private words")
-        .await
-        .unwrap();
-    expect_none(&mut spy, 300, |f| {
-        f.timeline_pos().is_some() || matches!(f, ServerFrame::Typing { .. })
-    })
-    .await;
-    assert_eq!(
-        alice
-            .history(&room.id, &HistoryQuery::default())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    alice.post_message(&room.id, "k", "private words").await.unwrap();
+    expect_none(&mut spy, 300, |f| f.timeline_pos().is_some() || matches!(f, ServerFrame::Typing { .. }))
+        .await;
+    assert_eq!(alice.history(&room.id, &HistoryQuery::default()).await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,20 +215,11 @@ async fn ready_carries_unread_counts_and_read_markers_and_typing_reach_members()
     let server = TestServer::start().await;
     let (alice, alice_user) = server.user("alice").await;
     let (bob, bob_user) = server.user("bob").await;
-    let dm = alice
-        .create_room("", RoomKind::Dm, &[&bob_user.id])
-        .await
-        .unwrap();
-    let again = bob
-        .create_room("", RoomKind::Dm, &[&alice_user.id])
-        .await
-        .unwrap();
+    let dm = alice.create_room("", RoomKind::Dm, &[&bob_user.id]).await.unwrap();
+    let again = bob.create_room("", RoomKind::Dm, &[&alice_user.id]).await.unwrap();
     assert_eq!(dm.id, again.id, "one dm per pair");
     for i in 0..3 {
-        alice
-            .post_message(&dm.id, &format!("u{i}"), "unread")
-            .await
-            .unwrap();
+        alice.post_message(&dm.id, &format!("u{i}"), "unread").await.unwrap();
     }
     let mut b = server.session(&bob, BTreeMap::new()).await;
     match expect_frame(&mut b, |f| matches!(f, ServerFrame::Ready { .. })).await {
@@ -374,74 +231,43 @@ async fn ready_carries_unread_counts_and_read_markers_and_typing_reach_members()
         _ => unreachable!(),
     }
     let mut a = server.session(&alice, BTreeMap::new()).await;
-    b.send_frame(&switchboard_client::protocol::ClientFrame::Typing {
-        room: dm.id.clone(),
-    })
-    .unwrap();
+    b.send_frame(&switchboard_client::protocol::ClientFrame::Typing { room: dm.id.clone() }).unwrap();
+    expect_frame(&mut a, |f| matches!(f, ServerFrame::Typing { user, .. } if user == &bob_user.id)).await;
+    let last = b.positions()[&dm.id];
+    b.send_frame(&switchboard_client::protocol::ClientFrame::Read { room: dm.id.clone(), seq: last })
+        .unwrap();
     expect_frame(
         &mut a,
-        |f| matches!(f, ServerFrame::Typing { user, .. } if user == &bob_user.id),
+        |f| matches!(f, ServerFrame::Read { user, seq, .. } if user == &bob_user.id && *seq == last),
     )
     .await;
-    let last = b.positions()[&dm.id];
-    b.send_frame(&switchboard_client::protocol::ClientFrame::Read {
-        room: dm.id.clone(),
-        seq: last,
-    })
-    .unwrap();
-    expect_frame(&mut a, |f| matches!(f, ServerFrame::Read { user, seq, .. } if user == &bob_user.id && *seq == last)).await;
     let rooms = bob.rooms().await.unwrap();
-    assert_eq!(
-        rooms.iter().find(|r| r.id == dm.id).and_then(|r| r.unread),
-        Some(0)
-    );
+    assert_eq!(rooms.iter().find(|r| r.id == dm.id).and_then(|r| r.unread), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_beyond_the_replay_limit_is_announced_with_gap() {
     let server = TestServer::with(|c| c.replay_limit = 10).await;
     let (alice, _) = server.user("alice").await;
-    let room = alice
-        .create_room("big", RoomKind::Public, &[])
-        .await
-        .unwrap();
+    let room = alice.create_room("big", RoomKind::Public, &[]).await.unwrap();
     for i in 0..30 {
-        alice
-            .post_message(&room.id, &format!("g{i}"), "x")
-            .await
-            .unwrap();
+        alice.post_message(&room.id, &format!("g{i}"), "x").await.unwrap();
     }
-    let mut s = server
-        .session(&alice, BTreeMap::from([(room.id.clone(), 1)]))
-        .await;
+    let mut s = server.session(&alice, BTreeMap::from([(room.id.clone(), 1)])).await;
     match expect_frame(&mut s, |f| matches!(f, ServerFrame::Gap { .. })).await {
-        ServerFrame::Gap {
-            after_seq,
-            until_seq,
-            ..
-        } => assert_eq!((after_seq, until_seq), (1, 21)),
+        ServerFrame::Gap { after_seq, until_seq, .. } => assert_eq!((after_seq, until_seq), (1, 21)),
         _ => unreachable!(),
     }
     let mut seqs = Vec::new();
     while seqs.len() < 10 {
-        if let Some((_, seq)) = expect_frame(&mut s, |f| f.timeline_pos().is_some())
-            .await
-            .timeline_pos()
-        {
+        if let Some((_, seq)) = expect_frame(&mut s, |f| f.timeline_pos().is_some()).await.timeline_pos() {
             seqs.push(seq);
         }
     }
     assert_eq!(seqs, (22..=31).collect::<Vec<_>>());
     // The client pages the gap over REST.
     let page = alice
-        .history(
-            &room.id,
-            &HistoryQuery {
-                after_seq: Some(1),
-                before_seq: Some(22),
-                limit: Some(200),
-            },
-        )
+        .history(&room.id, &HistoryQuery { after_seq: Some(1), before_seq: Some(22), limit: Some(200) })
         .await
         .unwrap();
     assert_eq!(page.len(), 20);

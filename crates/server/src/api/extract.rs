@@ -26,9 +26,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| ApiError::unauthorized("Authorization must be a Bearer token"))?;
-        Ok(AuthUser(
-            state.auth.verify(token.trim(), &state.store).await?,
-        ))
+        Ok(AuthUser(state.auth.verify(token.trim(), &state.store).await?))
     }
 }
 
@@ -59,11 +57,7 @@ pub struct ApiPath<T>(pub T);
 
 impl From<PathRejection> for ApiError {
     fn from(e: PathRejection) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            code::INVALID_REQUEST,
-            e.body_text(),
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, code::INVALID_REQUEST, e.body_text())
     }
 }
 
@@ -74,10 +68,6 @@ pub struct ApiQuery<T>(pub T);
 
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            code::INVALID_REQUEST,
-            e.body_text(),
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, code::INVALID_REQUEST, e.body_text())
     }
 }

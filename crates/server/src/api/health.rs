@@ -19,20 +19,15 @@ pub async fn healthz() -> &'static str {
     responses((status = 200, description = "Ready"), (status = 503, body = switchboard_protocol::rest::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     if state.shutdown.is_cancelled() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::DRAINING, "draining")
-            .into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::DRAINING, "draining").into_response();
     }
     if let Err(e) = state.store.ping().await {
         return ApiError::from(e).into_response();
     }
     if let Err(e) = state.bus.ping().await {
         tracing::warn!(error = %e, "bus not ready");
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::UNAVAILABLE,
-            "bus unavailable",
-        )
-        .into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, "bus unavailable")
+            .into_response();
     }
     "ready".into_response()
 }

@@ -39,18 +39,9 @@ pub async fn post(
     validate::body(&body.body, state.cfg.max_body_chars)?;
     let appended = state
         .store
-        .append(NewMessage {
-            room,
-            author: user.id,
-            client_msg_id: body.client_msg_id,
-            body: body.body,
-        })
+        .append(NewMessage { room, author: user.id, client_msg_id: body.client_msg_id, body: body.body })
         .await?;
-    let status = if appended.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if appended.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(appended.message)))
 }
 
@@ -74,14 +65,8 @@ pub async fn list(
         ));
     }
     state.store.room_for(&room, &user.id).await?;
-    let page = HistoryPage {
-        before_seq: q.before_seq,
-        after_seq: q.after_seq,
-        limit,
-    };
-    Ok(Json(MessageList {
-        messages: state.store.history(&room, page).await?,
-    }))
+    let page = HistoryPage { before_seq: q.before_seq, after_seq: q.after_seq, limit };
+    Ok(Json(MessageList { messages: state.store.history(&room, page).await? }))
 }
 
 /// Edits a message (author only); returns the `edit` timeline event.
@@ -98,9 +83,7 @@ pub async fn edit(
     validate::id(&room, "room")?;
     validate::id(&id, "message")?;
     validate::body(&body.body, state.cfg.max_body_chars)?;
-    Ok(Json(
-        state.store.edit(&room, &user.id, &id, &body.body).await?,
-    ))
+    Ok(Json(state.store.edit(&room, &user.id, &id, &body.body).await?))
 }
 
 /// Deletes a message (author, or the room's owner or moderators); returns the `delete` event.
@@ -129,11 +112,7 @@ pub async fn read(
 ) -> Result<Json<ReadState>, ApiError> {
     validate::id(&room, "room")?;
     let read_seq = state.store.mark_read(&room, &user.id, body.seq).await?;
-    let frame = ServerFrame::Read {
-        room: room.clone(),
-        user: user.id,
-        seq: read_seq,
-    };
+    let frame = ServerFrame::Read { room: room.clone(), user: user.id, seq: read_seq };
     let payload = serde_json::to_vec(&frame).map_err(ApiError::internal)?;
     let ev = BusEvent {
         topic: Topic::Room(room.clone()),

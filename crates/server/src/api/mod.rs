@@ -40,10 +40,7 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
             ),
         );
     }
@@ -71,41 +68,26 @@ fn documented() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document as JSON.
 pub fn openapi_json() -> String {
-    documented()
-        .into_openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
+    documented().into_openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = documented().split_for_parts();
-    let doc: Arc<str> = openapi
-        .to_pretty_json()
-        .unwrap_or_else(|_| "{}".to_owned())
-        .into();
+    let doc: Arc<str> = openapi.to_pretty_json().unwrap_or_else(|_| "{}".to_owned()).into();
     let limit = state.cfg.max_request_bytes;
     router
         .route(
             "/v1/openapi.json",
             axum::routing::get(move || {
                 let doc = doc.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "application/json")],
-                        doc.to_string(),
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc.to_string()) }
             }),
         )
         .fallback(|| async { ApiError::not_found().into_response() })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                code::METHOD_NOT_ALLOWED,
-                "method not allowed",
-            )
-            .into_response()
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, code::METHOD_NOT_ALLOWED, "method not allowed")
+                .into_response()
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

@@ -35,18 +35,9 @@ pub async fn create(
     }
     let created = state
         .store
-        .create_room(NewRoom {
-            creator: user.id,
-            name,
-            kind: body.kind,
-            members: body.members,
-        })
+        .create_room(NewRoom { creator: user.id, name, kind: body.kind, members: body.members })
         .await?;
-    let status = if created.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(created.room)))
 }
 
@@ -57,9 +48,7 @@ pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<RoomList>, ApiError> {
-    Ok(Json(RoomList {
-        rooms: state.store.rooms_for(&user.id).await?,
-    }))
+    Ok(Json(RoomList { rooms: state.store.rooms_for(&user.id).await? }))
 }
 
 /// One room: any public room, or one the caller is a member of.
@@ -100,13 +89,8 @@ pub async fn members(
 ) -> Result<Json<MemberList>, ApiError> {
     validate::id(&id, "room")?;
     state.store.room_for(&id, &user.id).await?;
-    let members = state
-        .store
-        .members(&id)
-        .await?
-        .into_iter()
-        .map(|(user, role)| Member { user, role })
-        .collect();
+    let members =
+        state.store.members(&id).await?.into_iter().map(|(user, role)| Member { user, role }).collect();
     Ok(Json(MemberList { members }))
 }
 

@@ -13,12 +13,8 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::validate;
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
 }
 
 /// Registers an account and returns a token.
@@ -51,13 +47,8 @@ pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<AuthResponse>, ApiError> {
-    let refused = || {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            code::INVALID_CREDENTIALS,
-            "wrong username or password",
-        )
-    };
+    let refused =
+        || ApiError::new(StatusCode::UNAUTHORIZED, code::INVALID_CREDENTIALS, "wrong username or password");
     let creds = match validate::username(&body.username) {
         Ok(name) => state.store.credentials(&name).await?,
         Err(_) => None,
@@ -65,10 +56,7 @@ pub async fn login(
     let hash = creds.as_ref().and_then(|c| c.password_hash.clone());
     let ok = blocking(move || auth::verify_password(&body.password, hash.as_deref())).await?;
     match creds {
-        Some(c) if ok => Ok(Json(AuthResponse {
-            token: state.auth.issue(&c.user)?,
-            user: c.user,
-        })),
+        Some(c) if ok => Ok(Json(AuthResponse { token: state.auth.issue(&c.user)?, user: c.user })),
         _ => Err(refused()),
     }
 }
@@ -90,10 +78,5 @@ pub async fn get_user(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<User>, ApiError> {
     validate::id(&id, "user")?;
-    state
-        .store
-        .user(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(ApiError::not_found)
+    state.store.user(&id).await?.map(Json).ok_or_else(ApiError::not_found)
 }

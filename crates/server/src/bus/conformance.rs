@@ -84,21 +84,10 @@ pub(crate) async fn delivers_only_subscribed_rooms_to_every_node(node: &impl Fn(
     b.subscribe(&room("r1")).await.unwrap();
     c.subscribe(&room("r2")).await.unwrap();
     a.publish(event("r1", 1)).await.unwrap();
-    assert_eq!(
-        wait_for(&seen_a, 1).await.len(),
-        1,
-        "the publisher's own node receives"
-    );
-    assert_eq!(
-        wait_for(&seen_b, 1).await.len(),
-        1,
-        "another subscribed node receives"
-    );
+    assert_eq!(wait_for(&seen_a, 1).await.len(), 1, "the publisher's own node receives");
+    assert_eq!(wait_for(&seen_b, 1).await.len(), 1, "another subscribed node receives");
     settle().await;
-    assert!(
-        seen_c.lock().unwrap().is_empty(),
-        "an unsubscribed node receives nothing"
-    );
+    assert!(seen_c.lock().unwrap().is_empty(), "an unsubscribed node receives nothing");
     assert_eq!(seen_a.lock().unwrap().len(), 1, "at most once per node");
 }
 

@@ -32,10 +32,7 @@ impl LocalFabric {
         if let Ok(mut nodes) = self.nodes.write() {
             nodes.push(state.clone());
         }
-        LocalBus {
-            fabric: self.clone(),
-            state,
-        }
+        LocalBus { fabric: self.clone(), state }
     }
 }
 
@@ -67,11 +64,7 @@ impl Bus for LocalBus {
     async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
         let nodes = self.fabric.nodes.read().map_err(|_| poisoned())?;
         for node in nodes.iter() {
-            let subscribed = node
-                .topics
-                .read()
-                .map_err(|_| poisoned())?
-                .contains(&event.topic);
+            let subscribed = node.topics.read().map_err(|_| poisoned())?.contains(&event.topic);
             if let (true, Some(handler)) = (subscribed, node.handler.get()) {
                 handler(event.clone());
             }
@@ -80,20 +73,12 @@ impl Bus for LocalBus {
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
-        self.state
-            .topics
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(topic.clone());
+        self.state.topics.write().map_err(|_| poisoned())?.insert(topic.clone());
         Ok(())
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError> {
-        self.state
-            .topics
-            .write()
-            .map_err(|_| poisoned())?
-            .remove(topic);
+        self.state.topics.write().map_err(|_| poisoned())?.remove(topic);
         Ok(())
     }
 

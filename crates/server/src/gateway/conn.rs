@@ -18,6 +18,8 @@ use crate::error::ApiError;
 const MAX_STRIKES: u32 = 20;
 /// Longest a single write may take before the peer is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close waits for the peer's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Ops a v1 client may send; anything else is `unknown_op`.
 const KNOWN_OPS: &[&str] = &["hello", "send", "typing", "read", "ping"];
 
@@ -98,11 +100,8 @@ impl Conn {
                 Err(e) => Inbound::Reply(e.to_frame(None, None)),
             },
             Message::Binary(_) => Inbound::Reply(
-                ApiError::bad_request(
-                    code::BINARY_NOT_SUPPORTED,
-                    "binary frames are not part of v1",
-                )
-                .to_frame(None, None),
+                ApiError::bad_request(code::BINARY_NOT_SUPPORTED, "binary frames are not part of v1")
+                    .to_frame(None, None),
             ),
             _ => Inbound::Nothing,
         }
@@ -141,25 +140,28 @@ impl Conn {
 
     /// Sends a WebSocket ping.
     pub(crate) async fn ping(&mut self) -> Result<(), WriteFailed> {
-        match tokio::time::timeout(
-            WRITE_TIMEOUT,
-            self.sink.send(Message::Ping(Default::default())),
-        )
-        .await
-        {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Ping(Default::default()))).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteFailed),
         }
     }
 
-    /// Sends a close frame with `code`; the session ends after this.
+    /// Sends a close frame with `code`, then reads (and discards) until the peer's close or a
+    /// short deadline: dropping a socket with unread input makes the kernel send RST, which
+    /// would destroy the close frame before the client reads it.
     pub(crate) async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ =
-            tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        if tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(msg)) = self.stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -204,23 +206,14 @@ mod tests {
         assert_eq!(code_of("\"op\""), code::INVALID_JSON);
         assert_eq!(code_of(r#"{"op":"fly"}"#), code::UNKNOWN_OP);
         assert_eq!(code_of(r#"{"room":"r"}"#), code::INVALID_REQUEST);
-        assert_eq!(
-            code_of(r#"{"op":"send","room":"r"}"#),
-            code::INVALID_REQUEST
-        );
-        assert_eq!(
-            code_of(r#"{"op":"read","room":"r","seq":"x"}"#),
-            code::INVALID_REQUEST
-        );
+        assert_eq!(code_of(r#"{"op":"send","room":"r"}"#), code::INVALID_REQUEST);
+        assert_eq!(code_of(r#"{"op":"read","room":"r","seq":"x"}"#), code::INVALID_REQUEST);
         assert_eq!(
             code_of(r#"{"op":"send","room":"r","client_msg_id":"c","body":"\ud800"}"#),
             code::INVALID_JSON
         );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(code_of(&deep), code::INVALID_JSON);
-        assert!(
-            parse(r#"{"op":"ping","extra":1}"#).is_ok(),
-            "unknown fields are ignored"
-        );
+        assert!(parse(r#"{"op":"ping","extra":1}"#).is_ok(), "unknown fields are ignored");
     }
 }

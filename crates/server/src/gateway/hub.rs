@@ -64,13 +64,8 @@ impl SessionHandle {
     /// A handle and the receiving end of its bounded queue.
     pub fn new(id: String, user: String, queue: usize) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let handle = SessionHandle {
-            id,
-            user,
-            tx,
-            kicked: CancellationToken::new(),
-            code: AtomicU16::new(0),
-        };
+        let handle =
+            SessionHandle { id, user, tx, kicked: CancellationToken::new(), code: AtomicU16::new(0) };
         (Arc::new(handle), rx)
     }
 
@@ -84,9 +79,7 @@ impl SessionHandle {
 
     /// Asks the session to close with `code` (the first code asked for wins).
     pub fn kick(&self, code: u16) {
-        let _ = self
-            .code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.kicked.cancel();
     }
 
@@ -115,11 +108,8 @@ pub struct Hub {
 impl Hub {
     /// Creates the hub and registers it as the bus's handler.
     pub fn new(bus: Arc<dyn Bus>) -> Arc<Self> {
-        let hub = Arc::new(Hub {
-            members: RwLock::default(),
-            bus: bus.clone(),
-            interest: Default::default(),
-        });
+        let hub =
+            Arc::new(Hub { members: RwLock::default(), bus: bus.clone(), interest: Default::default() });
         let weak: Weak<Hub> = Arc::downgrade(&hub);
         bus.set_handler(Arc::new(move |ev| {
             if let Some(hub) = weak.upgrade() {
@@ -135,12 +125,7 @@ impl Hub {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
             return;
         };
-        let frame = Arc::new(Frame {
-            room: ev.room,
-            seq: ev.seq,
-            member: ev.member,
-            text,
-        });
+        let frame = Arc::new(Frame { room: ev.room, seq: ev.seq, member: ev.member, text });
         let on_room_topic = matches!(ev.topic, Topic::Room(_));
         match &frame.member {
             Some((user, MemberChange::Joined)) => {
@@ -194,10 +179,7 @@ impl Hub {
             for s in sessions {
                 if !room.iter().any(|r| r.id == s.id) {
                     room.push(s.clone());
-                    s.push(Outbound::Joined {
-                        room: frame.room.clone(),
-                        seq: frame.seq,
-                    });
+                    s.push(Outbound::Joined { room: frame.room.clone(), seq: frame.seq });
                 }
             }
         }
@@ -229,20 +211,13 @@ impl Hub {
     /// the bus delivers the user's member events to this node.
     pub async fn add_session(&self, handle: &Arc<SessionHandle>) -> Result<(), BusError> {
         if let Ok(mut m) = self.members.write() {
-            m.users
-                .entry(handle.user.clone())
-                .or_default()
-                .push(handle.clone());
+            m.users.entry(handle.user.clone()).or_default().push(handle.clone());
         }
         self.reconcile(vec![Topic::User(handle.user.clone())]).await
     }
 
     /// Subscribes a session to rooms; returns once the bus delivers them to this node.
-    pub async fn subscribe(
-        &self,
-        handle: &Arc<SessionHandle>,
-        rooms: &[String],
-    ) -> Result<(), BusError> {
+    pub async fn subscribe(&self, handle: &Arc<SessionHandle>, rooms: &[String]) -> Result<(), BusError> {
         {
             let Ok(mut m) = self.members.write() else {
                 return Ok(());
@@ -323,9 +298,6 @@ impl Hub {
 
     /// Number of connected sessions on this node.
     pub fn session_count(&self) -> usize {
-        self.members
-            .read()
-            .map(|m| m.users.values().map(Vec::len).sum())
-            .unwrap_or(0)
+        self.members.read().map(|m| m.users.values().map(Vec::len).sum()).unwrap_or(0)
     }
 }

@@ -41,17 +41,12 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if state.shutdown.is_cancelled() {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::DRAINING,
-            "server draining",
-        )
-        .into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::DRAINING, "server draining")
+            .into_response();
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(&state.cfg.allowed_origins, origin) {
-        return ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed")
-            .into_response();
+        return ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed").into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,

@@ -40,10 +40,10 @@ pub async fn run(mut commits: CommitStream, bus: Arc<dyn Bus>) {
         };
         // Member events also go to the user's topic, so every node holding that user's
         // sessions hears of the change even without subscribers in the room.
-        let to_user = event.member.as_ref().map(|(user, _)| BusEvent {
-            topic: Topic::User(user.clone()),
-            ..event.clone()
-        });
+        let to_user = event
+            .member
+            .as_ref()
+            .map(|(user, _)| BusEvent { topic: Topic::User(user.clone()), ..event.clone() });
         for event in std::iter::once(event).chain(to_user) {
             if let Err(e) = bus.publish(event).await {
                 // Receivers fill the gap from the store at their next event of this room.

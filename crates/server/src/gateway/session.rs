@@ -14,9 +14,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
-use switchboard_protocol::{
-    ClientFrame, MemberChange, Room, RoomKind, ServerFrame, TimelineEvent, User,
-};
+use switchboard_protocol::{ClientFrame, MemberChange, Room, RoomKind, ServerFrame, TimelineEvent, User};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -53,8 +51,7 @@ pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
         return;
     };
     let session_id = uuid::Uuid::now_v7().to_string();
-    let (handle, queue) =
-        SessionHandle::new(session_id.clone(), user.id.clone(), state.cfg.send_queue);
+    let (handle, queue) = SessionHandle::new(session_id.clone(), user.id.clone(), state.cfg.send_queue);
     let span = tracing::info_span!("session", session = %session_id, user = %user.id);
     if state.hub.add_session(&handle).await.is_err() {
         conn.close(close::INTERNAL, "backend unavailable").await;
@@ -110,14 +107,14 @@ async fn hello(conn: &mut Conn, state: &AppState) -> Option<(User, Option<BTreeM
                         None
                     }
                     Err(_) => {
-                        conn.close(close::BAD_TOKEN, "invalid or expired token")
-                            .await;
+                        conn.close(close::BAD_TOKEN, "invalid or expired token").await;
                         None
                     }
                 };
             }
-            Inbound::Frame(_) => ApiError::bad_request(code::NOT_AUTHENTICATED, "send hello first")
-                .to_frame(None, None),
+            Inbound::Frame(_) => {
+                ApiError::bad_request(code::NOT_AUTHENTICATED, "send hello first").to_frame(None, None)
+            }
             Inbound::Reply(frame) => frame,
             Inbound::Close(c, reason) => {
                 conn.close(c, reason).await;
@@ -158,31 +155,13 @@ impl Session {
         let store = self.state.store.clone();
         let unavailable = || Stop::Close(close::INTERNAL, "backend unavailable");
         // Subscribe before reading positions, so nothing committed from here on is missed.
-        let first = store
-            .rooms_for(&self.user.id)
-            .await
-            .map_err(|_| unavailable())?;
+        let first = store.rooms_for(&self.user.id).await.map_err(|_| unavailable())?;
         let ids: Vec<String> = first.iter().map(|r| r.id.clone()).collect();
-        self.state
-            .hub
-            .subscribe(&self.handle, &ids)
-            .await
-            .map_err(|_| unavailable())?;
-        let rooms = store
-            .rooms_for(&self.user.id)
-            .await
-            .map_err(|_| unavailable())?;
-        let late: Vec<String> = rooms
-            .iter()
-            .filter(|r| !ids.contains(&r.id))
-            .map(|r| r.id.clone())
-            .collect();
+        self.state.hub.subscribe(&self.handle, &ids).await.map_err(|_| unavailable())?;
+        let rooms = store.rooms_for(&self.user.id).await.map_err(|_| unavailable())?;
+        let late: Vec<String> = rooms.iter().filter(|r| !ids.contains(&r.id)).map(|r| r.id.clone()).collect();
         if !late.is_empty() {
-            self.state
-                .hub
-                .subscribe(&self.handle, &late)
-                .await
-                .map_err(|_| unavailable())?;
+            self.state.hub.subscribe(&self.handle, &late).await.map_err(|_| unavailable())?;
         }
         let ready = ServerFrame::Ready {
             session_id: self.handle.id.clone(),
@@ -259,10 +238,7 @@ impl Session {
 
     async fn heartbeat(&mut self, hb: Duration) -> Result<(), Stop> {
         if self.conn.last_recv.elapsed() > hb * 5 / 2 {
-            return Err(Stop::Close(
-                close::HEARTBEAT_TIMEOUT,
-                "no heartbeat from client",
-            ));
+            return Err(Stop::Close(close::HEARTBEAT_TIMEOUT, "no heartbeat from client"));
         }
         Ok(self.conn.ping().await?)
     }
@@ -314,17 +290,12 @@ impl Session {
                 }
                 // Our own removal ends the room here, in timeline order: nothing after it is
                 // written even if the hub has not unsubscribed this session yet.
-                if let Some((user, change)) = &frame.member {
-                    if *user == self.user.id && *change != MemberChange::Joined {
-                        if let Some(p) = self.rooms.remove(&frame.room) {
-                            self.conn
-                                .feed_frame(&ServerFrame::Room {
-                                    room: p.room,
-                                    change: *change,
-                                })
-                                .await?;
-                        }
-                    }
+                if let Some((user, change)) = &frame.member
+                    && *user == self.user.id
+                    && *change != MemberChange::Joined
+                    && let Some(p) = self.rooms.remove(&frame.room)
+                {
+                    self.conn.feed_frame(&ServerFrame::Room { room: p.room, change: *change }).await?;
                 }
             }
             Outbound::Joined { room, seq } => {
@@ -342,18 +313,9 @@ impl Session {
                     unread: None,
                 });
                 self.conn
-                    .feed_frame(&ServerFrame::Room {
-                        room: info.clone(),
-                        change: MemberChange::Joined,
-                    })
+                    .feed_frame(&ServerFrame::Room { room: info.clone(), change: MemberChange::Joined })
                     .await?;
-                self.rooms.insert(
-                    room,
-                    Position {
-                        seq: seq.saturating_sub(1),
-                        room: info,
-                    },
-                );
+                self.rooms.insert(room, Position { seq: seq.saturating_sub(1), room: info });
             }
         }
         Ok(())
@@ -366,9 +328,7 @@ impl Session {
             return Ok(());
         };
         while pos < upto {
-            let want = u32::try_from(upto - pos)
-                .unwrap_or(u32::MAX)
-                .min(FETCH_PAGE);
+            let want = u32::try_from(upto - pos).unwrap_or(u32::MAX).min(FETCH_PAGE);
             let events = match self.state.store.timeline(room, pos, want).await {
                 Ok(ev) => ev,
                 Err(e) => {
@@ -378,11 +338,7 @@ impl Session {
             };
             if events.is_empty() {
                 self.conn
-                    .feed_frame(&ServerFrame::Gap {
-                        room: room.to_owned(),
-                        after_seq: pos,
-                        until_seq: upto,
-                    })
+                    .feed_frame(&ServerFrame::Gap { room: room.to_owned(), after_seq: pos, until_seq: upto })
                     .await?;
                 pos = upto;
                 break;
@@ -403,12 +359,7 @@ impl Session {
                 self.conn.feed_frame(&ServerFrame::from(ev)).await?;
                 if let Some(change) = removed {
                     if let Some(p) = self.rooms.remove(room) {
-                        self.conn
-                            .feed_frame(&ServerFrame::Room {
-                                room: p.room,
-                                change,
-                            })
-                            .await?;
+                        self.conn.feed_frame(&ServerFrame::Room { room: p.room, change }).await?;
                     }
                     return Ok(());
                 }
@@ -432,11 +383,7 @@ impl Session {
     }
 
     fn member_of(&self, room: &str) -> Result<(), ApiError> {
-        if self.rooms.contains_key(room) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found())
-        }
+        if self.rooms.contains_key(room) { Ok(()) } else { Err(ApiError::not_found()) }
     }
 
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), Stop> {
@@ -446,11 +393,7 @@ impl Session {
                     .to_frame(None, None),
             ),
             ClientFrame::Ping => Some(ServerFrame::Pong),
-            ClientFrame::Send {
-                room,
-                client_msg_id,
-                body,
-            } => {
+            ClientFrame::Send { room, client_msg_id, body } => {
                 let checked = validate::id(&room, "room")
                     .and_then(|()| validate::client_msg_id(&client_msg_id))
                     .and_then(|()| validate::body(&body, self.state.cfg.max_body_chars));
@@ -459,12 +402,7 @@ impl Session {
                     Ok(()) => {
                         self.pending.push_back(send(
                             &self.state,
-                            NewMessage {
-                                room,
-                                author: self.user.id.clone(),
-                                client_msg_id,
-                                body,
-                            },
+                            NewMessage { room, author: self.user.id.clone(), client_msg_id, body },
                         ));
                         None
                     }
@@ -473,16 +411,8 @@ impl Session {
             ClientFrame::Typing { room } => match self.member_of(&room) {
                 Err(e) => Some(e.to_frame(None, Some(room))),
                 Ok(()) => {
-                    let frame = ServerFrame::Typing {
-                        room: room.clone(),
-                        user: self.user.id.clone(),
-                    };
-                    self.pending.push_back(publish(
-                        &self.state,
-                        room,
-                        frame,
-                        self.handle.id.clone(),
-                    ));
+                    let frame = ServerFrame::Typing { room: room.clone(), user: self.user.id.clone() };
+                    self.pending.push_back(publish(&self.state, room, frame, self.handle.id.clone()));
                     None
                 }
             },
@@ -556,15 +486,7 @@ fn mark_read(state: &AppState, room: String, user: String, seq: u64, origin: Str
     let state = state.clone();
     Box::pin(async move {
         match store.mark_read(&room, &user, seq).await {
-            Ok(seq) => {
-                publish(
-                    &state,
-                    room.clone(),
-                    ServerFrame::Read { room, user, seq },
-                    origin,
-                )
-                .await
-            }
+            Ok(seq) => publish(&state, room.clone(), ServerFrame::Read { room, user, seq }, origin).await,
             Err(e) => Some(ApiError::from(e).to_frame(None, Some(room))),
         }
     })

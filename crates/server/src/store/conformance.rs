@@ -40,11 +40,7 @@ macro_rules! store_conformance {
 }
 
 async fn user(store: &Arc<dyn Store>, name: &str) -> String {
-    store
-        .create_user(name, "hash")
-        .await
-        .expect("create user")
-        .id
+    store.create_user(name, "hash").await.expect("create user").id
 }
 
 async fn room(store: &Arc<dyn Store>, owner: &str, kind: RoomKind, members: &[&str]) -> String {
@@ -75,10 +71,7 @@ async fn send(
 
 pub(crate) async fn users_register_and_look_up(store: Arc<dyn Store>) {
     let u = store.create_user("alice", "phc").await.unwrap();
-    assert!(matches!(
-        store.create_user("alice", "x").await,
-        Err(StoreError::UsernameTaken)
-    ));
+    assert!(matches!(store.create_user("alice", "x").await, Err(StoreError::UsernameTaken)));
     assert_eq!(store.user(&u.id).await.unwrap(), Some(u.clone()));
     let creds = store.credentials("alice").await.unwrap().unwrap();
     assert_eq!(creds.user, u);
@@ -92,25 +85,16 @@ pub(crate) async fn external_users_are_created_once(store: Arc<dyn Store>) {
     let cands = vec!["taken".to_owned(), "ext-1".to_owned()];
     let u = store.ensure_external_user("sub-1", &cands).await.unwrap();
     assert_eq!((u.id.as_str(), u.username.as_str()), ("sub-1", "ext-1"));
-    let again = store
-        .ensure_external_user("sub-1", &["other".to_owned()])
-        .await
-        .unwrap();
+    let again = store.ensure_external_user("sub-1", &["other".to_owned()]).await.unwrap();
     assert_eq!(again, u);
     assert!(matches!(
-        store
-            .ensure_external_user("sub-2", &["taken".to_owned()])
-            .await,
+        store.ensure_external_user("sub-2", &["taken".to_owned()]).await,
         Err(StoreError::UsernameTaken)
     ));
 }
 
 pub(crate) async fn rooms_are_created_with_member_events(store: Arc<dyn Store>) {
-    let (a, b, c) = (
-        user(&store, "a").await,
-        user(&store, "b").await,
-        user(&store, "c").await,
-    );
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
     let r = room(&store, &a, RoomKind::Private, &[&b, &b, &a]).await;
     let events = store.timeline(&r, 0, 100).await.unwrap();
     let joined: Vec<(u64, String)> = events
@@ -125,31 +109,17 @@ pub(crate) async fn rooms_are_created_with_member_events(store: Arc<dyn Store>) 
     assert_eq!(mine.len(), 1);
     assert_eq!((mine[0].last_seq, mine[0].unread), (2, Some(0)));
     assert!(store.rooms_for(&c).await.unwrap().is_empty());
-    assert!(matches!(
-        store.room_for(&r, &c).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.room_for(&r, &c).await, Err(StoreError::NotFound)));
     let public = room(&store, &a, RoomKind::Public, &[]).await;
     let seen = store.room_for(&public, &c).await.unwrap();
     assert_eq!((seen.kind, seen.role), (RoomKind::Public, None));
-    let missing = NewRoom {
-        creator: a,
-        name: "x".into(),
-        kind: RoomKind::Private,
-        members: vec!["ghost".into()],
-    };
-    assert!(matches!(
-        store.create_room(missing).await,
-        Err(StoreError::NotFound)
-    ));
+    let missing =
+        NewRoom { creator: a, name: "x".into(), kind: RoomKind::Private, members: vec!["ghost".into()] };
+    assert!(matches!(store.create_room(missing).await, Err(StoreError::NotFound)));
 }
 
 pub(crate) async fn dm_is_unique_per_pair(store: Arc<dyn Store>) {
-    let (a, b, c) = (
-        user(&store, "a").await,
-        user(&store, "b").await,
-        user(&store, "c").await,
-    );
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
     let dm = |creator: &str, with: &[&str]| NewRoom {
         creator: creator.to_owned(),
         name: String::new(),
@@ -161,18 +131,9 @@ pub(crate) async fn dm_is_unique_per_pair(store: Arc<dyn Store>) {
     let again = store.create_room(dm(&b, &[&a])).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.room.id, first.room.id);
-    assert!(matches!(
-        store.create_room(dm(&a, &[&b, &c])).await,
-        Err(StoreError::Invalid(_))
-    ));
-    assert!(matches!(
-        store.create_room(dm(&a, &[&a])).await,
-        Err(StoreError::Invalid(_))
-    ));
-    assert!(matches!(
-        store.add_member(&first.room.id, &a, &c).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(matches!(store.create_room(dm(&a, &[&b, &c])).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.create_room(dm(&a, &[&a])).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.add_member(&first.room.id, &a, &c).await, Err(StoreError::Conflict(_))));
 }
 
 pub(crate) async fn concurrent_appends_get_gap_free_seq(store: Arc<dyn Store>) {
@@ -184,13 +145,7 @@ pub(crate) async fn concurrent_appends_get_gap_free_seq(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..25 {
-                seqs.push(
-                    send(&store, &r, &a, &format!("{t}-{i}"))
-                        .await
-                        .unwrap()
-                        .message
-                        .seq,
-                );
+                seqs.push(send(&store, &r, &a, &format!("{t}-{i}")).await.unwrap().message.seq);
             }
             seqs
         }));
@@ -198,10 +153,7 @@ pub(crate) async fn concurrent_appends_get_gap_free_seq(store: Arc<dyn Store>) {
     let mut all = BTreeSet::new();
     for t in tasks {
         let seqs = t.await.unwrap();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "one sender's seqs must increase"
-        );
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one sender's seqs must increase");
         all.extend(seqs);
     }
     // seq 1 is the creator's join; messages take 2..=201 with no gap and no repeat.
@@ -220,20 +172,8 @@ pub(crate) async fn append_is_idempotent_per_author_key(store: Arc<dyn Store>) {
     assert_eq!(retry.message, first.message);
     // Keys are per author: another author may use the same key.
     assert!(send(&store, &r, &b, "k1").await.unwrap().created);
-    assert!(matches!(
-        send(&store, &other, &a, "k1").await,
-        Err(StoreError::IdempotencyConflict)
-    ));
-    let page = store
-        .history(
-            &r,
-            HistoryPage {
-                limit: 50,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    assert!(matches!(send(&store, &other, &a, "k1").await, Err(StoreError::IdempotencyConflict)));
+    let page = store.history(&r, HistoryPage { limit: 50, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 2);
 }
 
@@ -241,22 +181,10 @@ pub(crate) async fn non_members_cannot_append(store: Arc<dyn Store>) {
     let (a, b) = (user(&store, "a").await, user(&store, "b").await);
     let private = room(&store, &a, RoomKind::Private, &[]).await;
     let public = room(&store, &a, RoomKind::Public, &[]).await;
-    assert!(matches!(
-        send(&store, &private, &b, "x").await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        send(&store, &public, &b, "y").await,
-        Err(StoreError::NotMember)
-    ));
-    assert!(matches!(
-        send(&store, "no-such-room", &b, "z").await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.mark_read(&private, &b, 1).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(send(&store, &private, &b, "x").await, Err(StoreError::NotFound)));
+    assert!(matches!(send(&store, &public, &b, "y").await, Err(StoreError::NotMember)));
+    assert!(matches!(send(&store, "no-such-room", &b, "z").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.mark_read(&private, &b, 1).await, Err(StoreError::NotFound)));
     assert_eq!(store.room_for(&private, &a).await.unwrap().last_seq, 1);
 }
 
@@ -264,33 +192,15 @@ pub(crate) async fn edits_and_deletes_are_timeline_events(store: Arc<dyn Store>)
     let (a, b) = (user(&store, "a").await, user(&store, "b").await);
     let r = room(&store, &a, RoomKind::Private, &[&b]).await;
     let m = send(&store, &r, &b, "k").await.unwrap().message;
-    assert!(matches!(
-        store.edit(&r, &a, &m.id, "nope").await,
-        Err(StoreError::Forbidden)
-    ));
+    assert!(matches!(store.edit(&r, &a, &m.id, "nope").await, Err(StoreError::Forbidden)));
     let edit = store.edit(&r, &b, &m.id, "secret edit").await.unwrap();
     assert_eq!(edit.seq(), m.seq + 1);
     // The owner may delete another's message.
     let del = store.delete(&r, &a, &m.id).await.unwrap();
     assert_eq!(del.seq(), m.seq + 2);
-    assert!(matches!(
-        store.edit(&r, &b, &m.id, "again").await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.delete(&r, &b, &m.id).await,
-        Err(StoreError::NotFound)
-    ));
-    let page = store
-        .history(
-            &r,
-            HistoryPage {
-                limit: 10,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    assert!(matches!(store.edit(&r, &b, &m.id, "again").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete(&r, &b, &m.id).await, Err(StoreError::NotFound)));
+    let page = store.history(&r, HistoryPage { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!((page[0].body.as_str(), page[0].deleted), ("", Some(true)));
     assert!(page[0].edited_at.is_some());
@@ -312,65 +222,25 @@ pub(crate) async fn history_pages_both_ways(store: Arc<dyn Store>) {
     for i in 0..30 {
         send(&store, &r, &a, &format!("k{i}")).await.unwrap();
     }
-    let seqs =
-        |v: Vec<switchboard_protocol::Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
-    let last = store
-        .history(
-            &r,
-            HistoryPage {
-                limit: 5,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let seqs = |v: Vec<switchboard_protocol::Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+    let last = store.history(&r, HistoryPage { limit: 5, ..Default::default() }).await.unwrap();
     assert_eq!(seqs(last), (27..=31).collect::<Vec<_>>());
     let before = store
-        .history(
-            &r,
-            HistoryPage {
-                before_seq: Some(27),
-                limit: 5,
-                ..Default::default()
-            },
-        )
+        .history(&r, HistoryPage { before_seq: Some(27), limit: 5, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(seqs(before), (22..=26).collect::<Vec<_>>());
-    let after = store
-        .history(
-            &r,
-            HistoryPage {
-                after_seq: Some(0),
-                limit: 3,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let after =
+        store.history(&r, HistoryPage { after_seq: Some(0), limit: 3, ..Default::default() }).await.unwrap();
     assert_eq!(seqs(after), vec![2, 3, 4]);
     let between = store
-        .history(
-            &r,
-            HistoryPage {
-                after_seq: Some(10),
-                before_seq: Some(13),
-                limit: 50,
-            },
-        )
+        .history(&r, HistoryPage { after_seq: Some(10), before_seq: Some(13), limit: 50 })
         .await
         .unwrap();
     assert_eq!(seqs(between), vec![11, 12]);
     assert!(
         store
-            .history(
-                &r,
-                HistoryPage {
-                    after_seq: Some(31),
-                    limit: 5,
-                    ..Default::default()
-                }
-            )
+            .history(&r, HistoryPage { after_seq: Some(31), limit: 5, ..Default::default() })
             .await
             .unwrap()
             .is_empty()
@@ -378,45 +248,21 @@ pub(crate) async fn history_pages_both_ways(store: Arc<dyn Store>) {
 }
 
 pub(crate) async fn membership_rules_hold(store: Arc<dyn Store>) {
-    let (a, b, c) = (
-        user(&store, "a").await,
-        user(&store, "b").await,
-        user(&store, "c").await,
-    );
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
     let private = room(&store, &a, RoomKind::Private, &[]).await;
     let public = room(&store, &a, RoomKind::Public, &[]).await;
-    assert!(matches!(
-        store.join(&private, &b).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.join(&private, &b).await, Err(StoreError::NotFound)));
     assert!(store.join(&public, &b).await.unwrap().is_some());
-    assert!(
-        store.join(&public, &b).await.unwrap().is_none(),
-        "joining twice is a no-op"
-    );
-    assert!(matches!(
-        store.add_member(&private, &b, &c).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(store.join(&public, &b).await.unwrap().is_none(), "joining twice is a no-op");
+    assert!(matches!(store.add_member(&private, &b, &c).await, Err(StoreError::NotFound)));
     assert!(store.add_member(&private, &a, &b).await.unwrap().is_some());
-    assert!(matches!(
-        store.add_member(&private, &a, "ghost").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.add_member(&private, &a, "ghost").await, Err(StoreError::NotFound)));
     // Members can add, but only moderators remove others.
     assert!(store.add_member(&private, &b, &c).await.unwrap().is_some());
-    assert!(matches!(
-        store.remove_member(&private, &b, &c).await,
-        Err(StoreError::Forbidden)
-    ));
+    assert!(matches!(store.remove_member(&private, &b, &c).await, Err(StoreError::Forbidden)));
     let removed = store.remove_member(&private, &a, &c).await.unwrap();
-    assert!(
-        matches!(&removed, TimelineEvent::Member(m) if m.change == MemberChange::Removed && m.user == c)
-    );
-    assert!(matches!(
-        send(&store, &private, &c, "after").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(&removed, TimelineEvent::Member(m) if m.change == MemberChange::Removed && m.user == c));
+    assert!(matches!(send(&store, &private, &c, "after").await, Err(StoreError::NotFound)));
     let left = store.remove_member(&private, &b, &b).await.unwrap();
     assert!(matches!(&left, TimelineEvent::Member(m) if m.change == MemberChange::Left));
     assert_eq!(store.role(&private, &b).await.unwrap(), None);
@@ -435,16 +281,8 @@ pub(crate) async fn read_markers_move_forward_only(store: Arc<dyn Store>) {
     let rooms = store.rooms_for(&b).await.unwrap();
     assert_eq!((rooms[0].read_seq, rooms[0].unread), (Some(2), Some(5)));
     assert_eq!(store.mark_read(&r, &b, 5).await.unwrap(), 5);
-    assert_eq!(
-        store.mark_read(&r, &b, 3).await.unwrap(),
-        5,
-        "never moves back"
-    );
-    assert_eq!(
-        store.mark_read(&r, &b, 1_000).await.unwrap(),
-        8,
-        "capped at last_seq"
-    );
+    assert_eq!(store.mark_read(&r, &b, 3).await.unwrap(), 5, "never moves back");
+    assert_eq!(store.mark_read(&r, &b, 1_000).await.unwrap(), 8, "capped at last_seq");
     let rooms = store.rooms_for(&b).await.unwrap();
     assert_eq!(rooms[0].unread, Some(0));
 }

@@ -160,42 +160,21 @@ pub trait Store: Send + Sync + 'static {
     /// Joins a public room; `None` when already a member.
     async fn join(&self, room: &str, user: &str) -> StoreResult<Option<TimelineEvent>>;
     /// A member adds another user; `None` when already a member.
-    async fn add_member(
-        &self,
-        room: &str,
-        actor: &str,
-        user: &str,
-    ) -> StoreResult<Option<TimelineEvent>>;
+    async fn add_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<Option<TimelineEvent>>;
     /// Removes a member: themselves (left), or another if the actor may moderate (removed).
-    async fn remove_member(
-        &self,
-        room: &str,
-        actor: &str,
-        user: &str,
-    ) -> StoreResult<TimelineEvent>;
+    async fn remove_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<TimelineEvent>;
 
     /// Appends a message to its room's timeline, idempotently.
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;
     /// Edits a message (author only), as a timeline event.
-    async fn edit(
-        &self,
-        room: &str,
-        actor: &str,
-        id: &str,
-        body: &str,
-    ) -> StoreResult<TimelineEvent>;
+    async fn edit(&self, room: &str, actor: &str, id: &str, body: &str) -> StoreResult<TimelineEvent>;
     /// Deletes a message (author or moderator), as a timeline event; the body is erased.
     async fn delete(&self, room: &str, actor: &str, id: &str) -> StoreResult<TimelineEvent>;
     /// A page of messages in their current state.
     async fn history(&self, room: &str, page: HistoryPage) -> StoreResult<Vec<Message>>;
     /// Timeline events with `seq > after_seq`, ascending, at most `limit`; messages appear in
     /// their current state.
-    async fn timeline(
-        &self,
-        room: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<TimelineEvent>>;
+    async fn timeline(&self, room: &str, after_seq: u64, limit: u32) -> StoreResult<Vec<TimelineEvent>>;
     /// Moves the user's read marker forward (never back, never past `last_seq`); returns it.
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64>;
 
@@ -216,9 +195,6 @@ pub(crate) fn rfc3339_ms(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }

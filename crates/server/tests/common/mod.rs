@@ -26,6 +26,10 @@ impl TestServer {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
         let data = tempfile::tempdir().expect("tempdir");
         let mut cfg = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -39,12 +43,7 @@ impl TestServer {
         let base = format!("http://{}", server.addr);
         let shutdown = server.shutdown_token();
         let done = tokio::spawn(server.wait());
-        TestServer {
-            base,
-            shutdown,
-            data,
-            done: Some(done),
-        }
+        TestServer { base, shutdown, data, done: Some(done) }
     }
 
     pub fn client(&self) -> Client {
@@ -57,11 +56,7 @@ impl TestServer {
 
     /// Registers `name` and returns an authenticated client and the user.
     pub async fn user(&self, name: &str) -> (Client, User) {
-        let auth = self
-            .client()
-            .register(name, "correct horse battery")
-            .await
-            .expect("register");
+        let auth = self.client().register(name, "correct horse battery").await.expect("register");
         (self.client().with_token(&auth.token), auth.user)
     }
 
@@ -91,10 +86,7 @@ impl Drop for TestServer {
 }
 
 /// Waits for the next frame matching `pred`, failing after 5 s.
-pub async fn expect_frame(
-    s: &mut Session,
-    mut pred: impl FnMut(&ServerFrame) -> bool,
-) -> ServerFrame {
+pub async fn expect_frame(s: &mut Session, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let f = tokio::time::timeout_at(deadline, s.next_frame())
@@ -115,23 +107,17 @@ pub async fn expect_none(s: &mut Session, ms: u64, mut pred: impl FnMut(&ServerF
     }
 }
 
-pub type Raw =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A raw WebSocket, for sending what the SDK never would.
 pub async fn raw(server: &TestServer) -> Raw {
-    tokio_tungstenite::connect_async(server.ws_url())
-        .await
-        .expect("ws connects")
-        .0
+    tokio_tungstenite::connect_async(server.ws_url()).await.expect("ws connects").0
 }
 
 /// Sends `hello` on a raw socket and waits for `ready`.
 pub async fn raw_hello(ws: &mut Raw, token: &str) {
     let hello = serde_json::json!({"op": "hello", "token": token});
-    ws.send(Message::Text(hello.to_string().into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(hello.to_string().into())).await.unwrap();
     loop {
         match raw_next(ws).await {
             RawEvent::Frame(ServerFrame::Ready { .. }) => return,
@@ -151,9 +137,7 @@ pub enum RawEvent {
 pub async fn raw_next(ws: &mut Raw) -> RawEvent {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("timed out on raw socket");
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("timed out on raw socket");
         match msg {
             Some(Ok(Message::Text(t))) => {
                 return RawEvent::Frame(serde_json::from_str(&t).expect("server frame decodes"));
@@ -167,9 +151,7 @@ pub async fn raw_next(ws: &mut Raw) -> RawEvent {
 
 /// Sends raw text and returns the next frame's error code.
 pub async fn raw_error_code(ws: &mut Raw, text: &str) -> String {
-    ws.send(Message::Text(text.to_owned().into()))
-        .await
-        .unwrap();
+    ws.send(Message::Text(text.to_owned().into())).await.unwrap();
     match raw_next(ws).await {
         RawEvent::Frame(ServerFrame::Error { code, .. }) => code,
         other => panic!("expected an error frame for {text:.80}, got {other:?}"),

@@ -15,8 +15,8 @@ use switchboard_protocol::{Message, Role, Room, TimelineEvent, User};
 use tokio::sync::mpsc;
 
 use super::{
-    Appended, CommitStream, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, Store,
-    StoreError, StoreResult,
+    Appended, CommitStream, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, Store, StoreError,
+    StoreResult,
 };
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
@@ -83,9 +83,7 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
     // what "acked means durable" needs (NORMAL would survive a crash but not a power cut).
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Unavailable(format!(
-            "sqlite refused WAL mode ({mode})"
-        )));
+        return Err(StoreError::Unavailable(format!("sqlite refused WAL mode ({mode})")));
     }
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;")?;
     migrate(&mut conn)?;
@@ -104,11 +102,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
-        tx.pragma_update(
-            None,
-            "user_version",
-            i64::try_from(i + 1).unwrap_or(i64::MAX),
-        )?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
         tx.commit()?;
         tracing::info!(version = i + 1, "sqlite: migration applied");
     }
@@ -130,10 +124,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             jobs: Mutex::new(Some(job_tx)),
             writer: Mutex::new(Some(handle)),
-            readers: Arc::new(ReadPool {
-                path: opts.path.clone(),
-                idle: Mutex::new(Vec::new()),
-            }),
+            readers: Arc::new(ReadPool { path: opts.path.clone(), idle: Mutex::new(Vec::new()) }),
             commits: Mutex::new(Some(commit_rx)),
         })
     }
@@ -143,16 +134,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<(T, Vec<TimelineEvent>)> + Send + 'static,
     {
-        let sender = self
-            .jobs
-            .lock()
-            .map_err(|_| poisoned())?
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let sender = self.jobs.lock().map_err(|_| poisoned())?.clone().ok_or(StoreError::Closed)?;
         let (job, rx) = writer::job(f);
         sender.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("write aborted".into())))
+        rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("write aborted".into())))
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -170,8 +155,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<User> {
@@ -189,8 +173,7 @@ impl Store for SqliteStore {
             return Ok(u);
         }
         let candidates = candidates.to_vec();
-        self.write(move |c| queries::ensure_external_user(c, &id, &candidates))
-            .await
+        self.write(move |c| queries::ensure_external_user(c, &id, &candidates)).await
     }
 
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
@@ -232,45 +215,22 @@ impl Store for SqliteStore {
         self.write(move |c| queries::join(c, &r, &u)).await
     }
 
-    async fn add_member(
-        &self,
-        room: &str,
-        actor: &str,
-        user: &str,
-    ) -> StoreResult<Option<TimelineEvent>> {
+    async fn add_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<Option<TimelineEvent>> {
         let (r, a, u) = (room.to_owned(), actor.to_owned(), user.to_owned());
-        self.write(move |c| queries::add_member(c, &r, &a, &u))
-            .await
+        self.write(move |c| queries::add_member(c, &r, &a, &u)).await
     }
 
-    async fn remove_member(
-        &self,
-        room: &str,
-        actor: &str,
-        user: &str,
-    ) -> StoreResult<TimelineEvent> {
+    async fn remove_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<TimelineEvent> {
         let (r, a, u) = (room.to_owned(), actor.to_owned(), user.to_owned());
-        self.write(move |c| queries::remove_member(c, &r, &a, &u))
-            .await
+        self.write(move |c| queries::remove_member(c, &r, &a, &u)).await
     }
 
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
         self.write(move |c| queries::append(c, msg)).await
     }
 
-    async fn edit(
-        &self,
-        room: &str,
-        actor: &str,
-        id: &str,
-        body: &str,
-    ) -> StoreResult<TimelineEvent> {
-        let (r, a, i, b) = (
-            room.to_owned(),
-            actor.to_owned(),
-            id.to_owned(),
-            body.to_owned(),
-        );
+    async fn edit(&self, room: &str, actor: &str, id: &str, body: &str) -> StoreResult<TimelineEvent> {
+        let (r, a, i, b) = (room.to_owned(), actor.to_owned(), id.to_owned(), body.to_owned());
         self.write(move |c| queries::edit(c, &r, &a, &i, &b)).await
     }
 
@@ -284,21 +244,14 @@ impl Store for SqliteStore {
         self.read(move |c| queries::history(c, &r, page)).await
     }
 
-    async fn timeline(
-        &self,
-        room: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<TimelineEvent>> {
+    async fn timeline(&self, room: &str, after_seq: u64, limit: u32) -> StoreResult<Vec<TimelineEvent>> {
         let r = room.to_owned();
-        self.read(move |c| queries::timeline(c, &r, after_seq, limit))
-            .await
+        self.read(move |c| queries::timeline(c, &r, after_seq, limit)).await
     }
 
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64> {
         let (r, u) = (room.to_owned(), user.to_owned());
-        self.write(move |c| queries::mark_read(c, &r, &u, seq))
-            .await
+        self.write(move |c| queries::mark_read(c, &r, &u, seq)).await
     }
 
     fn take_commits(&self) -> Option<CommitStream> {
@@ -326,11 +279,8 @@ mod tests {
 
     async fn open_temp() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&SqliteOptions {
-            path: dir.path().join("t.db"),
-            max_batch: 256,
-        })
-        .expect("open");
+        let store = SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 256 })
+            .expect("open");
         (dir, Arc::new(store))
     }
 
@@ -339,20 +289,14 @@ mod tests {
     #[tokio::test]
     async fn reopening_keeps_data_and_does_not_rerun_migrations() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SqliteOptions {
-            path: dir.path().join("t.db"),
-            max_batch: 8,
-        };
+        let opts = SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 };
         let store = SqliteStore::open(&opts).unwrap();
         let u = store.create_user("alice", "h").await.unwrap();
         store.close().await;
         let again = SqliteStore::open(&opts).unwrap();
         assert_eq!(again.user(&u.id).await.unwrap(), Some(u));
-        assert!(matches!(again.create_user("bob", "h").await, Ok(_)));
+        assert!(again.create_user("bob", "h").await.is_ok());
         again.close().await;
-        assert!(matches!(
-            again.create_user("carol", "h").await,
-            Err(StoreError::Closed)
-        ));
+        assert!(matches!(again.create_user("carol", "h").await, Err(StoreError::Closed)));
     }
 }

@@ -6,8 +6,8 @@ use switchboard_protocol::frames::{DeleteEvent, EditEvent, MemberEvent};
 use switchboard_protocol::{MemberChange, Message, Role, Room, RoomKind, TimelineEvent, User};
 
 use crate::store::{
-    Appended, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, StoreError, StoreResult,
-    now_ms, rfc3339_ms,
+    Appended, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, StoreError, StoreResult, now_ms,
+    rfc3339_ms,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -37,32 +37,17 @@ fn to_i64(v: u64) -> i64 {
 // ---- users ----
 
 pub(super) fn user(c: &Connection, id: &str) -> StoreResult<Option<User>> {
-    Ok(
-        c.prepare_cached("SELECT id, username FROM users WHERE id = ?1")?
-            .query_row([id], |r| {
-                Ok(User {
-                    id: r.get(0)?,
-                    username: r.get(1)?,
-                })
-            })
-            .optional()?,
-    )
+    Ok(c.prepare_cached("SELECT id, username FROM users WHERE id = ?1")?
+        .query_row([id], |r| Ok(User { id: r.get(0)?, username: r.get(1)? }))
+        .optional()?)
 }
 
 pub(super) fn credentials(c: &Connection, username: &str) -> StoreResult<Option<Credentials>> {
-    Ok(
-        c.prepare_cached("SELECT id, username, password_hash FROM users WHERE username = ?1")?
-            .query_row([username], |r| {
-                Ok(Credentials {
-                    user: User {
-                        id: r.get(0)?,
-                        username: r.get(1)?,
-                    },
-                    password_hash: r.get(2)?,
-                })
-            })
-            .optional()?,
-    )
+    Ok(c.prepare_cached("SELECT id, username, password_hash FROM users WHERE username = ?1")?
+        .query_row([username], |r| {
+            Ok(Credentials { user: User { id: r.get(0)?, username: r.get(1)? }, password_hash: r.get(2)? })
+        })
+        .optional()?)
 }
 
 fn insert_user(
@@ -79,27 +64,17 @@ fn insert_user(
         )?
         .execute(params![id, username, hash, external, now_ms()]);
     match res {
-        Ok(_) => Ok(User {
-            id: id.to_owned(),
-            username: username.to_owned(),
-        }),
+        Ok(_) => Ok(User { id: id.to_owned(), username: username.to_owned() }),
         Err(e) if is_unique_violation(&e) => Err(StoreError::UsernameTaken),
         Err(e) => Err(e.into()),
     }
 }
 
 pub(super) fn create_user(c: &Connection, username: &str, hash: &str) -> Written<User> {
-    Ok((
-        insert_user(c, &new_id(), username, Some(hash), false)?,
-        Vec::new(),
-    ))
+    Ok((insert_user(c, &new_id(), username, Some(hash), false)?, Vec::new()))
 }
 
-pub(super) fn ensure_external_user(
-    c: &Connection,
-    id: &str,
-    candidates: &[String],
-) -> Written<User> {
+pub(super) fn ensure_external_user(c: &Connection, id: &str, candidates: &[String]) -> Written<User> {
     if let Some(u) = user(c, id)? {
         return Ok((u, Vec::new()));
     }
@@ -149,10 +124,7 @@ pub(super) fn room_for(c: &Connection, room: &str, user: &str) -> StoreResult<Ro
         "SELECT {ROOM_COLUMNS} FROM rooms r
          LEFT JOIN members mb ON mb.room_id = r.id AND mb.user_id = ?2 WHERE r.id = ?1"
     );
-    let found = c
-        .prepare_cached(&sql)?
-        .query_row([room, user], room_row)
-        .optional()?;
+    let found = c.prepare_cached(&sql)?.query_row([room, user], room_row).optional()?;
     match found {
         Some(r) if r.role.is_some() || r.kind == RoomKind::Public => Ok(r),
         _ => Err(StoreError::NotFound),
@@ -193,13 +165,7 @@ pub(super) fn members(c: &Connection, room: &str) -> StoreResult<Vec<(User, Role
     )?;
     let rows = stmt.query_map([room], |r| {
         let role: String = r.get(2)?;
-        Ok((
-            User {
-                id: r.get(0)?,
-                username: r.get(1)?,
-            },
-            Role::parse(&role).unwrap_or(Role::Member),
-        ))
+        Ok((User { id: r.get(0)?, username: r.get(1)? }, Role::parse(&role).unwrap_or(Role::Member)))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -207,38 +173,24 @@ pub(super) fn members(c: &Connection, room: &str) -> StoreResult<Vec<(User, Role
 /// Takes the room's next `seq`; only ever called inside the writer's transaction.
 fn next_seq(c: &Connection, room: &str) -> StoreResult<u64> {
     let seq: Option<i64> = c
-        .prepare_cached(
-            "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-        )?
+        .prepare_cached("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")?
         .query_row([room], |r| r.get(0))
         .optional()?;
     seq.map(seq_of).ok_or(StoreError::NotFound)
 }
 
-fn member_event(
-    c: &Connection,
-    room: &str,
-    user: &str,
-    change: MemberChange,
-) -> StoreResult<TimelineEvent> {
+fn member_event(c: &Connection, room: &str, user: &str, change: MemberChange) -> StoreResult<TimelineEvent> {
     let seq = next_seq(c, room)?;
     c.prepare_cached(
         "INSERT INTO events (room_id, seq, kind, user_id, change, ts) VALUES (?1, ?2, 'member', ?3, ?4, ?5)",
     )?
     .execute(params![room, to_i64(seq), user, change.as_str(), now_ms()])?;
-    Ok(TimelineEvent::Member(MemberEvent {
-        room: room.to_owned(),
-        seq,
-        user: user.to_owned(),
-        change,
-    }))
+    Ok(TimelineEvent::Member(MemberEvent { room: room.to_owned(), seq, user: user.to_owned(), change }))
 }
 
 fn insert_member(c: &Connection, room: &str, user: &str, role: Role) -> StoreResult<TimelineEvent> {
-    c.prepare_cached(
-        "INSERT INTO members (room_id, user_id, role, read_seq) VALUES (?1, ?2, ?3, 0)",
-    )?
-    .execute(params![room, user, role.as_str()])?;
+    c.prepare_cached("INSERT INTO members (room_id, user_id, role, read_seq) VALUES (?1, ?2, ?3, 0)")?
+        .execute(params![room, user, role.as_str()])?;
     let ev = member_event(c, room, user, MemberChange::Joined)?;
     // A new member has read everything up to and including their own arrival.
     c.prepare_cached("UPDATE members SET read_seq = ?3 WHERE room_id = ?1 AND user_id = ?2")?
@@ -279,23 +231,11 @@ pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> 
                     if role(c, &id, who)?.is_none() {
                         let ev = insert_member(c, &id, who, Role::Member)?;
                         let room = room_for(c, &id, &new.creator)?;
-                        return Ok((
-                            CreatedRoom {
-                                room,
-                                created: false,
-                            },
-                            vec![ev],
-                        ));
+                        return Ok((CreatedRoom { room, created: false }, vec![ev]));
                     }
                 }
                 let room = room_for(c, &id, &new.creator)?;
-                return Ok((
-                    CreatedRoom {
-                        room,
-                        created: false,
-                    },
-                    Vec::new(),
-                ));
+                return Ok((CreatedRoom { room, created: false }, Vec::new()));
             }
             Some(key)
         }
@@ -306,26 +246,13 @@ pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> 
         "INSERT INTO rooms (id, name, kind, created_by, last_seq, dm_key, created_at)
          VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
     )?
-    .execute(params![
-        id,
-        new.name,
-        new.kind.as_str(),
-        new.creator,
-        key,
-        now_ms()
-    ])?;
+    .execute(params![id, new.name, new.kind.as_str(), new.creator, key, now_ms()])?;
     let mut events = vec![insert_member(c, &id, &new.creator, Role::Owner)?];
     for m in others {
         events.push(insert_member(c, &id, m, Role::Member)?);
     }
     let room = room_for(c, &id, &new.creator)?;
-    Ok((
-        CreatedRoom {
-            room,
-            created: true,
-        },
-        events,
-    ))
+    Ok((CreatedRoom { room, created: true }, events))
 }
 
 pub(super) fn join(c: &Connection, room: &str, user: &str) -> Written<Option<TimelineEvent>> {
@@ -359,12 +286,7 @@ pub(super) fn add_member(
     Ok((Some(ev.clone()), vec![ev]))
 }
 
-pub(super) fn remove_member(
-    c: &Connection,
-    room: &str,
-    actor: &str,
-    target: &str,
-) -> Written<TimelineEvent> {
+pub(super) fn remove_member(c: &Connection, room: &str, actor: &str, target: &str) -> Written<TimelineEvent> {
     let actor_role = require_member(c, room, actor)?;
     let change = if actor == target {
         MemberChange::Left
@@ -385,8 +307,7 @@ pub(super) fn remove_member(
 
 // ---- messages and the timeline ----
 
-const MESSAGE_COLUMNS: &str =
-    "id, room_id, seq, author, body, ts, client_msg_id, edited_at, deleted";
+const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, body, ts, client_msg_id, edited_at, deleted";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     let deleted: bool = r.get(8)?;
@@ -405,29 +326,18 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
 
 fn message(c: &Connection, room: &str, id: &str) -> StoreResult<Option<Message>> {
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND room_id = ?2");
-    Ok(c.prepare_cached(&sql)?
-        .query_row([id, room], message_row)
-        .optional()?)
+    Ok(c.prepare_cached(&sql)?.query_row([id, room], message_row).optional()?)
 }
 
 pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
-    let sql =
-        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE author = ?1 AND client_msg_id = ?2");
-    let existing = c
-        .prepare_cached(&sql)?
-        .query_row([&m.author, &m.client_msg_id], message_row)
-        .optional()?;
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE author = ?1 AND client_msg_id = ?2");
+    let existing =
+        c.prepare_cached(&sql)?.query_row([&m.author, &m.client_msg_id], message_row).optional()?;
     if let Some(first) = existing {
         if first.room != m.room {
             return Err(StoreError::IdempotencyConflict);
         }
-        return Ok((
-            Appended {
-                message: first,
-                created: false,
-            },
-            Vec::new(),
-        ));
+        return Ok((Appended { message: first, created: false }, Vec::new()));
     }
     require_member(c, &m.room, &m.author)?;
     let seq = next_seq(c, &m.room)?;
@@ -437,15 +347,7 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
         "INSERT INTO messages (id, room_id, seq, author, client_msg_id, body, ts)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![
-        id,
-        m.room,
-        to_i64(seq),
-        m.author,
-        m.client_msg_id,
-        m.body,
-        ts
-    ])?;
+    .execute(params![id, m.room, to_i64(seq), m.author, m.client_msg_id, m.body, ts])?;
     c.prepare_cached(
         "INSERT INTO events (room_id, seq, kind, message_id, ts) VALUES (?1, ?2, 'message', ?3, ?4)",
     )?
@@ -462,26 +364,12 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
         deleted: None,
     };
     let ev = TimelineEvent::Message(message.clone());
-    Ok((
-        Appended {
-            message,
-            created: true,
-        },
-        vec![ev],
-    ))
+    Ok((Appended { message, created: true }, vec![ev]))
 }
 
-pub(super) fn edit(
-    c: &Connection,
-    room: &str,
-    actor: &str,
-    id: &str,
-    body: &str,
-) -> Written<TimelineEvent> {
+pub(super) fn edit(c: &Connection, room: &str, actor: &str, id: &str, body: &str) -> Written<TimelineEvent> {
     require_member(c, room, actor)?;
-    let msg = message(c, room, id)?
-        .filter(|m| m.deleted.is_none())
-        .ok_or(StoreError::NotFound)?;
+    let msg = message(c, room, id)?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
     if msg.author != actor {
         return Err(StoreError::Forbidden);
     }
@@ -505,16 +393,13 @@ pub(super) fn edit(
 
 pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Written<TimelineEvent> {
     let role = require_member(c, room, actor)?;
-    let msg = message(c, room, id)?
-        .filter(|m| m.deleted.is_none())
-        .ok_or(StoreError::NotFound)?;
+    let msg = message(c, room, id)?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
     if msg.author != actor && !role.can_moderate() {
         return Err(StoreError::Forbidden);
     }
     let seq = next_seq(c, room)?;
     let ts = now_ms();
-    c.prepare_cached("UPDATE messages SET body = '', deleted = 1 WHERE id = ?1")?
-        .execute([id])?;
+    c.prepare_cached("UPDATE messages SET body = '', deleted = 1 WHERE id = ?1")?.execute([id])?;
     // Erase the text of earlier edits too: a deleted message leaves no words behind.
     c.prepare_cached(
         "UPDATE events SET body = NULL WHERE room_id = ?1 AND message_id = ?2 AND kind = 'edit'",
@@ -524,11 +409,7 @@ pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Writt
         "INSERT INTO events (room_id, seq, kind, message_id, ts) VALUES (?1, ?2, 'delete', ?3, ?4)",
     )?
     .execute(params![room, to_i64(seq), id, ts])?;
-    let ev = TimelineEvent::Delete(DeleteEvent {
-        room: room.to_owned(),
-        seq,
-        id: id.to_owned(),
-    });
+    let ev = TimelineEvent::Delete(DeleteEvent { room: room.to_owned(), seq, id: id.to_owned() });
     Ok((ev.clone(), vec![ev]))
 }
 
@@ -594,21 +475,14 @@ pub(super) fn timeline(
                 body: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
                 edited_at: rfc3339_ms(r.get(6)?),
             }),
-            "delete" => TimelineEvent::Delete(DeleteEvent {
-                room,
-                seq,
-                id: message_id.unwrap_or_default(),
-            }),
+            "delete" => TimelineEvent::Delete(DeleteEvent { room, seq, id: message_id.unwrap_or_default() }),
             _ => {
                 let change: Option<String> = r.get(4)?;
                 TimelineEvent::Member(MemberEvent {
                     room,
                     seq,
                     user: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    change: change
-                        .as_deref()
-                        .and_then(MemberChange::parse)
-                        .unwrap_or(MemberChange::Joined),
+                    change: change.as_deref().and_then(MemberChange::parse).unwrap_or(MemberChange::Joined),
                 })
             }
         })
@@ -626,8 +500,6 @@ pub(super) fn mark_read(c: &Connection, room: &str, user: &str, seq: u64) -> Wri
         .optional()?;
     match read {
         Some(v) => Ok((seq_of(v), Vec::new())),
-        None => Err(require_member(c, room, user)
-            .err()
-            .unwrap_or(StoreError::NotFound)),
+        None => Err(require_member(c, room, user).err().unwrap_or(StoreError::NotFound)),
     }
 }

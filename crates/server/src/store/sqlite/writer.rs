@@ -59,28 +59,22 @@ pub(super) fn spawn(
     commits: mpsc::UnboundedSender<TimelineEvent>,
     max_batch: usize,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("sqlite-writer".into())
-        .spawn(move || {
-            let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-            while let Some(first) = jobs.blocking_recv() {
-                batch.push(first);
-                while batch.len() < max_batch {
-                    match jobs.try_recv() {
-                        Ok(j) => batch.push(j),
-                        Err(_) => break,
-                    }
+    std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
+        let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+        while let Some(first) = jobs.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match jobs.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
                 }
-                run_batch(&mut conn, &mut batch, &commits);
             }
-        })
+            run_batch(&mut conn, &mut batch, &commits);
+        }
+    })
 }
 
-fn run_batch(
-    conn: &mut Connection,
-    batch: &mut Vec<Job>,
-    commits: &mpsc::UnboundedSender<TimelineEvent>,
-) {
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &mpsc::UnboundedSender<TimelineEvent>) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "sqlite: cannot begin a write transaction");
         // Dropping the jobs unrun answers their callers with `Unavailable`.
@@ -96,11 +90,7 @@ fn run_batch(
             continue;
         }
         let a = job(conn);
-        let end = if a.ok {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
+        let end = if a.ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
         if let Err(e) = conn.execute_batch(end) {
             tracing::error!(error = %e, "sqlite: ending a savepoint failed");
         }
