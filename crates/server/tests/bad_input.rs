@@ -511,3 +511,26 @@ async fn rest_bad_input_gets_json_errors_with_codes() {
     assert_eq!(http.get(url("/readyz")).send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_with_4009_and_the_ping_op_answers_pong() {
+    let server = TestServer::with(|c| c.heartbeat_ms = 200).await;
+    let (alice, _) = server.user("alice").await;
+    let mut ws = raw(&server).await;
+    raw_hello(&mut ws, alice.token().unwrap()).await;
+    assert!(matches!(
+        {
+            ws.send(Message::Text(r#"{"op":"ping"}"#.into())).await.unwrap();
+            raw_next(&mut ws).await
+        },
+        RawEvent::Frame(ServerFrame::Pong)
+    ));
+    // Stop reading (so no automatic pong answers the server's pings) and stay silent.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(raw_close_code(&mut ws).await, Some(4009));
+    // A client that keeps reading answers pings and stays connected.
+    let mut live = server.session(&alice, BTreeMap::new()).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    live.send_frame(&switchboard_client::protocol::ClientFrame::Ping).unwrap();
+    expect_frame(&mut live, |f| matches!(f, ServerFrame::Pong)).await;
+}
