@@ -12,14 +12,20 @@ use switchboard_protocol::RoomKind;
 
 async fn run(max_batch: usize, messages: usize, concurrency: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&SqliteOptions { path: dir.path().join("bench.db"), max_batch }).expect("open"));
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&SqliteOptions { path: dir.path().join("bench.db"), max_batch }).expect("open"),
+    );
     let mut commits = store.take_commits().expect("commits");
     tokio::spawn(async move { while commits.recv().await.is_some() {} });
     let author = store.create_user("bench", "x").await.expect("user").id;
     let mut rooms = Vec::new();
     for i in 0..16 {
-        let new = NewRoom { creator: author.clone(), name: format!("r{i}"), kind: RoomKind::Public, members: vec![] };
+        let new = NewRoom {
+            creator: author.clone(),
+            name: format!("r{i}"),
+            kind: RoomKind::Public,
+            members: vec![],
+        };
         rooms.push(store.create_room(new).await.expect("room").room.id);
     }
     let body = "x".repeat(100);
@@ -49,8 +55,8 @@ async fn run(max_batch: usize, messages: usize, concurrency: usize) -> f64 {
 
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let messages = args.first().copied().unwrap_or(20_000);
-    let concurrency = args.get(1).copied().unwrap_or(256);
+    let messages = args.first().copied().unwrap_or(40_000);
+    let concurrency = args.get(1).copied().unwrap_or(1024);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let single = run(1, messages / 10, concurrency).await;

@@ -49,7 +49,10 @@ async fn all_messages(c: &Client, room: &str) -> Vec<switchboard_client::protoco
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let page = c.history(room, &HistoryQuery { after_seq: Some(after), limit: Some(200), ..Default::default() }).await.unwrap();
+        let page = c
+            .history(room, &HistoryQuery { after_seq: Some(after), limit: Some(200), ..Default::default() })
+            .await
+            .unwrap();
         let Some(last) = page.last() else { return out };
         after = last.seq;
         out.extend(page);
@@ -67,7 +70,12 @@ async fn acked_messages_survive_kill_9_under_sustained_sends() {
     let acked: Arc<Mutex<HashMap<String, Ack>>> = Arc::default();
 
     for round in 0..3u64 {
-        let cfg = SessionConfig { url: client.ws_url(), token: auth.token.clone(), since: BTreeMap::new(), reconnect: false };
+        let cfg = SessionConfig {
+            url: client.ws_url(),
+            token: auth.token.clone(),
+            since: BTreeMap::new(),
+            reconnect: false,
+        };
         let session = Arc::new(Session::connect(cfg).await.unwrap());
         let mut senders = Vec::new();
         for t in 0..8 {
@@ -130,9 +138,9 @@ async fn sigterm_drains_sessions_with_1001_and_commits_in_flight_sends() {
     let mut acks = Vec::new();
     let code = loop {
         match raw_next(&mut ws).await {
-            RawEvent::Frame(switchboard_client::protocol::ServerFrame::Ack { client_msg_id, seq, .. }) => {
-                acks.push((client_msg_id, seq))
-            }
+            RawEvent::Frame(switchboard_client::protocol::ServerFrame::Ack {
+                client_msg_id, seq, ..
+            }) => acks.push((client_msg_id, seq)),
             RawEvent::Frame(_) => {}
             RawEvent::Closed(code) => break code,
         }
@@ -160,7 +168,12 @@ async fn the_sdk_resends_and_resumes_across_a_server_crash() {
     let alice = anon.with_token(&a.token);
     let room = alice.create_room("crash", RoomKind::Private, &[&b.user.id]).await.unwrap();
     let connect = |token: &str| {
-        let cfg = SessionConfig { url: anon.ws_url(), token: token.to_owned(), since: BTreeMap::new(), reconnect: true };
+        let cfg = SessionConfig {
+            url: anon.ws_url(),
+            token: token.to_owned(),
+            since: BTreeMap::new(),
+            reconnect: true,
+        };
         Session::connect(cfg)
     };
     let sender = Arc::new(connect(&a.token).await.unwrap());
@@ -174,7 +187,10 @@ async fn the_sdk_resends_and_resumes_across_a_server_crash() {
                 let (sender, room) = (sender.clone(), room.clone());
                 tasks.push(tokio::spawn(async move {
                     for i in (t..total).step_by(4) {
-                        sender.send_with_id(&room, &format!("c{i}"), &format!("n{i}")).await.expect("acked in the end");
+                        sender
+                            .send_with_id(&room, &format!("c{i}"), &format!("n{i}"))
+                            .await
+                            .expect("acked in the end");
                     }
                 }));
             }
@@ -191,7 +207,8 @@ async fn the_sdk_resends_and_resumes_across_a_server_crash() {
 
     let mut seqs = Vec::new();
     while (seqs.len() as u64) < total {
-        let frame = tokio::time::timeout(Duration::from_secs(10), receiver.next_frame()).await.unwrap().unwrap();
+        let frame =
+            tokio::time::timeout(Duration::from_secs(10), receiver.next_frame()).await.unwrap().unwrap();
         if let switchboard_client::protocol::ServerFrame::Message(m) = frame {
             seqs.push(m.seq);
         }

@@ -2,10 +2,11 @@
 //!
 //! SQLite allows one writer at a time, and with `synchronous=FULL` each commit costs an fsync.
 //! So every write is a job sent to one thread, which takes all jobs waiting (up to a batch cap),
-//! runs each inside its own savepoint in one transaction, commits once, and only then answers
-//! the callers and emits their timeline events. Many concurrent sends share one fsync; a job
-//! that fails rolls back to its savepoint without touching its neighbours; a commit that fails
-//! fails every job in it, so nothing is acknowledged that is not on disk.
+//! runs them in one transaction, commits once, and only then answers
+//! the callers and emits their timeline events. Many concurrent sends share one fsync. A job
+//! that is refused wrote nothing (jobs check before they write), so its neighbours commit; a job
+//! that fails after writing, or a commit that fails, fails every job in the batch, so nothing is
+//! acknowledged that is not on disk.
 
 use std::thread::JoinHandle;
 
@@ -25,7 +26,8 @@ pub(super) struct Applied {
 /// A unit of work for the writer thread.
 pub(super) type Job = Box<dyn FnOnce(&Connection) -> Applied + Send>;
 
-/// Wraps a typed write into a [`Job`] and gives back the receiver of its result.
+/// Wraps a typed write into a [`Job`] and gives back the receiver of its result. The write must
+/// return its refusals before it changes anything (see the module doc).
 pub(super) fn job<T, F>(f: F) -> (Job, oneshot::Receiver<StoreResult<T>>)
 where
     T: Send + 'static,
@@ -82,19 +84,25 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &mpsc::Unboun
         return;
     }
     let mut applied = Vec::with_capacity(batch.len());
+    let mut torn = false;
     for job in batch.drain(..) {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            // Dropping the job unrun answers its caller with `Unavailable`.
-            tracing::error!(error = %e, "sqlite: savepoint failed");
-            drop(job);
-            continue;
-        }
+        // Jobs check everything before they write, so a refusal leaves no trace and needs no
+        // savepoint (savepoints copy every touched page, a large share of the cost). Only an
+        // unexpected failure after a write can tear the transaction; then the batch is undone.
+        let before = conn.total_changes();
         let a = job(conn);
-        let end = if a.ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = conn.execute_batch(end) {
-            tracing::error!(error = %e, "sqlite: ending a savepoint failed");
-        }
+        torn |= !a.ok && conn.total_changes() != before;
         applied.push(a);
+    }
+    if torn {
+        tracing::error!("sqlite: a write failed halfway; rolling back its whole batch");
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "sqlite: rollback failed");
+        }
+        for a in applied {
+            (a.finish)(Err(StoreError::Unavailable("write failed; nothing was saved".into())));
+        }
+        return;
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
@@ -117,5 +125,63 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &mpsc::Unboun
                 (a.finish)(Err(StoreError::Unavailable(msg.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insert(value: i64, fail_after: bool, refuse: bool) -> (Job, oneshot::Receiver<StoreResult<()>>) {
+        job(move |c| {
+            if refuse {
+                return Err(StoreError::Forbidden);
+            }
+            c.execute("INSERT INTO t (v) VALUES (?1)", [value])?;
+            if fail_after {
+                return Err(StoreError::Unavailable("boom".into()));
+            }
+            Ok(((), Vec::new()))
+        })
+    }
+
+    fn count(c: &Connection) -> i64 {
+        c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_refused_job_leaves_its_neighbours_committed() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (a, ra) = insert(1, false, false);
+        let (b, rb) = insert(2, false, true);
+        let (c, rc) = insert(3, false, false);
+        run_batch(&mut conn, &mut vec![a, b, c], &tx);
+        assert!(matches!(ra.blocking_recv(), Ok(Ok(()))));
+        assert!(matches!(rb.blocking_recv(), Ok(Err(StoreError::Forbidden))));
+        assert!(matches!(rc.blocking_recv(), Ok(Ok(()))));
+        assert_eq!(count(&conn), 2);
+    }
+
+    #[test]
+    fn a_job_failing_after_a_write_undoes_its_whole_batch() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (a, ra) = insert(1, false, false);
+        let (b, rb) = insert(2, true, false);
+        run_batch(&mut conn, &mut vec![a, b], &tx);
+        assert!(
+            matches!(ra.blocking_recv(), Ok(Err(StoreError::Unavailable(_)))),
+            "nothing unsaved is acked"
+        );
+        assert!(matches!(rb.blocking_recv(), Ok(Err(StoreError::Unavailable(_)))));
+        assert_eq!(count(&conn), 0);
+        // The connection is usable again afterwards.
+        let (c, rc) = insert(3, false, false);
+        run_batch(&mut conn, &mut vec![c], &tx);
+        assert!(matches!(rc.blocking_recv(), Ok(Ok(()))));
+        assert_eq!(count(&conn), 1);
     }
 }
