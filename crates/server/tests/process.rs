@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 }
 
 async fn spawn(data: &Path, port: u16) -> Node {
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
         .env("RUST_LOG", "warn")
@@ -42,6 +42,8 @@ async fn spawn(data: &Path, port: u16) -> Node {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not become ready");
 }
 
