@@ -10,7 +10,6 @@ use switchboard_protocol::{Message, ServerFrame, TimelineEvent};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
-use crate::bus::{BusEvent, Topic};
 use crate::error::ApiError;
 use crate::store::{HistoryPage, NewMessage};
 use crate::validate;
@@ -113,17 +112,6 @@ pub async fn read(
     validate::id(&room, "room")?;
     let read_seq = state.store.mark_read(&room, &user.id, body.seq).await?;
     let frame = ServerFrame::Read { room: room.clone(), user: user.id, seq: read_seq };
-    let payload = serde_json::to_vec(&frame).map_err(ApiError::internal)?;
-    let ev = BusEvent {
-        topic: Topic::Room(room.clone()),
-        room,
-        seq: 0,
-        member: None,
-        origin: None,
-        payload: payload.into(),
-    };
-    if let Err(e) = state.bus.publish(ev).await {
-        tracing::warn!(error = %e, "read marker publish failed");
-    }
+    state.hub.publish_ephemeral(&room, &frame, None).await;
     Ok(Json(ReadState { read_seq }))
 }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
-use switchboard_protocol::MemberChange;
 use switchboard_protocol::codes::close;
+use switchboard_protocol::{MemberChange, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -285,6 +285,26 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Sends an ephemeral frame (typing, read marker) to the room's connected members on every
+    /// node, except the session `origin`. Best effort: nothing is stored, so a failure is logged.
+    pub async fn publish_ephemeral(&self, room: &str, frame: &ServerFrame, origin: Option<String>) {
+        let payload = match serde_json::to_vec(frame) {
+            Ok(p) => p,
+            Err(e) => return tracing::error!(error = %e, "cannot encode an ephemeral frame"),
+        };
+        let ev = BusEvent {
+            topic: Topic::Room(room.to_owned()),
+            room: room.to_owned(),
+            seq: 0,
+            member: None,
+            origin,
+            payload: payload.into(),
+        };
+        if let Err(e) = self.bus.publish(ev).await {
+            tracing::warn!(error = %e, room, "ephemeral publish failed");
+        }
     }
 
     /// Closes every local session with `code` (used when draining).

@@ -22,7 +22,6 @@ use super::conn::{Conn, Inbound, WriteFailed};
 use super::hub::{Outbound, SessionHandle};
 use crate::app::AppState;
 use crate::auth::AuthError;
-use crate::bus::{BusEvent, Topic};
 use crate::error::ApiError;
 use crate::store::NewMessage;
 use crate::validate;
@@ -456,27 +455,10 @@ fn send(state: &AppState, msg: NewMessage) -> Pending {
 
 /// Publishes an ephemeral frame to the room (not echoed to `origin`).
 fn publish(state: &AppState, room: String, frame: ServerFrame, origin: String) -> Pending {
-    let bus = state.bus.clone();
+    let hub = state.hub.clone();
     Box::pin(async move {
-        let payload = match serde_json::to_vec(&frame) {
-            Ok(p) => p,
-            Err(e) => return Some(ApiError::internal(e).to_frame(None, Some(room))),
-        };
-        let ev = BusEvent {
-            topic: Topic::Room(room.clone()),
-            room: room.clone(),
-            seq: 0,
-            member: None,
-            origin: Some(origin),
-            payload: payload.into(),
-        };
-        match bus.publish(ev).await {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "ephemeral publish failed");
-                None
-            }
-        }
+        hub.publish_ephemeral(&room, &frame, Some(origin)).await;
+        None
     })
 }
 
