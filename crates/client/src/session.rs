@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
-use switchboard_protocol::{ClientFrame, ServerFrame};
+use switchboard_protocol::{ClientFrame, MemberChange, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -263,9 +263,12 @@ async fn drive(
                                     let _ = p.reply.send(Err(err));
                                 }
                             }
-                            ServerFrame::Room { room, .. } => {
+                            ServerFrame::Room { room, change: MemberChange::Joined, seq } => {
+                                // Resume from just before the join: what came before is not ours.
+                                let from = seq.unwrap_or(room.last_seq).saturating_sub(1);
                                 if let Ok(mut pos) = positions.lock() {
-                                    pos.entry(room.id.clone()).or_insert(room.last_seq.saturating_sub(1));
+                                    let e = pos.entry(room.id.clone()).or_insert(from);
+                                    *e = (*e).max(from);
                                 }
                             }
                             other => {
@@ -296,6 +299,12 @@ async fn drive(
         if !cfg.reconnect || close_code == Some(close::BAD_TOKEN) {
             fail_all(&mut pending);
             return;
+        }
+        if close_code == Some(close::TOO_LARGE) {
+            // One of the pending sends is over the server's limit; resending would loop.
+            for p in pending.drain(..) {
+                let _ = p.reply.send(Err(ClientError::Closed(close::TOO_LARGE, "frame too large".into())));
+            }
         }
         let wait = if close_code == Some(close::RATE_LIMITED) { Duration::from_secs(1) } else { backoff };
         tokio::time::sleep(wait).await;

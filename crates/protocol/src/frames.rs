@@ -182,6 +182,10 @@ pub enum ServerFrame {
         room: Room,
         /// Joined, left or removed.
         change: MemberChange,
+        /// The `seq` of the member event that made the change: a client resuming later passes
+        /// at least `seq - 1` for this room (extension).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// Events `after_seq < seq <= until_seq` will not be replayed: page them over REST.
     Gap {

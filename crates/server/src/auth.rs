@@ -16,7 +16,7 @@ use switchboard_protocol::User;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::validate;
 
 /// `iss` and `aud` of the tokens Switchboard issues.
@@ -61,6 +61,15 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
+
+/// What Switchboard reads from an external token; everything else (`exp`, `nbf`, `iss`, `aud`,
+/// in any form RFC 7519 allows) is checked by the validator and otherwise ignored.
+#[derive(Debug, Deserialize)]
+struct ExternalClaims {
+    sub: String,
+    #[serde(default)]
     name: Option<String>,
 }
 
@@ -154,7 +163,11 @@ impl Auth {
         };
         let external = external.map(|(alg, key)| {
             let mut v = Validation::new(alg);
-            v.set_required_spec_claims(&["exp", "sub"]);
+            // A configured claim must be present, not merely correct when present.
+            let mut required = vec!["exp", "sub"];
+            required.extend(cfg.jwt_external_issuer.as_ref().map(|_| "iss"));
+            required.extend(cfg.jwt_external_audience.as_ref().map(|_| "aud"));
+            v.set_required_spec_claims(&required);
             v.leeway = 30;
             v.validate_nbf = true;
             v.validate_aud = false;
@@ -204,7 +217,9 @@ impl Auth {
             return Err(AuthError::Invalid);
         };
         let data =
-            jsonwebtoken::decode::<Claims>(token, &ext.key, &ext.validation).map_err(|e| match e.kind() {
+            jsonwebtoken::decode::<ExternalClaims>(token, &ext.key, &ext.validation).map_err(|e| match e
+                .kind()
+            {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
             })?;
@@ -213,7 +228,10 @@ impl Auth {
             return Err(AuthError::Invalid);
         }
         let candidates = external_usernames(&sub, data.claims.name.as_deref());
-        Ok(store.ensure_external_user(&sub, &candidates).await?)
+        store.ensure_external_user(&sub, &candidates).await.map_err(|e| match e {
+            StoreError::Conflict(_) | StoreError::UsernameTaken => AuthError::Invalid,
+            other => AuthError::Unavailable(other),
+        })
     }
 }
 

@@ -204,10 +204,24 @@ async fn external_tokens_are_pinned_to_their_algorithm_and_create_users() {
     assert_eq!(again, me, "created once");
 
     let wrong_iss = token(Algorithm::RS256, &private, claims("https://evil.example"));
+    let no_iss = token(
+        Algorithm::RS256,
+        &private,
+        serde_json::json!({"sub": "ext|43", "exp": now() + 600, "aud": "chat"}),
+    );
+    let array_aud = serde_json::json!({"sub": "ext|44", "exp": now() + 600, "iss": "https://auth.example", "aud": ["chat", "other"]});
+    let ok = server.client().with_token(token(Algorithm::RS256, &private, array_aud)).me().await.unwrap();
+    assert_eq!(ok.id, "ext|44", "an array aud is valid JWT");
+    let local = server.client().register("dave", "correct horse battery").await.unwrap().user;
+    let impostor = token(
+        Algorithm::RS256,
+        &private,
+        serde_json::json!({"sub": local.id, "exp": now() + 600, "iss": "https://auth.example", "aud": "chat"}),
+    );
     let pem = std::fs::read(&public).unwrap();
     let confused =
         token(Algorithm::HS256, &EncodingKey::from_secret(&pem).unwrap(), claims("https://auth.example"));
-    for bad in [wrong_iss, confused] {
+    for bad in [wrong_iss, no_iss, confused, impostor] {
         let err = server.client().with_token(&bad).me().await.unwrap_err();
         assert_eq!(err.code(), Some("unauthorized"));
         let mut ws = raw(&server).await;

@@ -127,7 +127,7 @@ async fn edits_deletes_and_membership_are_live_and_replayed() {
 
     alice.add_member(&room.id, &bob_user.id).await.unwrap();
     match expect_frame(&mut bob_live, |f| matches!(f, ServerFrame::Room { .. })).await {
-        ServerFrame::Room { room: r, change } => {
+        ServerFrame::Room { room: r, change, .. } => {
             assert_eq!((r.id.as_str(), change), (room.id.as_str(), MemberChange::Joined))
         }
         _ => unreachable!(),
@@ -271,4 +271,52 @@ async fn a_backlog_beyond_the_replay_limit_is_announced_with_gap() {
         .await
         .unwrap();
     assert_eq!(page.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_across_a_removal_and_re_add_shows_nothing_from_the_time_outside() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, bob_user) = server.user("bob").await;
+    let room = alice.create_room("revolving", RoomKind::Private, &[&bob_user.id]).await.unwrap();
+    alice.post_message(&room.id, "a1", "before").await.unwrap();
+    let since = BTreeMap::from([(room.id.clone(), room.last_seq + 1)]);
+
+    alice.remove_member(&room.id, &bob_user.id).await.unwrap();
+    alice.post_message(&room.id, "a2", "while bob is out").await.unwrap();
+    alice.add_member(&room.id, &bob_user.id).await.unwrap();
+    alice.post_message(&room.id, "a3", "after the re-add").await.unwrap();
+
+    let mut s = server.session(&bob, since).await;
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let f = expect_frame(&mut s, |f| f.timeline_pos().is_some() || matches!(f, ServerFrame::Room { .. }))
+            .await;
+        seen.push(match f {
+            ServerFrame::Member(m) => format!("member {:?}", m.change),
+            ServerFrame::Room { change, .. } => format!("room {change:?}"),
+            ServerFrame::Message(m) => format!("message {}", m.body),
+            other => format!("{other:?}"),
+        });
+    }
+    let want = ["member Removed", "room Removed", "room Joined", "member Joined", "message after the re-add"];
+    assert_eq!(seen, want);
+    // Live traffic continues after the replay.
+    alice.post_message(&room.id, "a4", "live").await.unwrap();
+    expect_frame(&mut s, |f| matches!(f, ServerFrame::Message(m) if m.body == "live")).await;
+    expect_none(&mut s, 200, |f| matches!(f, ServerFrame::Message(m) if m.body == "while bob is out")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_right_after_a_join_arrives_even_in_a_quiet_room() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, bob_user) = server.user("bob").await;
+    let mut s = server.session(&bob, BTreeMap::new()).await;
+    for i in 0..5 {
+        let room =
+            alice.create_room(&format!("quiet {i}"), RoomKind::Private, &[&bob_user.id]).await.unwrap();
+        alice.post_message(&room.id, &format!("q{i}"), "first words").await.unwrap();
+        expect_frame(&mut s, |f| matches!(f, ServerFrame::Message(m) if m.room == room.id)).await;
+    }
 }

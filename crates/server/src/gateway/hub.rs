@@ -179,8 +179,9 @@ impl Hub {
             for s in sessions {
                 if !room.iter().any(|r| r.id == s.id) {
                     room.push(s.clone());
-                    s.push(Outbound::Joined { room: frame.room.clone(), seq: frame.seq });
                 }
+                // Always: a session still listed from before a leave needs the marker too.
+                s.push(Outbound::Joined { room: frame.room.clone(), seq: frame.seq });
             }
         }
         self.spawn_reconcile(Topic::Room(frame.room.clone()));

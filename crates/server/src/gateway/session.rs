@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
@@ -35,10 +36,18 @@ const FETCH_PAGE: u32 = 500;
 
 /// Where the session stands in one room.
 struct Position {
-    /// Last `seq` written to the client.
+    /// Last `seq` of the room's timeline the session has gone past (written, or skipped while
+    /// the user was not a member).
     seq: u64,
+    /// Whether the user is a member at `seq`: events are written only while this holds.
+    member: bool,
     /// The room as last loaded, for `room` frames.
     room: Room,
+}
+
+/// The user's own membership change carried by a timeline event, if any.
+fn own_change(member: Option<(&str, MemberChange)>, user: &str) -> Option<MemberChange> {
+    member.filter(|(u, _)| *u == user).map(|(_, c)| c)
 }
 
 type Pending = BoxFuture<'static, Option<ServerFrame>>;
@@ -185,7 +194,7 @@ impl Session {
                 from = until;
             }
             let id = room.id.clone();
-            self.rooms.insert(id.clone(), Position { seq: from, room });
+            self.rooms.insert(id.clone(), Position { seq: from, member: true, room });
             if last > from {
                 self.fill(&id, last).await?;
             }
@@ -208,8 +217,8 @@ impl Session {
             if draining && self.pending.is_empty() {
                 break Err(Stop::Close(close::GOING_AWAY, "server draining"));
             }
+            // Not `biased`: a busy room must not starve the client's own frames or the ticker.
             let step: Result<(), Stop> = tokio::select! {
-                biased;
                 code = handle.kicked() => Err(Stop::Close(code, "slow consumer: resume with since")),
                 _ = shutdown.cancelled(), if !draining => {
                     draining = true;
@@ -224,7 +233,10 @@ impl Session {
                     None => Err(Stop::Gone),
                 },
                 inbound = self.conn.next(), if !draining && self.pending.len() < MAX_IN_FLIGHT => self.on_inbound(inbound).await,
-                _ = ticker.tick() => self.heartbeat(hb).await,
+                _ = ticker.tick() => {
+                    let reading = !draining && self.pending.len() < MAX_IN_FLIGHT;
+                    self.heartbeat(hb, reading).await
+                }
             };
             if let Err(stop) = step {
                 break Err(stop);
@@ -235,8 +247,10 @@ impl Session {
         }
     }
 
-    async fn heartbeat(&mut self, hb: Duration) -> Result<(), Stop> {
-        if self.conn.last_recv.elapsed() > hb * 5 / 2 {
+    /// Pings the client; closes it if it has been silent for 2.5 intervals while we were
+    /// reading (when reading is paused, its silence proves nothing).
+    async fn heartbeat(&mut self, hb: Duration, reading: bool) -> Result<(), Stop> {
+        if reading && self.conn.last_recv.elapsed() > hb * 5 / 2 {
             return Err(Stop::Close(close::HEARTBEAT_TIMEOUT, "no heartbeat from client"));
         }
         Ok(self.conn.ping().await?)
@@ -268,7 +282,7 @@ impl Session {
     async fn apply(&mut self, out: Outbound) -> Result<(), Stop> {
         match out {
             Outbound::Event(frame) if frame.seq == 0 => {
-                if self.rooms.contains_key(&frame.room) {
+                if self.rooms.get(&frame.room).is_some_and(|p| p.member) {
                     self.conn.feed(frame.text.clone()).await?;
                 }
             }
@@ -282,27 +296,20 @@ impl Session {
                 if frame.seq > pos + 1 {
                     self.fill(&frame.room, frame.seq - 1).await?;
                 }
-                self.conn.feed(frame.text.clone()).await?;
-                if let Some(p) = self.rooms.get_mut(&frame.room) {
-                    p.seq = p.seq.max(frame.seq);
-                    p.room.last_seq = p.seq;
-                }
-                // Our own removal ends the room here, in timeline order: nothing after it is
-                // written even if the hub has not unsubscribed this session yet.
-                if let Some((user, change)) = &frame.member
-                    && *user == self.user.id
-                    && *change != MemberChange::Joined
-                    && let Some(p) = self.rooms.remove(&frame.room)
-                {
-                    self.conn.feed_frame(&ServerFrame::Room { room: p.room, change: *change }).await?;
-                }
+                let own = own_change(frame.member.as_ref().map(|(u, c)| (u.as_str(), *c)), &self.user.id);
+                self.step(&frame.room, frame.seq, own, frame.text.clone()).await?;
             }
             Outbound::Joined { room, seq } => {
-                if self.rooms.contains_key(&room) {
+                if self.rooms.get(&room).is_some_and(|p| p.member) {
                     return Ok(());
                 }
-                let loaded = self.state.store.room_for(&room, &self.user.id).await;
-                let info = loaded.unwrap_or_else(|_| Room {
+                // Make sure this node receives the room before reading where it stands, then
+                // catch up from the store: events committed with the join may already have
+                // been published, and a quiet room would otherwise hold them back.
+                if let Err(e) = self.state.hub.subscribe(&self.handle, std::slice::from_ref(&room)).await {
+                    tracing::warn!(error = %e, room, "subscribing a joined room failed");
+                }
+                let info = self.state.store.room_for(&room, &self.user.id).await.unwrap_or_else(|_| Room {
                     id: room.clone(),
                     name: String::new(),
                     kind: RoomKind::Private,
@@ -311,22 +318,80 @@ impl Session {
                     read_seq: None,
                     unread: None,
                 });
-                self.conn
-                    .feed_frame(&ServerFrame::Room { room: info.clone(), change: MemberChange::Joined })
-                    .await?;
-                self.rooms.insert(room, Position { seq: seq.saturating_sub(1), room: info });
+                let upto = info.last_seq.max(seq);
+                let p = self.rooms.entry(room.clone()).or_insert(Position {
+                    seq: 0,
+                    member: false,
+                    room: info.clone(),
+                });
+                // What happened while the user was out is not theirs to see.
+                p.seq = p.seq.max(seq.saturating_sub(1));
+                p.room = info;
+                self.fill(&room, upto).await?;
             }
         }
         Ok(())
     }
 
-    /// Writes the room's timeline from the session's position up to `upto` from the store.
-    /// What the store cannot supply is announced with `gap`, never skipped silently.
-    async fn fill(&mut self, room: &str, upto: u64) -> Result<(), Stop> {
-        let Some(mut pos) = self.rooms.get(room).map(|p| p.seq) else {
+    /// Advances one room by one timeline event, writing it if the user may see it. The user's
+    /// own membership events switch the room on and off in timeline order, so nothing committed
+    /// after a removal (or before a re-join) reaches the client, even before the hub has
+    /// updated its subscriptions.
+    async fn step(
+        &mut self,
+        room: &str,
+        seq: u64,
+        own: Option<MemberChange>,
+        text: Utf8Bytes,
+    ) -> Result<(), Stop> {
+        let Some(p) = self.rooms.get_mut(room) else {
             return Ok(());
         };
-        while pos < upto {
+        if seq <= p.seq {
+            return Ok(());
+        }
+        p.seq = seq;
+        p.room.last_seq = seq;
+        let was_member = p.member;
+        let notice = match own {
+            Some(MemberChange::Joined) if !was_member => {
+                p.member = true;
+                Some(MemberChange::Joined)
+            }
+            Some(change @ (MemberChange::Left | MemberChange::Removed)) if was_member => {
+                p.member = false;
+                Some(change)
+            }
+            _ => None,
+        };
+        let room_frame = |change| ServerFrame::Room { room: p.room.clone(), change, seq: Some(seq) };
+        match notice {
+            Some(MemberChange::Joined) => {
+                let f = room_frame(MemberChange::Joined);
+                self.conn.feed_frame(&f).await?;
+                self.conn.feed(text).await?;
+            }
+            Some(change) => {
+                let f = room_frame(change);
+                self.conn.feed(text).await?;
+                self.conn.feed_frame(&f).await?;
+            }
+            None if was_member => self.conn.feed(text).await?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Brings the room's timeline from the session's position up to `upto` from the store.
+    /// What the store cannot supply is announced with `gap`, never skipped silently.
+    async fn fill(&mut self, room: &str, upto: u64) -> Result<(), Stop> {
+        loop {
+            let Some(pos) = self.rooms.get(room).map(|p| p.seq) else {
+                return Ok(());
+            };
+            if pos >= upto {
+                return Ok(());
+            }
             let want = u32::try_from(upto - pos).unwrap_or(u32::MAX).min(FETCH_PAGE);
             let events = match self.state.store.timeline(room, pos, want).await {
                 Ok(ev) => ev,
@@ -335,38 +400,38 @@ impl Session {
                     Vec::new()
                 }
             };
-            if events.is_empty() {
-                self.conn
-                    .feed_frame(&ServerFrame::Gap { room: room.to_owned(), after_seq: pos, until_seq: upto })
-                    .await?;
-                pos = upto;
-                break;
-            }
-            for ev in events {
-                if ev.seq() > upto {
-                    break;
+            let mut expected = pos + 1;
+            for ev in events.into_iter().take_while(|e| e.seq() <= upto) {
+                let seq = ev.seq();
+                if seq > expected {
+                    self.announce_gap(room, expected - 1, seq - 1).await?;
                 }
-                pos = ev.seq();
-                let removed = match &ev {
-                    TimelineEvent::Member(m)
-                        if m.user == self.user.id && m.change != MemberChange::Joined =>
-                    {
-                        Some(m.change)
-                    }
+                let own = match &ev {
+                    TimelineEvent::Member(m) => own_change(Some((m.user.as_str(), m.change)), &self.user.id),
                     _ => None,
                 };
-                self.conn.feed_frame(&ServerFrame::from(ev)).await?;
-                if let Some(change) = removed {
-                    if let Some(p) = self.rooms.remove(room) {
-                        self.conn.feed_frame(&ServerFrame::Room { room: p.room, change }).await?;
-                    }
-                    return Ok(());
-                }
+                let text = serde_json::to_string(&ev).map_err(|e| {
+                    tracing::error!(error = %e, "cannot encode a timeline event");
+                    Stop::Gone
+                })?;
+                self.step(room, seq, own, Utf8Bytes::from(text)).await?;
+                expected = seq + 1;
+            }
+            if expected == pos + 1 {
+                // Nothing usable came back: say so, and move on rather than loop.
+                return self.announce_gap(room, pos, upto).await;
             }
         }
-        if let Some(p) = self.rooms.get_mut(room) {
-            p.seq = p.seq.max(pos);
-            p.room.last_seq = p.seq;
+    }
+
+    async fn announce_gap(&mut self, room: &str, after_seq: u64, until_seq: u64) -> Result<(), Stop> {
+        let Some(p) = self.rooms.get_mut(room) else {
+            return Ok(());
+        };
+        p.seq = p.seq.max(until_seq);
+        if p.member {
+            let frame = ServerFrame::Gap { room: room.to_owned(), after_seq, until_seq };
+            self.conn.feed_frame(&frame).await?;
         }
         Ok(())
     }
@@ -382,7 +447,7 @@ impl Session {
     }
 
     fn member_of(&self, room: &str) -> Result<(), ApiError> {
-        if self.rooms.contains_key(room) { Ok(()) } else { Err(ApiError::not_found()) }
+        if self.rooms.get(room).is_some_and(|p| p.member) { Ok(()) } else { Err(ApiError::not_found()) }
     }
 
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), Stop> {

@@ -91,6 +91,12 @@ pub(crate) async fn external_users_are_created_once(store: Arc<dyn Store>) {
         store.ensure_external_user("sub-2", &["taken".to_owned()]).await,
         Err(StoreError::UsernameTaken)
     ));
+    // An external id never resolves to a local account.
+    let local = store.credentials("taken").await.unwrap().unwrap().user;
+    assert!(matches!(
+        store.ensure_external_user(&local.id, &["fresh".to_owned()]).await,
+        Err(StoreError::Conflict(_))
+    ));
 }
 
 pub(crate) async fn rooms_are_created_with_member_events(store: Arc<dyn Store>) {
@@ -134,6 +140,13 @@ pub(crate) async fn dm_is_unique_per_pair(store: Arc<dyn Store>) {
     assert!(matches!(store.create_room(dm(&a, &[&b, &c])).await, Err(StoreError::Invalid(_))));
     assert!(matches!(store.create_room(dm(&a, &[&a])).await, Err(StoreError::Invalid(_))));
     assert!(matches!(store.add_member(&first.room.id, &a, &c).await, Err(StoreError::Conflict(_))));
+    // Both leave; asking again brings both back into the same dm.
+    store.remove_member(&first.room.id, &a, &a).await.unwrap();
+    store.remove_member(&first.room.id, &b, &b).await.unwrap();
+    let back = store.create_room(dm(&b, &[&a])).await.unwrap();
+    assert_eq!((back.room.id.as_str(), back.created), (first.room.id.as_str(), false));
+    assert!(store.role(&first.room.id, &a).await.unwrap().is_some());
+    assert!(store.role(&first.room.id, &b).await.unwrap().is_some());
 }
 
 pub(crate) async fn concurrent_appends_get_gap_free_seq(store: Arc<dyn Store>) {

@@ -138,7 +138,7 @@ pub trait Store: Send + Sync + 'static {
     /// Registers a local account. Username must be normalised already.
     async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<User>;
     /// Returns the user with this external id, creating it with the first free candidate
-    /// username on first sight.
+    /// username on first sight. An id that belongs to a local account is `Conflict`.
     async fn ensure_external_user(&self, id: &str, candidates: &[String]) -> StoreResult<User>;
     /// Looks a user up by id.
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;

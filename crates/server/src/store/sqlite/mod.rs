@@ -171,7 +171,7 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         let known = {
             let id = id.clone();
-            self.read(move |c| queries::user(c, &id)).await?
+            self.read(move |c| queries::external_user(c, &id)).await?
         };
         if let Some(u) = known {
             return Ok(u);

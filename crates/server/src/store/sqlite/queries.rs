@@ -74,8 +74,22 @@ pub(super) fn create_user(c: &Connection, username: &str, hash: &str) -> Written
     Ok((insert_user(c, &new_id(), username, Some(hash), false)?, Vec::new()))
 }
 
+/// The external user with this id; a local account with the same id is a conflict, so that a
+/// token from the operator's backend can never speak for a Switchboard account.
+pub(super) fn external_user(c: &Connection, id: &str) -> StoreResult<Option<User>> {
+    let found = c
+        .prepare_cached("SELECT id, username, external FROM users WHERE id = ?1")?
+        .query_row([id], |r| Ok((User { id: r.get(0)?, username: r.get(1)? }, r.get::<_, bool>(2)?)))
+        .optional()?;
+    match found {
+        Some((u, true)) => Ok(Some(u)),
+        Some((_, false)) => Err(StoreError::Conflict("this id belongs to a local account")),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn ensure_external_user(c: &Connection, id: &str, candidates: &[String]) -> Written<User> {
-    if let Some(u) = user(c, id)? {
+    if let Some(u) = external_user(c, id)? {
         return Ok((u, Vec::new()));
     }
     for name in candidates {
@@ -227,15 +241,14 @@ pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> 
                 .optional()?;
             if let Some(id) = existing {
                 // The pair may have left; the dm is theirs again when asked for.
+                let mut events = Vec::new();
                 for who in [new.creator.as_str(), other] {
                     if role(c, &id, who)?.is_none() {
-                        let ev = insert_member(c, &id, who, Role::Member)?;
-                        let room = room_for(c, &id, &new.creator)?;
-                        return Ok((CreatedRoom { room, created: false }, vec![ev]));
+                        events.push(insert_member(c, &id, who, Role::Member)?);
                     }
                 }
                 let room = room_for(c, &id, &new.creator)?;
-                return Ok((CreatedRoom { room, created: false }, Vec::new()));
+                return Ok((CreatedRoom { room, created: false }, events));
             }
             Some(key)
         }
