@@ -159,6 +159,12 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
+        // Reads alone would pass with a dead writer; without it nothing can be acked.
+        let writer_alive =
+            self.writer.lock().map_err(|_| poisoned())?.as_ref().is_some_and(|h| !h.is_finished());
+        if !writer_alive {
+            return Err(StoreError::Unavailable("the sqlite writer has stopped".into()));
+        }
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
@@ -300,7 +306,9 @@ mod tests {
         let again = SqliteStore::open(&opts).unwrap();
         assert_eq!(again.user(&u.id).await.unwrap(), Some(u));
         assert!(again.create_user("bob", "h").await.is_ok());
+        assert!(again.ping().await.is_ok());
         again.close().await;
         assert!(matches!(again.create_user("carol", "h").await, Err(StoreError::Closed)));
+        assert!(again.ping().await.is_err(), "not ready once the writer is gone");
     }
 }
