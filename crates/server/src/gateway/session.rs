@@ -24,7 +24,7 @@ use super::hub::{Outbound, SessionHandle};
 use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::error::ApiError;
-use crate::store::NewMessage;
+use crate::store::{Appended, Committing, NewMessage};
 use crate::validate;
 
 /// Store calls one connection may have in flight; past this the socket is not read.
@@ -464,11 +464,23 @@ impl Session {
                 match checked {
                     Err(e) => Some(e.to_frame(Some(client_msg_id), Some(room))),
                     Ok(()) => {
-                        self.pending.push_back(send(
-                            &self.state,
-                            NewMessage { room, author: self.user.id.clone(), client_msg_id, body },
-                        ));
-                        None
+                        // Take the place in the commit order now, in frame order, so that this
+                        // connection's pipelined sends keep their order; only the wait for the
+                        // commit is left in flight.
+                        let msg = NewMessage {
+                            room: room.clone(),
+                            author: self.user.id.clone(),
+                            client_msg_id,
+                            body,
+                        };
+                        let cmid = msg.client_msg_id.clone();
+                        match self.state.store.queue_append(msg).await {
+                            Ok(commit) => {
+                                self.pending.push_back(ack_on_commit(commit, cmid, room));
+                                None
+                            }
+                            Err(e) => Some(ApiError::from(e).to_frame(Some(cmid), Some(room))),
+                        }
                     }
                 }
             }
@@ -501,19 +513,14 @@ impl Session {
     }
 }
 
-/// Appends a message; answers `ack` only after the durable commit.
-fn send(state: &AppState, msg: NewMessage) -> Pending {
-    let store = state.store.clone();
+/// Answers `ack` only after the durable commit.
+fn ack_on_commit(commit: Committing<Appended>, client_msg_id: String, room: String) -> Pending {
     Box::pin(async move {
-        let (cmid, room) = (msg.client_msg_id.clone(), msg.room.clone());
-        Some(match store.append(msg).await {
-            Ok(a) => ServerFrame::Ack {
-                client_msg_id: cmid,
-                id: a.message.id,
-                seq: a.message.seq,
-                ts: a.message.ts,
-            },
-            Err(e) => ApiError::from(e).to_frame(Some(cmid), Some(room)),
+        Some(match commit.await {
+            Ok(a) => {
+                ServerFrame::Ack { client_msg_id, id: a.message.id, seq: a.message.seq, ts: a.message.ts }
+            }
+            Err(e) => ApiError::from(e).to_frame(Some(client_msg_id), Some(room)),
         })
     })
 }

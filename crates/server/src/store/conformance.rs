@@ -19,6 +19,7 @@ macro_rules! store_conformance {
             rooms_are_created_with_member_events,
             dm_is_unique_per_pair,
             concurrent_appends_get_gap_free_seq,
+            queued_appends_commit_in_queue_order,
             append_is_idempotent_per_author_key,
             non_members_cannot_append,
             edits_and_deletes_are_timeline_events,
@@ -327,4 +328,36 @@ pub(crate) async fn commits_stream_in_seq_order(store: Arc<dyn Store>) {
     }
     assert_eq!(seen, (1..=41).collect::<Vec<_>>());
     assert!(commits.try_recv().is_err(), "nothing extra was emitted");
+}
+
+pub(crate) async fn queued_appends_commit_in_queue_order(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let r = room(&store, &a, RoomKind::Private, &[]).await;
+    // One caller queues 300 appends without waiting for any commit (a pipelining connection),
+    // while others write to the same room.
+    let noise = {
+        let (store, r, a) = (store.clone(), r.clone(), a.clone());
+        tokio::spawn(async move {
+            for i in 0..50 {
+                send(&store, &r, &a, &format!("noise-{i}")).await.unwrap();
+            }
+        })
+    };
+    let mut commits = Vec::new();
+    for i in 0..300 {
+        let msg = NewMessage {
+            room: r.clone(),
+            author: a.clone(),
+            client_msg_id: format!("q{i}"),
+            body: "b".into(),
+        };
+        commits.push(store.queue_append(msg).await.unwrap());
+    }
+    let mut last = 0;
+    for c in commits {
+        let seq = c.await.unwrap().message.seq;
+        assert!(seq > last, "queue order is commit order");
+        last = seq;
+    }
+    noise.await.unwrap();
 }

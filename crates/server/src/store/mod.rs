@@ -113,6 +113,9 @@ pub struct HistoryPage {
     pub limit: u32,
 }
 
+/// A write that holds its place in the commit order; resolves once it is durable (or refused).
+pub type Committing<T> = futures_util::future::BoxFuture<'static, StoreResult<T>>;
+
 /// Committed timeline events, in commit order (per room, ascending `seq` with no gap).
 pub type CommitStream = mpsc::UnboundedReceiver<TimelineEvent>;
 
@@ -165,7 +168,14 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<TimelineEvent>;
 
     /// Appends a message to its room's timeline, idempotently.
-    async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
+        self.queue_append(msg).await?.await
+    }
+    /// Takes the append's place in the commit order and returns once it has one; the returned
+    /// future resolves after the durable commit. Appends queued one after another by a caller
+    /// commit in that order, so a connection's pipelined sends keep their order while many of
+    /// them share a commit.
+    async fn queue_append(&self, msg: NewMessage) -> StoreResult<Committing<Appended>>;
     /// Edits a message (author only), as a timeline event.
     async fn edit(&self, room: &str, actor: &str, id: &str, body: &str) -> StoreResult<TimelineEvent>;
     /// Deletes a message (author or moderator), as a timeline event; the body is erased.

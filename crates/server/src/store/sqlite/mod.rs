@@ -15,8 +15,8 @@ use switchboard_protocol::{Message, Role, Room, TimelineEvent, User};
 use tokio::sync::mpsc;
 
 use super::{
-    Appended, CommitStream, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, Store, StoreError,
-    StoreResult,
+    Appended, CommitStream, Committing, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, Store,
+    StoreError, StoreResult,
 };
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
@@ -138,10 +138,22 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<(T, Vec<TimelineEvent>)> + Send + 'static,
     {
+        self.queue_write(f).await?.await
+    }
+
+    /// Queues a write on the writer thread (jobs run in queue order) and returns the wait for
+    /// its commit.
+    async fn queue_write<T, F>(&self, f: F) -> StoreResult<Committing<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<(T, Vec<TimelineEvent>)> + Send + 'static,
+    {
         let sender = self.jobs.lock().map_err(|_| poisoned())?.clone().ok_or(StoreError::Closed)?;
         let (job, rx) = writer::job(f);
         sender.send(job).await.map_err(|_| StoreError::Closed)?;
-        rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("write aborted".into())))
+        Ok(Box::pin(async move {
+            rx.await.unwrap_or_else(|_| Err(StoreError::Unavailable("write aborted".into())))
+        }))
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -235,8 +247,8 @@ impl Store for SqliteStore {
         self.write(move |c| queries::remove_member(c, &r, &a, &u)).await
     }
 
-    async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
-        self.write(move |c| queries::append(c, msg)).await
+    async fn queue_append(&self, msg: NewMessage) -> StoreResult<Committing<Appended>> {
+        self.queue_write(move |c| queries::append(c, msg)).await
     }
 
     async fn edit(&self, room: &str, actor: &str, id: &str, body: &str) -> StoreResult<TimelineEvent> {

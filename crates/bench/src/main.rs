@@ -1,0 +1,49 @@
+//! # switchboard-bench
+//!
+//! A load generator that speaks Switchboard protocol v1 to any server URL, and the smallest
+//! WebSocket fanout server we can write on the same stack (`baseline-server`), to measure
+//! against in the same run.
+//!
+//! - [`setup`]: users (tokens minted with the server's external HS256 secret, or registered),
+//!   rooms, WebSocket connections from spread source addresses.
+//! - [`fanout`]: one room, M members, S senders at R msg/s: deliveries/s, latency, lost, dup.
+//! - [`connections`]: N idle authenticated connections: connect rate, server RSS per connection.
+//! - [`baseline`]: the baseline server.
+//! - [`report`]: latency histograms, progress lines, the one-line summary and JSON results.
+
+mod baseline;
+mod connections;
+mod fanout;
+mod report;
+mod setup;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "switchboard-bench", version, about = "Load generator for Switchboard")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open N authenticated connections, hold them, report connect rate and server memory.
+    Connections(connections::Args),
+    /// One room of M members, S senders at R msg/s: deliveries/s, latency, lost, duplicated.
+    Fanout(fanout::Args),
+    /// The minimal WebSocket fanout server to compare against (no auth, no store).
+    BaselineServer(baseline::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Connections(a) => connections::run(a).await,
+            Command::Fanout(a) => fanout::run(a).await,
+            Command::BaselineServer(a) => baseline::run(a).await,
+        }
+    })
+}

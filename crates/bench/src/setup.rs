@@ -1,0 +1,179 @@
+//! Users, rooms and connections for scenarios.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt, stream};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use switchboard_protocol::ServerFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A client WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Where the server is and how to get tokens for it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Target {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The HS256 secret the server accepts for external tokens (its
+    /// `--jwt-external-hs256-secret`); users are then created on first connect. Without it,
+    /// users are registered with passwords, which costs an Argon2 hash each.
+    #[arg(long, env = "SWITCHBOARD_BENCH_SECRET")]
+    pub secret: Option<String>,
+    /// Write results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Source addresses to spread connections over (127.0.0.1..=127.0.0.N), each good for
+    /// about 28,000 connections to one server port.
+    #[arg(long, default_value_t = 1)]
+    pub source_addrs: u8,
+}
+
+/// Tokens and ids of the scenario's users.
+pub struct Users {
+    /// One token per user.
+    pub tokens: Vec<String>,
+    /// User ids, in the same order.
+    pub ids: Vec<String>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A run tag, so repeated runs against one server never share users or rooms.
+pub fn run_tag() -> String {
+    format!("{:x}", SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0))
+}
+
+/// `n` users named `<prefix><i>`.
+pub async fn users(target: &Target, prefix: &str, n: usize) -> anyhow::Result<Users> {
+    if let Some(secret) = &target.secret {
+        let key = EncodingKey::from_secret(secret.as_bytes()).context("secret")?;
+        let exp = now_secs() + 24 * 3600;
+        let mut tokens = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = format!("{prefix}{i}");
+            let claims = serde_json::json!({"sub": id, "name": id, "exp": exp});
+            tokens.push(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)?);
+            ids.push(id);
+        }
+        return Ok(Users { tokens, ids });
+    }
+    let rest = Rest::new(&target.url);
+    let made: Vec<anyhow::Result<(String, String)>> = stream::iter(0..n)
+        .map(|i| {
+            let rest = rest.clone();
+            let name = format!("{prefix}{i}");
+            async move {
+                let body = serde_json::json!({"username": name, "password": "bench-password-1"});
+                let v = rest.post("/v1/users", None, &body).await?;
+                let token = v["token"].as_str().context("token")?.to_owned();
+                let id = v["user"]["id"].as_str().context("id")?.to_owned();
+                Ok((token, id))
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let mut users = Users { tokens: Vec::with_capacity(n), ids: Vec::with_capacity(n) };
+    for m in made {
+        let (t, id) = m?;
+        users.tokens.push(t);
+        users.ids.push(id);
+    }
+    Ok(users)
+}
+
+/// Minimal REST calls the scenarios need.
+#[derive(Clone)]
+pub struct Rest {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Rest {
+    pub fn new(base: &str) -> Self {
+        Rest { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned() }
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// Creates a public room; returns its id.
+    pub async fn public_room(&self, token: &str, name: &str) -> anyhow::Result<String> {
+        let v =
+            self.post("/v1/rooms", Some(token), &serde_json::json!({"name": name, "kind": "public"})).await?;
+        Ok(v["id"].as_str().context("room id")?.to_owned())
+    }
+
+    /// Joins a public room; returns its `last_seq` after the join.
+    pub async fn join(&self, token: &str, room: &str) -> anyhow::Result<u64> {
+        let v = self.post(&format!("/v1/rooms/{room}/join"), Some(token), &serde_json::json!({})).await?;
+        v["last_seq"].as_u64().context("last_seq")
+    }
+}
+
+/// `ws://…/v1/ws` for a base URL.
+pub fn ws_url(base: &str, path: &str) -> String {
+    let rest = base.trim_end_matches('/').strip_prefix("http").unwrap_or(base);
+    format!("ws{rest}{path}")
+}
+
+/// Opens a WebSocket from source address `127.0.0.<index % n + 1>`.
+pub async fn connect(url: &str, target: &Target, index: usize) -> anyhow::Result<Ws> {
+    let host = url.split("//").nth(1).and_then(|r| r.split('/').next()).context("url host")?;
+    let addr: SocketAddr = tokio::net::lookup_host(host).await?.next().context("resolve")?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    if target.source_addrs > 1 {
+        let n = u8::try_from(index % usize::from(target.source_addrs)).unwrap_or(0);
+        socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n + 1)), 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+    Ok(ws)
+}
+
+/// Sends `hello` and waits for `ready`.
+pub async fn hello(ws: &mut Ws, token: &str, since: Option<(&str, u64)>) -> anyhow::Result<()> {
+    let since = since.map(|(r, s)| serde_json::json!({r: s})).unwrap_or(serde_json::json!({}));
+    let hello = serde_json::json!({"op": "hello", "token": token, "since": since});
+    ws.send(Message::Text(hello.to_string().into())).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Err(_) => bail!("no ready within 30 s"),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                if let Ok(ServerFrame::Ready { .. }) = serde_json::from_str::<ServerFrame>(&t) {
+                    return Ok(());
+                }
+            }
+            Ok(Some(Ok(Message::Close(f)))) => bail!("closed during hello: {f:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(None) => bail!("connection ended during hello"),
+        }
+    }
+}
