@@ -1,8 +1,10 @@
 //! One room, many members, a few senders at a fixed total rate.
 //!
 //! Each message body carries its sender, its number and its send time. Every receiver checks the
-//! room's `seq` is contiguous (Switchboard) or each sender's numbers are (baseline), so lost,
-//! duplicated and reordered deliveries are counted, and records send→deliver latency.
+//! room's `seq` is contiguous (Switchboard) and each sender's numbers increase, so lost,
+//! duplicated and reordered deliveries are counted, and records send→deliver latency. Against
+//! the baseline, senders send the very frame a Switchboard member receives, so both servers
+//! move the same bytes and the receivers parse the same JSON.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -172,14 +174,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     }
                     Ok(_) => continue,
                 };
-                if baseline {
-                    r.on_body(&text, start, &c, &lat);
-                    continue;
-                }
                 let Ok(f) = serde_json::from_str::<Frame<'_>>(&text) else { continue };
                 match f.op {
                     "message" => {
-                        r.on_seq(f.seq, &c);
+                        if !baseline {
+                            r.on_seq(f.seq, &c);
+                        }
                         if let Some(b) = &f.body {
                             r.on_body(b, start, &c, &lat);
                         }
@@ -215,7 +215,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 for _ in 0..per_tick.min(total_per_sender - n) {
                     let body = format!("s{s}:{n}:{}", start.elapsed().as_micros());
                     let text = if baseline {
-                        body
+                        // The frame a Switchboard member would receive, so both servers move the
+                        // same bytes and the receivers do the same parsing work.
+                        baseline_frame(&body, s, n)
                     } else {
                         serde_json::json!({"op":"send","room":room,"client_msg_id":format!("{s}-{n}"),"body":body})
                             .to_string()
@@ -322,6 +324,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("{lost} lost and {dup} duplicated deliveries");
     }
     Ok(())
+}
+
+/// A message frame shaped and sized like Switchboard's (UUID-sized ids, RFC 3339 time).
+fn baseline_frame(body: &str, sender: usize, n: u64) -> String {
+    serde_json::json!({
+        "op": "message",
+        "id": format!("01a22400-0000-7000-8000-{:012x}", n),
+        "room": "01a22400-0000-7000-8000-000000000000",
+        "seq": n + 1,
+        "author": format!("01a22400-0000-7000-8000-{:012x}", sender),
+        "body": body,
+        "ts": "2026-11-29T00:00:00.000Z",
+        "client_msg_id": format!("{sender}-{n}"),
+    })
+    .to_string()
 }
 
 /// Connects and says hello for every user, a few at a time.

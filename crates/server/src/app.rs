@@ -17,6 +17,7 @@ use crate::bus::local::LocalBus;
 use crate::config::Config;
 use crate::gateway::hub::Hub;
 use crate::gateway::relay;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every live WebSocket session, so draining can wait for them.
     pub sessions: TaskTracker,
+    /// This node's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Opens the backends the configuration names.
@@ -67,7 +70,8 @@ impl Server {
         let auth = Auth::from_config(&cfg).context("setting up tokens")?;
         let commits = store.take_commits().context("the store's commit stream was already taken")?;
         let hub = Hub::new(bus.clone());
-        let relay = tokio::spawn(relay::run(commits, bus.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let relay = tokio::spawn(relay::run(commits, bus.clone(), metrics.clone()));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
@@ -80,6 +84,7 @@ impl Server {
             auth: Arc::new(auth),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            metrics,
         };
         let app = crate::api::router(state.clone());
         let stop = state.shutdown.clone();

@@ -10,7 +10,7 @@
 //! - [`auth`]: passwords and tokens. [`validate`]: input rules. [`error`]: the client-facing error.
 //! - [`store`]: the persistence seam and its SQLite implementation.
 //! - [`bus`]: the fanout seam and its in-process implementation.
-//! - [`config`]: flags, environment and TOML.
+//! - [`config`]: flags, environment and TOML. [`metrics`]: Prometheus metrics.
 //!
 //! The life of a message: a session or REST handler validates a send and calls
 //! [`store::Store::append`]; the store commits it (group commit, fsync) and emits it on its
@@ -25,5 +25,6 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod store;
 pub mod validate;

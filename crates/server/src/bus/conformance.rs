@@ -57,6 +57,7 @@ fn event(room: &str, seq: u64) -> BusEvent {
         member: None,
         origin: None,
         payload: Bytes::from(format!("{{\"op\":\"x\",\"seq\":{seq}}}")),
+        published_us: 42,
     }
 }
 
@@ -132,6 +133,7 @@ pub(crate) async fn events_arrive_intact(node: &impl Fn() -> Arc<dyn Bus>) {
         member: Some(("user-1".into(), MemberChange::Removed)),
         origin: Some("session-9".into()),
         payload: Bytes::from_static("{\"op\":\"member\",\"body\":\"✓ ünïcode\"}".as_bytes()),
+        published_us: 7,
     };
     a.publish(sent.clone()).await.unwrap();
     let got = wait_for(&seen, 1).await;

@@ -43,6 +43,17 @@ pub struct BusEvent {
     pub origin: Option<String>,
     /// The frame as sent to clients (UTF-8 JSON), encoded once by the publisher.
     pub payload: Bytes,
+    /// When it was published, in microseconds since the Unix epoch (0 if unknown): the start
+    /// of the fanout latency measured when a session writes the frame.
+    pub published_us: u64,
+}
+
+/// Now, in microseconds since the Unix epoch (the unit of [`BusEvent::published_us`]).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Why a bus call failed.

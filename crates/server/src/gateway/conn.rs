@@ -2,6 +2,7 @@
 //! refused with a code), outbound frames batched, and closes with the documented codes.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -13,6 +14,7 @@ use switchboard_protocol::{ClientFrame, ServerFrame};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Frames refused in a row before the connection is closed with 4008.
 const MAX_STRIKES: u32 = 20;
@@ -49,10 +51,11 @@ pub(crate) struct Conn {
     strikes: u32,
     /// When the client last sent anything, for the heartbeat timeout.
     pub(crate) last_recv: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl Conn {
-    pub(crate) fn new(socket: WebSocket, cfg: &Config) -> Self {
+    pub(crate) fn new(socket: WebSocket, cfg: &Config, metrics: Arc<Metrics>) -> Self {
         let (sink, stream) = socket.split();
         let per_sec = NonZeroU32::new(cfg.rate_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(cfg.rate_burst).unwrap_or(NonZeroU32::MIN);
@@ -62,6 +65,7 @@ impl Conn {
             limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
             strikes: 0,
             last_recv: Instant::now(),
+            metrics,
         }
     }
 
@@ -73,6 +77,10 @@ impl Conn {
             Some(Err(e)) => return classify_error(e),
         };
         self.last_recv = Instant::now();
+        match msg {
+            Message::Text(_) | Message::Binary(_) => self.metrics.frames_in.inc(),
+            _ => 0,
+        };
         match msg {
             Message::Pong(_) => return Inbound::Nothing,
             Message::Close(_) => return Inbound::Ended,
@@ -90,6 +98,9 @@ impl Conn {
                 },
                 _ => None,
             };
+            if client_msg_id.is_some() {
+                self.metrics.refused(code::RATE_LIMITED);
+            }
             let err = ApiError::bad_request(code::RATE_LIMITED, "too many frames; slow down");
             return Inbound::Reply(err.to_frame(client_msg_id, None));
         }
@@ -109,6 +120,7 @@ impl Conn {
 
     /// Queues a pre-encoded frame without flushing (see [`Conn::flush`]).
     pub(crate) async fn feed(&mut self, text: Utf8Bytes) -> Result<(), WriteFailed> {
+        self.metrics.frames_out.inc();
         match tokio::time::timeout(WRITE_TIMEOUT, self.sink.feed(Message::Text(text))).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteFailed),
@@ -150,6 +162,7 @@ impl Conn {
     /// short deadline: dropping a socket with unread input makes the kernel send RST, which
     /// would destroy the close frame before the client reads it.
     pub(crate) async fn close(&mut self, code: u16, reason: &'static str) {
+        self.metrics.closed(code);
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
         if tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await.is_err() {
             return;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusError, BusEvent, Topic};
+use crate::metrics::Metrics;
 
 /// An encoded frame shared by every session that receives it.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct Frame {
     pub member: Option<(String, MemberChange)>,
     /// The JSON text, encoded once.
     pub text: Utf8Bytes,
+    /// When it was published (µs since the epoch), for the fanout latency metric.
+    pub published_us: u64,
 }
 
 /// What the hub puts on a session's queue.
@@ -58,29 +61,42 @@ pub struct SessionHandle {
     tx: mpsc::Sender<Outbound>,
     kicked: CancellationToken,
     code: AtomicU16,
+    /// Counts slow-consumer closes when the overflow happens, not when the close gets out.
+    metrics: Arc<Metrics>,
 }
 
 impl SessionHandle {
     /// A handle and the receiving end of its bounded queue.
-    pub fn new(id: String, user: String, queue: usize) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+    pub fn new(
+        id: String,
+        user: String,
+        queue: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let handle =
-            SessionHandle { id, user, tx, kicked: CancellationToken::new(), code: AtomicU16::new(0) };
+        let kicked = CancellationToken::new();
+        let handle = SessionHandle { id, user, tx, kicked, code: AtomicU16::new(0), metrics };
         (Arc::new(handle), rx)
     }
 
     fn push(&self, out: Outbound) {
         match self.tx.try_send(out) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.kick(close::SLOW_CONSUMER),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.kick(close::SLOW_CONSUMER) {
+                    self.metrics.slow_consumer_closes.inc();
+                }
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
-    /// Asks the session to close with `code` (the first code asked for wins).
-    pub fn kick(&self, code: u16) {
-        let _ = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    /// Asks the session to close with `code`; the first code asked for wins, and only that
+    /// call returns true.
+    pub fn kick(&self, code: u16) -> bool {
+        let first = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
         self.kicked.cancel();
+        first
     }
 
     /// Resolves once the session has been kicked; yields the close code.
@@ -125,7 +141,13 @@ impl Hub {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
             return;
         };
-        let frame = Arc::new(Frame { room: ev.room, seq: ev.seq, member: ev.member, text });
+        let frame = Arc::new(Frame {
+            room: ev.room,
+            seq: ev.seq,
+            member: ev.member,
+            text,
+            published_us: ev.published_us,
+        });
         let on_room_topic = matches!(ev.topic, Topic::Room(_));
         match &frame.member {
             Some((user, MemberChange::Joined)) => {
@@ -302,6 +324,7 @@ impl Hub {
             member: None,
             origin,
             payload: payload.into(),
+            published_us: crate::bus::now_us(),
         };
         if let Err(e) = self.bus.publish(ev).await {
             tracing::warn!(error = %e, room, "ephemeral publish failed");

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use switchboard_protocol::TimelineEvent;
 
 use crate::bus::{Bus, BusEvent, Topic};
+use crate::metrics::{Backend, Metrics};
 use crate::store::CommitStream;
 
 /// Encodes a timeline event as the frame clients receive, plus its routing metadata.
@@ -25,11 +26,12 @@ pub fn encode(ev: &TimelineEvent) -> Result<BusEvent, serde_json::Error> {
         member,
         origin: None,
         payload: Bytes::from(serde_json::to_vec(ev)?),
+        published_us: crate::bus::now_us(),
     })
 }
 
 /// Runs until the store closes its commit stream.
-pub async fn run(mut commits: CommitStream, bus: Arc<dyn Bus>) {
+pub async fn run(mut commits: CommitStream, bus: Arc<dyn Bus>, metrics: Arc<Metrics>) {
     while let Some(ev) = commits.recv().await {
         let event = match encode(&ev) {
             Ok(e) => e,
@@ -46,6 +48,7 @@ pub async fn run(mut commits: CommitStream, bus: Arc<dyn Bus>) {
             .map(|(user, _)| BusEvent { topic: Topic::User(user.clone()), ..event.clone() });
         for event in std::iter::once(event).chain(to_user) {
             if let Err(e) = bus.publish(event).await {
+                metrics.backend_error(Backend::Bus);
                 // Receivers fill the gap from the store at their next event of this room.
                 tracing::warn!(error = %e, room = %ev.room(), seq = ev.seq(), "publish failed");
             }

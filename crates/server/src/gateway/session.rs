@@ -24,6 +24,7 @@ use super::hub::{Outbound, SessionHandle};
 use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::error::ApiError;
+use crate::metrics::{Backend, Held, Metrics, SessionState};
 use crate::store::{Appended, Committing, NewMessage};
 use crate::validate;
 
@@ -54,12 +55,18 @@ type Pending = BoxFuture<'static, Option<ServerFrame>>;
 
 /// Serves one WebSocket until it closes.
 pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
-    let mut conn = Conn::new(socket, &state.cfg);
+    let metrics = state.metrics.clone();
+    let _connection = Held::up(metrics.connections.clone());
+    let handshake = Held::up(metrics.sessions_in(SessionState::Handshake));
+    let mut conn = Conn::new(socket, &state.cfg, metrics.clone());
     let Some((user, since)) = hello(&mut conn, &state).await else {
         return;
     };
+    drop(handshake);
+    let _active = Held::up(metrics.sessions_in(SessionState::Active));
     let session_id = uuid::Uuid::now_v7().to_string();
-    let (handle, queue) = SessionHandle::new(session_id.clone(), user.id.clone(), state.cfg.send_queue);
+    let (handle, queue) =
+        SessionHandle::new(session_id.clone(), user.id.clone(), state.cfg.send_queue, metrics.clone());
     let span = tracing::info_span!("session", session = %session_id, user = %user.id);
     if state.hub.add_session(&handle).await.is_err() {
         conn.close(close::INTERNAL, "backend unavailable").await;
@@ -73,6 +80,7 @@ pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
         user,
         rooms: HashMap::new(),
         pending: FuturesOrdered::new(),
+        written: Vec::new(),
     };
     async {
         tracing::debug!("session ready");
@@ -155,6 +163,8 @@ struct Session {
     user: User,
     rooms: HashMap<String, Position>,
     pending: FuturesOrdered<Pending>,
+    /// Publish times of the live frames in the batch being written, for the fanout metric.
+    written: Vec<u64>,
 }
 
 impl Session {
@@ -178,12 +188,16 @@ impl Session {
             rooms: rooms.clone(),
         };
         self.conn.feed_frame(&ready).await?;
+        if !since.is_empty() {
+            self.state.metrics.resumes.inc();
+        }
         let limit = u64::from(self.state.cfg.replay_limit);
         for room in rooms {
             let last = room.last_seq;
             let mut from = since.get(&room.id).map_or(last, |s| (*s).min(last));
             if last - from > limit {
                 let until = last - limit;
+                self.state.metrics.gaps.inc();
                 self.conn
                     .feed_frame(&ServerFrame::Gap {
                         room: room.id.clone(),
@@ -269,6 +283,7 @@ impl Session {
         first: Outbound,
         queue: &mut mpsc::Receiver<Outbound>,
     ) -> Result<(), Stop> {
+        self.state.metrics.queue_depth.observe(queue.len() as f64 + 1.0);
         self.apply(first).await?;
         for _ in 1..WRITE_BATCH {
             match queue.try_recv() {
@@ -276,7 +291,12 @@ impl Session {
                 Err(_) => break,
             }
         }
-        Ok(self.conn.flush().await?)
+        self.conn.flush().await?;
+        let now = crate::bus::now_us();
+        for published in self.written.drain(..) {
+            self.state.metrics.fanout_seconds.observe(now.saturating_sub(published) as f64 / 1e6);
+        }
+        Ok(())
     }
 
     async fn apply(&mut self, out: Outbound) -> Result<(), Stop> {
@@ -295,6 +315,9 @@ impl Session {
                 }
                 if frame.seq > pos + 1 {
                     self.fill(&frame.room, frame.seq - 1).await?;
+                }
+                if frame.published_us > 0 {
+                    self.written.push(frame.published_us);
                 }
                 let own = own_change(frame.member.as_ref().map(|(u, c)| (u.as_str(), *c)), &self.user.id);
                 self.step(&frame.room, frame.seq, own, frame.text.clone()).await?;
@@ -396,6 +419,7 @@ impl Session {
             let events = match self.state.store.timeline(room, pos, want).await {
                 Ok(ev) => ev,
                 Err(e) => {
+                    self.state.metrics.backend_error(Backend::Store);
                     tracing::warn!(error = %e, room, "cannot fill a gap from the store");
                     Vec::new()
                 }
@@ -414,6 +438,7 @@ impl Session {
                     tracing::error!(error = %e, "cannot encode a timeline event");
                     Stop::Gone
                 })?;
+                self.state.metrics.replayed_events.inc();
                 self.step(room, seq, own, Utf8Bytes::from(text)).await?;
                 expected = seq + 1;
             }
@@ -430,6 +455,7 @@ impl Session {
         };
         p.seq = p.seq.max(until_seq);
         if p.member {
+            self.state.metrics.gaps.inc();
             let frame = ServerFrame::Gap { room: room.to_owned(), after_seq, until_seq };
             self.conn.feed_frame(&frame).await?;
         }
@@ -462,7 +488,10 @@ impl Session {
                     .and_then(|()| validate::client_msg_id(&client_msg_id))
                     .and_then(|()| validate::body(&body, self.state.cfg.max_body_chars));
                 match checked {
-                    Err(e) => Some(e.to_frame(Some(client_msg_id), Some(room))),
+                    Err(e) => {
+                        self.state.metrics.send_refused(&e);
+                        Some(e.to_frame(Some(client_msg_id), Some(room)))
+                    }
                     Ok(()) => {
                         // Take the place in the commit order now, in frame order, so that this
                         // connection's pipelined sends keep their order; only the wait for the
@@ -476,10 +505,15 @@ impl Session {
                         let cmid = msg.client_msg_id.clone();
                         match self.state.store.queue_append(msg).await {
                             Ok(commit) => {
-                                self.pending.push_back(ack_on_commit(commit, cmid, room));
+                                let metrics = self.state.metrics.clone();
+                                self.pending.push_back(ack_on_commit(commit, cmid, room, metrics));
                                 None
                             }
-                            Err(e) => Some(ApiError::from(e).to_frame(Some(cmid), Some(room))),
+                            Err(e) => {
+                                let e = ApiError::from(e);
+                                self.state.metrics.send_refused(&e);
+                                Some(e.to_frame(Some(cmid), Some(room)))
+                            }
                         }
                     }
                 }
@@ -514,13 +548,21 @@ impl Session {
 }
 
 /// Answers `ack` only after the durable commit.
-fn ack_on_commit(commit: Committing<Appended>, client_msg_id: String, room: String) -> Pending {
+fn ack_on_commit(
+    commit: Committing<Appended>,
+    client_msg_id: String,
+    room: String,
+    metrics: Arc<Metrics>,
+) -> Pending {
+    let queued = std::time::Instant::now();
     Box::pin(async move {
-        Some(match commit.await {
+        let result = commit.await.map_err(ApiError::from);
+        metrics.send_result(queued, &result);
+        Some(match result {
             Ok(a) => {
                 ServerFrame::Ack { client_msg_id, id: a.message.id, seq: a.message.seq, ts: a.message.ts }
             }
-            Err(e) => ApiError::from(e).to_frame(Some(client_msg_id), Some(room)),
+            Err(e) => e.to_frame(Some(client_msg_id), Some(room)),
         })
     })
 }
