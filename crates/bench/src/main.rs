@@ -8,6 +8,9 @@
 //!   rooms, WebSocket connections from spread source addresses.
 //! - [`fanout`]: one room, M members, S senders at R msg/s: deliveries/s, latency, lost, dup.
 //! - [`connections`]: N idle authenticated connections: connect rate, server RSS per connection.
+//! - [`rooms`]: many small rooms with Poisson senders: acked send→deliver latency.
+//! - [`storm`]: a reconnect storm: time until every client has resumed and caught up.
+//! - [`track`]: per-room `seq` checks (lost, duplicated) and latency for multi-room scenarios.
 //! - [`baseline`]: the baseline server.
 //! - [`report`]: latency histograms, progress lines, the one-line summary and JSON results.
 
@@ -15,7 +18,10 @@ mod baseline;
 mod connections;
 mod fanout;
 mod report;
+mod rooms;
 mod setup;
+mod storm;
+mod track;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +38,10 @@ enum Command {
     Connections(connections::Args),
     /// One room of M members, S senders at R msg/s: deliveries/s, latency, lost, duplicated.
     Fanout(fanout::Args),
+    /// Many small rooms (dms and groups of 3–20), members sending at random: acked latency.
+    Rooms(rooms::Args),
+    /// K clients drop and resume with `since` at once: time until all caught up, nothing missing.
+    ReconnectStorm(storm::Args),
     /// The minimal WebSocket fanout server to compare against (no auth, no store).
     BaselineServer(baseline::Args),
 }
@@ -43,6 +53,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Connections(a) => connections::run(a).await,
             Command::Fanout(a) => fanout::run(a).await,
+            Command::Rooms(a) => rooms::run(a).await,
+            Command::ReconnectStorm(a) => storm::run(a).await,
             Command::BaselineServer(a) => baseline::run(a).await,
         }
     })

@@ -129,6 +129,19 @@ impl Rest {
         Ok(v["id"].as_str().context("room id")?.to_owned())
     }
 
+    /// Creates a room of `kind` with `members`; returns its id and `last_seq`.
+    pub async fn room(
+        &self,
+        token: &str,
+        kind: &str,
+        name: &str,
+        members: &[String],
+    ) -> anyhow::Result<(String, u64)> {
+        let body = serde_json::json!({"name": name, "kind": kind, "members": members});
+        let v = self.post("/v1/rooms", Some(token), &body).await?;
+        Ok((v["id"].as_str().context("room id")?.to_owned(), v["last_seq"].as_u64().context("last_seq")?))
+    }
+
     /// Joins a public room; returns its `last_seq` after the join.
     pub async fn join(&self, token: &str, room: &str) -> anyhow::Result<u64> {
         let v = self.post(&format!("/v1/rooms/{room}/join"), Some(token), &serde_json::json!({})).await?;
@@ -160,6 +173,11 @@ pub async fn connect(url: &str, target: &Target, index: usize) -> anyhow::Result
 /// Sends `hello` and waits for `ready`.
 pub async fn hello(ws: &mut Ws, token: &str, since: Option<(&str, u64)>) -> anyhow::Result<()> {
     let since = since.map(|(r, s)| serde_json::json!({r: s})).unwrap_or(serde_json::json!({}));
+    hello_since(ws, token, since).await
+}
+
+/// Sends `hello` with a `since` map and waits for `ready`.
+pub async fn hello_since(ws: &mut Ws, token: &str, since: serde_json::Value) -> anyhow::Result<()> {
     let hello = serde_json::json!({"op": "hello", "token": token, "since": since});
     ws.send(Message::Text(hello.to_string().into())).await?;
     loop {
