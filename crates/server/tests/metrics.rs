@@ -111,3 +111,33 @@ async fn every_metric_is_exported_and_moves_with_traffic() {
     assert!(value(&after, "switchboard_slow_consumer_closes_total") >= 1.0, "{after}");
     assert!(value(&after, "switchboard_closes_total{code=\"4010\"}") >= 1.0, "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alert_rules_use_only_exported_metrics() {
+    let server = TestServer::with(|c| c.hello_timeout_ms = 100).await;
+    // Families keyed by codes appear with their first sample: one refused send, one close.
+    let (alice, _) = server.user("alice").await;
+    let room = alice.create_room("r", RoomKind::Public, &[]).await.unwrap();
+    assert!(alice.post_message(&room.id, "k", " ").await.is_err());
+    let mut ws = common::raw(&server).await;
+    assert_eq!(common::raw_close_code(&mut ws).await, Some(4001));
+    let text = scrape(&server).await;
+    let exported: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut used = 0;
+    for file in ["grafana-dashboard.json", "prometheus-alerts.yml"] {
+        let content = std::fs::read_to_string(deploy.join(file)).unwrap();
+        for (i, _) in content.match_indices("switchboard_") {
+            let name: String =
+                content[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let base = ["_bucket", "_count", "_sum", "_total"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(exported.contains(base), "{file} uses {name}, which /metrics does not export");
+            used += 1;
+        }
+    }
+    assert!(used > 20, "the files were read ({used} references)");
+}
