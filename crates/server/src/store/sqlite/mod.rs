@@ -2,6 +2,7 @@
 //! power cut loses nothing acked), one writer thread with group commit ([`writer`]) and a small
 //! pool of read-only connections that read concurrently with it.
 
+mod checkpoint;
 mod queries;
 mod writer;
 
@@ -22,6 +23,9 @@ use super::{
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Idle read connections kept open; more are opened under load and closed after.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -38,6 +42,7 @@ pub struct SqliteOptions {
 pub struct SqliteStore {
     jobs: Mutex<Option<mpsc::Sender<writer::Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     readers: Arc<ReadPool>,
     commits: Mutex<Option<CommitStream>>,
 }
@@ -85,10 +90,11 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable(format!("sqlite refused WAL mode ({mode})")));
     }
-    // A page cache big enough for the hot index pages, and fewer, larger checkpoints.
+    // A page cache big enough for the hot index pages; checkpoints run on their own thread
+    // (see `checkpoint`), never inside a commit.
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=8192;",
+         PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;",
     )?;
     migrate(&mut conn)?;
     Ok(conn)
@@ -125,9 +131,12 @@ impl SqliteStore {
         let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         let handle = writer::spawn(conn, job_rx, commit_tx, opts.max_batch.max(1))
             .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
+        let checkpointer = checkpoint::spawn(opts.path.clone(), CHECKPOINT_EVERY)
+            .map_err(|e| StoreError::Unavailable(format!("starting the checkpoint thread: {e}")))?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(job_tx)),
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Arc::new(ReadPool { path: opts.path.clone(), idle: Mutex::new(Vec::new()) }),
             commits: Mutex::new(Some(commit_rx)),
         })
@@ -291,6 +300,10 @@ impl Store for SqliteStore {
             if !matches!(joined, Ok(Ok(()))) {
                 tracing::error!("sqlite: writer thread ended abnormally");
             }
+        }
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        if let Some(c) = checkpointer {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
         }
     }
 }

@@ -9,6 +9,7 @@
 //! acknowledged that is not on disk.
 
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use switchboard_protocol::TimelineEvent;
@@ -63,6 +64,7 @@ pub(super) fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
         let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+        let mut last_checkpoint = Instant::now();
         while let Some(first) = jobs.blocking_recv() {
             batch.push(first);
             while batch.len() < max_batch {
@@ -72,8 +74,31 @@ pub(super) fn spawn(
                 }
             }
             run_batch(&mut conn, &mut batch, &commits);
+            if last_checkpoint.elapsed() >= WRITER_CHECKPOINT_EVERY {
+                finish_checkpoint(&conn);
+                last_checkpoint = Instant::now();
+            }
         }
     })
+}
+
+/// How often the writer completes a checkpoint between batches (see [`finish_checkpoint`]).
+const WRITER_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the WAL frames the background checkpointer has not yet copied, with no write running
+/// beside it, so the checkpoint completes and the next transaction restarts the WAL from its
+/// start. The background thread (`checkpoint.rs`) does the bulk of the copying concurrently, so
+/// this is a short pause: a small tail and one fsync of the database file.
+fn finish_checkpoint(conn: &Connection) {
+    let started = Instant::now();
+    match conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+    {
+        Ok((log, done)) => {
+            tracing::debug!(log, done, ms = started.elapsed().as_millis() as u64, "sqlite: writer checkpoint")
+        }
+        Err(e) => tracing::warn!(error = %e, "sqlite: writer checkpoint failed"),
+    }
 }
 
 fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &mpsc::UnboundedSender<TimelineEvent>) {
