@@ -286,12 +286,7 @@ async fn a_slow_consumer_is_closed_with_4010_and_resumes_with_nothing_lost() {
     let mut fast = server.session(&carol, BTreeMap::new()).await;
 
     // A client with a tiny receive buffer that stops reading.
-    let addr = server.base.trim_start_matches("http://").to_owned();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut slow, _) = tokio_tungstenite::client_async(server.ws_url(), stream).await.unwrap();
+    let mut slow = common::raw_slow_reader(&server).await;
     raw_hello(&mut slow, bob.token().unwrap()).await;
     let start_seq = room.last_seq;
 

@@ -73,11 +73,7 @@ async fn every_metric_is_exported_and_moves_with_traffic() {
 
     // A slow consumer: a socket with a tiny receive buffer that never reads, in a room that
     // gets more than the kernel's socket buffers can hold.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(server.base.trim_start_matches("http://").parse().unwrap()).await.unwrap();
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut slow, _) = tokio_tungstenite::client_async(server.ws_url(), stream).await.unwrap();
+    let mut slow = common::raw_slow_reader(&server).await;
     common::raw_hello(&mut slow, bob.token().unwrap()).await;
     let mut flood = Vec::new();
     for t in 0..4 {

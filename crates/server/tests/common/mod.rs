@@ -114,6 +114,16 @@ pub async fn raw(server: &TestServer) -> Raw {
     tokio_tungstenite::connect_async(server.ws_url()).await.expect("ws connects").0
 }
 
+/// A raw WebSocket whose 4 KiB receive buffer fills at once: a client that reads slowly, or
+/// not at all.
+pub async fn raw_slow_reader(server: &TestServer) -> Raw {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = server.base.trim_start_matches("http://").parse().unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(socket.connect(addr).await.unwrap());
+    tokio_tungstenite::client_async(server.ws_url(), stream).await.unwrap().0
+}
+
 /// Sends `hello` on a raw socket and waits for `ready`.
 pub async fn raw_hello(ws: &mut Raw, token: &str) {
     let hello = serde_json::json!({"op": "hello", "token": token});
