@@ -56,9 +56,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .buffer_unordered(args.concurrency.max(1));
     let mut last_report = Instant::now();
+    // RSS once half the connections are up: the second half's growth is the marginal cost of a
+    // connection, free of one-off growth (page cache, allocator arenas, user creation).
+    let mut half: Option<(usize, u64)> = None;
     while let Some(r) = results.next().await {
         match r {
-            Ok(ws) => ok.push(ws),
+            Ok(ws) => {
+                ok.push(ws);
+                if half.is_none() && ok.len() * 2 >= args.count {
+                    half = args.pid.and_then(rss_kib).map(|r| (ok.len(), r));
+                }
+            }
             Err(e) => {
                 if failed == 0 {
                     eprintln!("first failure: {e:#}");
@@ -95,8 +103,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for r in &readers {
         r.abort();
     }
-    let per_conn = match (before, during) {
-        (Some(b), Some(d)) if held > 0 => Some(d.saturating_sub(b) as f64 * 1024.0 / held as f64),
+    let per_conn = match (half, during) {
+        (Some((n, h)), Some(d)) if held > n => Some(d.saturating_sub(h) as f64 * 1024.0 / (held - n) as f64),
         _ => None,
     };
     let summary = format!(
@@ -105,7 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         held as f64 / connect_secs.max(1e-9),
         per_conn
             .map(|b| format!(
-                ", server RSS {:.0} B per connection ({} → {} KiB)",
+                ", server RSS {:.0} B per added connection (second half; {} → {} KiB in all)",
                 b,
                 before.unwrap_or(0),
                 during.unwrap_or(0)
@@ -116,7 +124,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "scenario": "connections", "url": args.target.url, "count": args.count, "ready": held,
         "failed": failed, "dropped_while_held": dropped, "connect_s": connect_secs,
         "connects_per_s": held as f64 / connect_secs.max(1e-9), "server_rss_kib_before": before,
-        "server_rss_kib_held": during, "server_rss_bytes_per_connection": per_conn,
+        "server_rss_kib_half": half.map(|h| h.1), "server_rss_kib_held": during,
+        "server_rss_bytes_per_connection": per_conn,
     });
     report::finish(&summary, &results, args.target.json.as_deref())?;
     if failed > 0 || dropped > 0 {

@@ -15,8 +15,9 @@ use switchboard_protocol::codes::error as code;
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// Read buffer per connection: chat frames are small, so 4 KiB instead of the 128 KiB default.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per connection: chat frames are small, so 1 KiB instead of the 128 KiB default
+/// (it grows for a larger frame). 4 KiB measured 2.4 KB more RSS per idle connection.
+const READ_BUFFER: usize = 1024;
 /// Bytes gathered before a write is forced; batches of frames are flushed explicitly anyway.
 const WRITE_BUFFER: usize = 8 * 1024;
 /// Unflushed bytes allowed before writes fail (a peer that stopped reading).

@@ -59,7 +59,9 @@ pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
     let _connection = Held::up(metrics.connections.clone());
     let handshake = Held::up(metrics.sessions_in(SessionState::Handshake));
     let mut conn = Conn::new(socket, &state.cfg, metrics.clone());
-    let Some((user, since)) = hello(&mut conn, &state).await else {
+    // The one-off phases are boxed so that their state is freed when they finish, instead of
+    // sizing every connection's task for its whole life (memory per idle connection).
+    let Some((user, since)) = Box::pin(hello(&mut conn, &state)).await else {
         return;
     };
     drop(handshake);
@@ -84,8 +86,8 @@ pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
     };
     async {
         tracing::debug!("session ready");
-        match session.start(since.unwrap_or_default()).await {
-            Ok(()) => session.serve(queue).await,
+        match Box::pin(session.start(since.unwrap_or_default())).await {
+            Ok(()) => Box::pin(session.serve(queue)).await,
             Err(Stop::Close(c, reason)) => session.conn.close(c, reason).await,
             Err(Stop::Gone) => {}
         }
