@@ -11,11 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
-use switchboard_protocol::{ClientFrame, MemberChange, Room, RoomKind, ServerFrame, TimelineEvent, User};
+use switchboard_protocol::{ClientFrame, Room, RoomKind, ServerFrame, User};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -24,9 +23,13 @@ use super::hub::{Outbound, SessionHandle};
 use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::error::ApiError;
-use crate::metrics::{Backend, Held, Metrics, SessionState};
+use crate::metrics::{Held, Metrics, SessionState};
 use crate::store::{Appended, Committing, NewMessage};
 use crate::validate;
+
+mod timeline;
+
+use timeline::{Position, own_change};
 
 /// Store calls one connection may have in flight; past this the socket is not read.
 const MAX_IN_FLIGHT: usize = 256;
@@ -34,22 +37,6 @@ const MAX_IN_FLIGHT: usize = 256;
 const WRITE_BATCH: usize = 64;
 /// Timeline events fetched per store read when replaying or filling a gap.
 const FETCH_PAGE: u32 = 500;
-
-/// Where the session stands in one room.
-struct Position {
-    /// Last `seq` of the room's timeline the session has gone past (written, or skipped while
-    /// the user was not a member).
-    seq: u64,
-    /// Whether the user is a member at `seq`: events are written only while this holds.
-    member: bool,
-    /// The room as last loaded, for `room` frames.
-    room: Room,
-}
-
-/// The user's own membership change carried by a timeline event, if any.
-fn own_change(member: Option<(&str, MemberChange)>, user: &str) -> Option<MemberChange> {
-    member.filter(|(u, _)| *u == user).map(|(_, c)| c)
-}
 
 type Pending = BoxFuture<'static, Option<ServerFrame>>;
 
@@ -354,112 +341,6 @@ impl Session {
                 p.room = info;
                 self.fill(&room, upto).await?;
             }
-        }
-        Ok(())
-    }
-
-    /// Advances one room by one timeline event, writing it if the user may see it. The user's
-    /// own membership events switch the room on and off in timeline order, so nothing committed
-    /// after a removal (or before a re-join) reaches the client, even before the hub has
-    /// updated its subscriptions.
-    async fn step(
-        &mut self,
-        room: &str,
-        seq: u64,
-        own: Option<MemberChange>,
-        text: Utf8Bytes,
-    ) -> Result<(), Stop> {
-        let Some(p) = self.rooms.get_mut(room) else {
-            return Ok(());
-        };
-        if seq <= p.seq {
-            return Ok(());
-        }
-        p.seq = seq;
-        p.room.last_seq = seq;
-        let was_member = p.member;
-        let notice = match own {
-            Some(MemberChange::Joined) if !was_member => {
-                p.member = true;
-                Some(MemberChange::Joined)
-            }
-            Some(change @ (MemberChange::Left | MemberChange::Removed)) if was_member => {
-                p.member = false;
-                Some(change)
-            }
-            _ => None,
-        };
-        let room_frame = |change| ServerFrame::Room { room: p.room.clone(), change, seq: Some(seq) };
-        match notice {
-            Some(MemberChange::Joined) => {
-                let f = room_frame(MemberChange::Joined);
-                self.conn.feed_frame(&f).await?;
-                self.conn.feed(text).await?;
-            }
-            Some(change) => {
-                let f = room_frame(change);
-                self.conn.feed(text).await?;
-                self.conn.feed_frame(&f).await?;
-            }
-            None if was_member => self.conn.feed(text).await?,
-            None => {}
-        }
-        Ok(())
-    }
-
-    /// Brings the room's timeline from the session's position up to `upto` from the store.
-    /// What the store cannot supply is announced with `gap`, never skipped silently.
-    async fn fill(&mut self, room: &str, upto: u64) -> Result<(), Stop> {
-        loop {
-            let Some(pos) = self.rooms.get(room).map(|p| p.seq) else {
-                return Ok(());
-            };
-            if pos >= upto {
-                return Ok(());
-            }
-            let want = u32::try_from(upto - pos).unwrap_or(u32::MAX).min(FETCH_PAGE);
-            let events = match self.state.store.timeline(room, pos, want).await {
-                Ok(ev) => ev,
-                Err(e) => {
-                    self.state.metrics.backend_error(Backend::Store);
-                    tracing::warn!(error = %e, room, "cannot fill a gap from the store");
-                    Vec::new()
-                }
-            };
-            let mut expected = pos + 1;
-            for ev in events.into_iter().take_while(|e| e.seq() <= upto) {
-                let seq = ev.seq();
-                if seq > expected {
-                    self.announce_gap(room, expected - 1, seq - 1).await?;
-                }
-                let own = match &ev {
-                    TimelineEvent::Member(m) => own_change(Some((m.user.as_str(), m.change)), &self.user.id),
-                    _ => None,
-                };
-                let text = serde_json::to_string(&ev).map_err(|e| {
-                    tracing::error!(error = %e, "cannot encode a timeline event");
-                    Stop::Gone
-                })?;
-                self.state.metrics.replayed_events.inc();
-                self.step(room, seq, own, Utf8Bytes::from(text)).await?;
-                expected = seq + 1;
-            }
-            if expected == pos + 1 {
-                // Nothing usable came back: say so, and move on rather than loop.
-                return self.announce_gap(room, pos, upto).await;
-            }
-        }
-    }
-
-    async fn announce_gap(&mut self, room: &str, after_seq: u64, until_seq: u64) -> Result<(), Stop> {
-        let Some(p) = self.rooms.get_mut(room) else {
-            return Ok(());
-        };
-        p.seq = p.seq.max(until_seq);
-        if p.member {
-            self.state.metrics.gaps.inc();
-            let frame = ServerFrame::Gap { room: room.to_owned(), after_seq, until_seq };
-            self.conn.feed_frame(&frame).await?;
         }
         Ok(())
     }

@@ -1,0 +1,133 @@
+//! The session's position in each room's timeline: which `seq` it has gone past, whether the
+//! user is a member at that point, and how a hole is filled from the store. This is where "each
+//! room exactly once, in order, and nothing from outside a membership" is kept.
+
+use axum::extract::ws::Utf8Bytes;
+use switchboard_protocol::{MemberChange, Room, ServerFrame, TimelineEvent};
+
+use super::{FETCH_PAGE, Session, Stop};
+use crate::metrics::Backend;
+
+/// Where the session stands in one room.
+pub(super) struct Position {
+    /// Last `seq` of the room's timeline the session has gone past (written, or skipped while
+    /// the user was not a member).
+    pub(super) seq: u64,
+    /// Whether the user is a member at `seq`: events are written only while this holds.
+    pub(super) member: bool,
+    /// The room as last loaded, for `room` frames.
+    pub(super) room: Room,
+}
+
+/// The user's own membership change carried by a timeline event, if any.
+pub(super) fn own_change(member: Option<(&str, MemberChange)>, user: &str) -> Option<MemberChange> {
+    member.filter(|(u, _)| *u == user).map(|(_, c)| c)
+}
+
+impl Session {
+    /// Advances one room by one timeline event, writing it if the user may see it. The user's
+    /// own membership events switch the room on and off in timeline order, so nothing committed
+    /// after a removal (or before a re-join) reaches the client, even before the hub has
+    /// updated its subscriptions.
+    pub(super) async fn step(
+        &mut self,
+        room: &str,
+        seq: u64,
+        own: Option<MemberChange>,
+        text: Utf8Bytes,
+    ) -> Result<(), Stop> {
+        let Some(p) = self.rooms.get_mut(room) else {
+            return Ok(());
+        };
+        if seq <= p.seq {
+            return Ok(());
+        }
+        p.seq = seq;
+        p.room.last_seq = seq;
+        let was_member = p.member;
+        let notice = match own {
+            Some(MemberChange::Joined) if !was_member => {
+                p.member = true;
+                Some(MemberChange::Joined)
+            }
+            Some(change @ (MemberChange::Left | MemberChange::Removed)) if was_member => {
+                p.member = false;
+                Some(change)
+            }
+            _ => None,
+        };
+        let room_frame = |change| ServerFrame::Room { room: p.room.clone(), change, seq: Some(seq) };
+        match notice {
+            Some(MemberChange::Joined) => {
+                let f = room_frame(MemberChange::Joined);
+                self.conn.feed_frame(&f).await?;
+                self.conn.feed(text).await?;
+            }
+            Some(change) => {
+                let f = room_frame(change);
+                self.conn.feed(text).await?;
+                self.conn.feed_frame(&f).await?;
+            }
+            None if was_member => self.conn.feed(text).await?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Brings the room's timeline from the session's position up to `upto` from the store.
+    /// What the store cannot supply is announced with `gap`, never skipped silently.
+    pub(super) async fn fill(&mut self, room: &str, upto: u64) -> Result<(), Stop> {
+        loop {
+            let Some(pos) = self.rooms.get(room).map(|p| p.seq) else {
+                return Ok(());
+            };
+            if pos >= upto {
+                return Ok(());
+            }
+            let want = u32::try_from(upto - pos).unwrap_or(u32::MAX).min(FETCH_PAGE);
+            let events = match self.state.store.timeline(room, pos, want).await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.state.metrics.backend_error(Backend::Store);
+                    tracing::warn!(error = %e, room, "cannot fill a gap from the store");
+                    Vec::new()
+                }
+            };
+            let mut expected = pos + 1;
+            for ev in events.into_iter().take_while(|e| e.seq() <= upto) {
+                let seq = ev.seq();
+                if seq > expected {
+                    self.announce_gap(room, expected - 1, seq - 1).await?;
+                }
+                let own = match &ev {
+                    TimelineEvent::Member(m) => own_change(Some((m.user.as_str(), m.change)), &self.user.id),
+                    _ => None,
+                };
+                let text = serde_json::to_string(&ev).map_err(|e| {
+                    tracing::error!(error = %e, "cannot encode a timeline event");
+                    Stop::Gone
+                })?;
+                self.state.metrics.replayed_events.inc();
+                self.step(room, seq, own, Utf8Bytes::from(text)).await?;
+                expected = seq + 1;
+            }
+            if expected == pos + 1 {
+                // Nothing usable came back: say so, and move on rather than loop.
+                return self.announce_gap(room, pos, upto).await;
+            }
+        }
+    }
+
+    async fn announce_gap(&mut self, room: &str, after_seq: u64, until_seq: u64) -> Result<(), Stop> {
+        let Some(p) = self.rooms.get_mut(room) else {
+            return Ok(());
+        };
+        p.seq = p.seq.max(until_seq);
+        if p.member {
+            self.state.metrics.gaps.inc();
+            let frame = ServerFrame::Gap { room: room.to_owned(), after_seq, until_seq };
+            self.conn.feed_frame(&frame).await?;
+        }
+        Ok(())
+    }
+}
