@@ -320,8 +320,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "closed": counters.closed.load(Relaxed),
     });
     report::finish(&summary, &results, args.target.json.as_deref())?;
-    if lost > 0 || dup > 0 {
-        anyhow::bail!("{lost} lost and {dup} duplicated deliveries");
+    // A send with neither ack nor error, or a run where nothing was acked, is a failure too:
+    // counting deliveries against acks alone would pass it.
+    let acked = counters.acked.load(Relaxed);
+    let unanswered =
+        if args.baseline { 0 } else { sent.saturating_sub(acked + counters.refused.load(Relaxed)) };
+    if lost > 0 || dup > 0 || unanswered > 0 || (!args.baseline && sent > 0 && acked == 0) {
+        anyhow::bail!("{lost} lost, {dup} duplicated, {unanswered} sends unanswered, {acked} acked");
     }
     Ok(())
 }

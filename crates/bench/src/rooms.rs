@@ -216,8 +216,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "deliveries": deliveries, "elapsed_s": elapsed, "latency": pct, "lost": lost, "duplicated": dup,
     });
     report::finish(&summary, &results, args.target.json.as_deref())?;
-    if lost > 0 || dup > 0 {
-        anyhow::bail!("{lost} lost and {dup} duplicated deliveries");
+    let sent = totals.sent.load(Relaxed);
+    let unanswered = sent.saturating_sub(acked + totals.refused.load(Relaxed));
+    if lost > 0 || dup > 0 || unanswered > 0 || (sent > 0 && acked == 0) {
+        anyhow::bail!("{lost} lost, {dup} duplicated, {unanswered} sends unanswered, {acked} acked");
     }
     Ok(())
 }

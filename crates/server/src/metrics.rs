@@ -1,8 +1,9 @@
 //! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
 //!
 //! One [`Metrics`] per node, passed in the app state: no global recorder, so every node (and
-//! every in-process test server) has its own registry. Every update is an atomic operation on a
-//! field; label sets are small enums, never user input. The names below are the contract the
+//! every in-process test server) has its own registry. Counters and gauges are atomics;
+//! histograms take a short lock per observation; label sets are small fixed strings or codes,
+//! never user input. The names below are the contract the
 //! dashboard and alert rules in `deploy/` use.
 
 use prometheus_client::encoding::EncodeLabelSet;

@@ -312,7 +312,9 @@ impl Session {
                 self.step(&frame.room, frame.seq, own, frame.text.clone()).await?;
             }
             Outbound::Joined { room, seq } => {
-                if self.rooms.get(&room).is_some_and(|p| p.member) {
+                // Each join arrives twice (room and user topics): a marker the session has
+                // already gone past must not subscribe it again after a later leave.
+                if self.rooms.get(&room).is_some_and(|p| p.member || p.seq >= seq) {
                     return Ok(());
                 }
                 // Make sure this node receives the room before reading where it stands, then

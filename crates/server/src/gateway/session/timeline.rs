@@ -6,6 +6,8 @@ use axum::extract::ws::Utf8Bytes;
 use switchboard_protocol::{MemberChange, Room, ServerFrame, TimelineEvent};
 
 use super::{FETCH_PAGE, Session, Stop};
+use switchboard_protocol::codes::close;
+
 use crate::metrics::Backend;
 
 /// Where the session stands in one room.
@@ -75,7 +77,8 @@ impl Session {
     }
 
     /// Brings the room's timeline from the session's position up to `upto` from the store.
-    /// What the store cannot supply is announced with `gap`, never skipped silently.
+    /// What the store does not have is announced with `gap`, never skipped silently; a store
+    /// that cannot be read closes the session (1011) so that the client resumes later.
     pub(super) async fn fill(&mut self, room: &str, upto: u64) -> Result<(), Stop> {
         loop {
             let Some(pos) = self.rooms.get(room).map(|p| p.seq) else {
@@ -88,9 +91,11 @@ impl Session {
             let events = match self.state.store.timeline(room, pos, want).await {
                 Ok(ev) => ev,
                 Err(e) => {
+                    // Never skip ahead on a failed read: that could hide the user's own join
+                    // or removal. Close instead; the client resumes from where it is.
                     self.state.metrics.backend_error(Backend::Store);
                     tracing::warn!(error = %e, room, "cannot fill a gap from the store");
-                    Vec::new()
+                    return Err(Stop::Close(close::INTERNAL, "backend unavailable"));
                 }
             };
             let mut expected = pos + 1;

@@ -83,7 +83,9 @@ fn poisoned() -> StoreError {
 
 fn open_writer(path: &Path) -> StoreResult<Connection> {
     let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The writer waits out a TRUNCATE checkpoint (the only other writer of the file) rather
+    // than failing the batch it holds.
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
     // WAL lets readers run beside the writer; FULL fsyncs the WAL at every commit, which is
     // what "acked means durable" needs (NORMAL would survive a crash but not a power cut).
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
