@@ -68,11 +68,6 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
 }
 
-/// The OpenAPI document as JSON.
-pub fn openapi_json() -> String {
-    documented().into_openapi().to_pretty_json().unwrap_or_else(|_| "{}".to_owned())
-}
-
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = documented().split_for_parts();

@@ -77,10 +77,9 @@ impl Conn {
             Some(Err(e)) => return classify_error(e),
         };
         self.last_recv = Instant::now();
-        match msg {
-            Message::Text(_) | Message::Binary(_) => self.metrics.frames_in.inc(),
-            _ => 0,
-        };
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            self.metrics.frames_in.inc();
+        }
         match msg {
             Message::Pong(_) => return Inbound::Nothing,
             Message::Close(_) => return Inbound::Ended,
