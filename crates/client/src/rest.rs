@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_protocol::rest::{
     AddMember, AuthResponse, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery, MarkRead,
-    MemberList, MessageList, PostMessage, ReadState, RoomList,
+    MemberList, MessageList, PostMessage, PublicRoomsQuery, ReadState, RoomList, UserLookup,
 };
 use switchboard_protocol::{Message, Room, RoomKind, TimelineEvent, User};
 
@@ -123,6 +123,21 @@ impl Client {
     pub async fn rooms(&self) -> Result<Vec<Room>, ClientError> {
         let list: RoomList = Self::decode(self.request(Method::GET, "/v1/rooms").send().await?).await?;
         Ok(list.rooms)
+    }
+
+    /// Public rooms by name, to find one to join.
+    pub async fn public_rooms(&self, limit: u32) -> Result<Vec<Room>, ClientError> {
+        let req =
+            self.request(Method::GET, "/v1/rooms/public").query(&PublicRoomsQuery { limit: Some(limit) });
+        let list: RoomList = Self::decode(req.send().await?).await?;
+        Ok(list.rooms)
+    }
+
+    /// A user by username.
+    pub async fn lookup_user(&self, username: &str) -> Result<User, ClientError> {
+        let req =
+            self.request(Method::GET, "/v1/users/lookup").query(&UserLookup { username: username.into() });
+        Self::decode(req.send().await?).await
     }
 
     /// One room.

@@ -94,6 +94,20 @@ pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
+/// Query of `GET /v1/users/lookup`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct UserLookup {
+    /// The username, exactly (it is normalised as at registration).
+    pub username: String,
+}
+
+/// Query of `GET /v1/rooms/public`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct PublicRoomsQuery {
+    /// How many rooms, default 100, max 500.
+    pub limit: Option<u32>,
+}
+
 /// A page of history.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MessageList {

@@ -320,3 +320,29 @@ async fn a_message_right_after_a_join_arrives_even_in_a_quiet_room() {
         expect_frame(&mut s, |f| matches!(f, ServerFrame::Message(m) if m.room == room.id)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_rooms_are_listed_and_users_found_by_name() {
+    let server = TestServer::start().await;
+    let (alice, alice_user) = server.user("alice").await;
+    let (bob, _) = server.user("bob").await;
+    let lobby = alice.create_room("lobby", RoomKind::Public, &[]).await.unwrap();
+    alice.create_room("secret", RoomKind::Private, &[]).await.unwrap();
+    let listed = bob.public_rooms(100).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| (r.id.as_str(), r.role)).collect::<Vec<_>>(),
+        vec![(lobby.id.as_str(), None)]
+    );
+    bob.join(&lobby.id).await.unwrap();
+    assert!(bob.public_rooms(100).await.unwrap()[0].role.is_some(), "a member sees their role");
+
+    // Looked up as registered: normalised, exact, and 404 for names that are not there.
+    assert_eq!(bob.lookup_user("ALICE").await.unwrap(), alice_user);
+    for missing in ["alic", "..", "", "a/b", &"x".repeat(100)] {
+        let err = bob.lookup_user(missing).await.unwrap_err();
+        assert_eq!(err.code(), Some("not_found"), "{missing:?}");
+    }
+    let err = bob.public_rooms(0).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_request"));
+    assert_eq!(server.client().lookup_user("alice").await.unwrap_err().code(), Some("unauthorized"));
+}

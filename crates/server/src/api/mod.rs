@@ -6,6 +6,7 @@ mod health;
 mod messages;
 mod rooms;
 mod users;
+mod web;
 
 use std::sync::Arc;
 
@@ -55,7 +56,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(users::login))
         .routes(routes!(users::me))
         .routes(routes!(users::get_user))
+        .routes(routes!(users::lookup))
         .routes(routes!(rooms::create, rooms::list))
+        .routes(routes!(rooms::public))
         .routes(routes!(rooms::get))
         .routes(routes!(rooms::join))
         .routes(routes!(rooms::members, rooms::add_member))
@@ -82,7 +85,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", axum::routing::get(metrics))
-        .fallback(|| async { ApiError::not_found().into_response() })
+        // Any other GET may be one of the browser client's files; everything else is a JSON 404.
+        .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, code::METHOD_NOT_ALLOWED, "method not allowed")
                 .into_response()

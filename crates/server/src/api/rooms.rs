@@ -3,10 +3,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use switchboard_protocol::rest::{AddMember, CreateRoom, ErrorBody, Member, MemberList, RoomList};
+use switchboard_protocol::codes::error as code;
+use switchboard_protocol::rest::{
+    AddMember, CreateRoom, ErrorBody, Member, MemberList, PublicRoomsQuery, RoomList,
+};
 use switchboard_protocol::{Room, RoomKind};
 
-use super::extract::{ApiJson, ApiPath, AuthUser};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::store::NewRoom;
@@ -49,6 +52,24 @@ pub async fn list(
     AuthUser(user): AuthUser,
 ) -> Result<Json<RoomList>, ApiError> {
     Ok(Json(RoomList { rooms: state.store.rooms_for(&user.id).await? }))
+}
+
+/// Public rooms by name, so people can find rooms to join; the caller's own carry their role
+/// and read state.
+#[utoipa::path(get, path = "/v1/rooms/public", tag = "rooms", security(("bearer" = [])),
+    params(PublicRoomsQuery),
+    responses((status = 200, body = RoomList), (status = 400, body = ErrorBody)))]
+pub async fn public(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiQuery(q): ApiQuery<PublicRoomsQuery>,
+) -> Result<Json<RoomList>, ApiError> {
+    const MAX: u32 = 500;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX).contains(&limit) {
+        return Err(ApiError::bad_request(code::INVALID_REQUEST, format!("limit must be 1-{MAX}")));
+    }
+    Ok(Json(RoomList { rooms: state.store.public_rooms(&user.id, limit).await? }))
 }
 
 /// One room: any public room, or one the caller is a member of.

@@ -5,9 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use switchboard_protocol::User;
 use switchboard_protocol::codes::error as code;
-use switchboard_protocol::rest::{AuthResponse, Credentials, ErrorBody};
+use switchboard_protocol::rest::{AuthResponse, Credentials, ErrorBody, UserLookup};
 
-use super::extract::{ApiJson, ApiPath, AuthUser};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
@@ -66,6 +66,21 @@ pub async fn login(
     responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
 pub async fn me(AuthUser(user): AuthUser) -> Json<User> {
     Json(user)
+}
+
+/// Looks a user up by username (normalised as at registration), to start a dm or invite them.
+/// A query, not a path segment: usernames such as `..` would not survive URL normalisation.
+#[utoipa::path(get, path = "/v1/users/lookup", tag = "accounts", security(("bearer" = [])),
+    params(UserLookup),
+    responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
+pub async fn lookup(
+    State(state): State<AppState>,
+    AuthUser(_): AuthUser,
+    ApiQuery(q): ApiQuery<UserLookup>,
+) -> Result<Json<User>, ApiError> {
+    // A name that could never be registered is simply not there.
+    let Ok(name) = validate::username(&q.username) else { return Err(ApiError::not_found()) };
+    state.store.credentials(&name).await?.map(|c| Json(c.user)).ok_or_else(ApiError::not_found)
 }
 
 /// Another user's public profile (id and username).

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use switchboard_protocol::{MemberChange, RoomKind, TimelineEvent};
+use switchboard_protocol::{MemberChange, Role, RoomKind, TimelineEvent};
 
 use super::{HistoryPage, NewMessage, NewRoom, Store, StoreError};
 
@@ -120,6 +120,14 @@ pub(crate) async fn rooms_are_created_with_member_events(store: Arc<dyn Store>) 
     let public = room(&store, &a, RoomKind::Public, &[]).await;
     let seen = store.room_for(&public, &c).await.unwrap();
     assert_eq!((seen.kind, seen.role), (RoomKind::Public, None));
+    let listed = store.public_rooms(&c, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|r| (&r.id, r.role)).collect::<Vec<_>>(), vec![(&public, None)]);
+    let listed = store.public_rooms(&a, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| (&r.id, r.role)).collect::<Vec<_>>(),
+        vec![(&public, Some(Role::Owner))]
+    );
+    assert!(store.public_rooms(&a, 0).await.unwrap().is_empty());
     let missing =
         NewRoom { creator: a, name: "x".into(), kind: RoomKind::Private, members: vec!["ghost".into()] };
     assert!(matches!(store.create_room(missing).await, Err(StoreError::NotFound)));

@@ -153,6 +153,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_room(&self, new: NewRoom) -> StoreResult<CreatedRoom>;
     /// The user's rooms with `last_seq`, `read_seq` and `unread`.
     async fn rooms_for(&self, user: &str) -> StoreResult<Vec<Room>>;
+    /// Public rooms by name, as `user` sees them (with role and read state where a member), so
+    /// people can find rooms to join.
+    async fn public_rooms(&self, user: &str, limit: u32) -> StoreResult<Vec<Room>>;
     /// One room as `user` sees it: members see their role and read state, anyone sees a public
     /// room; anything else is `NotFound`.
     async fn room_for(&self, room: &str, user: &str) -> StoreResult<Room>;

@@ -228,6 +228,11 @@ impl Store for SqliteStore {
         self.read(move |c| queries::rooms_for(c, &u)).await
     }
 
+    async fn public_rooms(&self, user: &str, limit: u32) -> StoreResult<Vec<Room>> {
+        let u = user.to_owned();
+        self.read(move |c| queries::public_rooms(c, &u, limit)).await
+    }
+
     async fn room_for(&self, room: &str, user: &str) -> StoreResult<Room> {
         let (r, u) = (room.to_owned(), user.to_owned());
         self.read(move |c| queries::room_for(c, &r, &u)).await

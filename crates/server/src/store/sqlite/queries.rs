@@ -133,6 +133,17 @@ pub(super) fn rooms_for(c: &Connection, user: &str) -> StoreResult<Vec<Room>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub(super) fn public_rooms(c: &Connection, user: &str, limit: u32) -> StoreResult<Vec<Room>> {
+    let sql = format!(
+        "SELECT {ROOM_COLUMNS} FROM rooms r
+         LEFT JOIN members mb ON mb.room_id = r.id AND mb.user_id = ?1
+         WHERE r.kind = 'public' ORDER BY r.name, r.id LIMIT ?2"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![user, limit], room_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub(super) fn room_for(c: &Connection, room: &str, user: &str) -> StoreResult<Room> {
     let sql = format!(
         "SELECT {ROOM_COLUMNS} FROM rooms r
