@@ -21,7 +21,8 @@ use super::{
 };
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_messages_by_room.sql")];
 
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -342,5 +343,49 @@ mod tests {
         again.close().await;
         assert!(matches!(again.create_user("carol", "h").await, Err(StoreError::Closed)));
         assert!(again.ping().await.is_err(), "not ready once the writer is gone");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_keeps_its_timeline_after_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            // What version 1 wrote: a message row plus its `message` event, then an edit.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO users VALUES ('u1', 'alice', NULL, 0, 0);
+                 INSERT INTO rooms VALUES ('r1', 'room', 'private', 'u1', 3, NULL, 0);
+                 INSERT INTO members VALUES ('r1', 'u1', 'owner', 0);
+                 INSERT INTO events (room_id, seq, kind, user_id, change, ts) VALUES ('r1', 1, 'member', 'u1', 'joined', 0);
+                 INSERT INTO messages VALUES ('m1', 'r1', 2, 'u1', 'k1', 'edited', 5, 7, 0);
+                 INSERT INTO events (room_id, seq, kind, message_id, ts) VALUES ('r1', 2, 'message', 'm1', 5);
+                 INSERT INTO events (room_id, seq, kind, message_id, body, ts) VALUES ('r1', 3, 'edit', 'm1', 'edited', 7);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&SqliteOptions { path, max_batch: 8 }).unwrap();
+        let kinds: Vec<(u64, &str)> = store
+            .timeline("r1", 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| match e {
+                TimelineEvent::Member(m) => (m.seq, "member"),
+                TimelineEvent::Message(m) => (m.seq, if m.body == "edited" { "message" } else { "?" }),
+                TimelineEvent::Edit(e) => (e.seq, "edit"),
+                TimelineEvent::Delete(d) => (d.seq, "delete"),
+            })
+            .collect();
+        assert_eq!(kinds, vec![(1, "member"), (2, "message"), (3, "edit")]);
+        let next = NewMessage {
+            room: "r1".into(),
+            author: "u1".into(),
+            client_msg_id: "k2".into(),
+            body: "hi".into(),
+        };
+        assert_eq!(store.append(next).await.unwrap().message.seq, 4);
+        store.close().await;
     }
 }

@@ -372,10 +372,6 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![id, m.room, to_i64(seq), m.author, m.client_msg_id, m.body, ts])?;
-    c.prepare_cached(
-        "INSERT INTO events (room_id, seq, kind, message_id, ts) VALUES (?1, ?2, 'message', ?3, ?4)",
-    )?
-    .execute(params![m.room, to_i64(seq), id, ts])?;
     let message = Message {
         id,
         room: m.room,
@@ -466,11 +462,14 @@ pub(super) fn timeline(
     after: u64,
     limit: u32,
 ) -> StoreResult<Vec<TimelineEvent>> {
+    // Messages live in `messages` (in their current state), every other event in `events`.
     let mut stmt = c.prepare_cached(
-        "SELECT e.seq, e.kind, e.message_id, e.user_id, e.change, e.body, e.ts,
-                m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted
-         FROM events e LEFT JOIN messages m ON m.id = e.message_id
-         WHERE e.room_id = ?1 AND e.seq > ?2 ORDER BY e.seq ASC LIMIT ?3",
+        "SELECT seq, kind, message_id, user_id, change, body, ts, NULL, NULL, NULL, NULL, NULL, NULL
+           FROM events WHERE room_id = ?1 AND seq > ?2
+         UNION ALL
+         SELECT seq, 'message', id, NULL, NULL, NULL, NULL, author, body, ts, client_msg_id, edited_at, deleted
+           FROM messages WHERE room_id = ?1 AND seq > ?2
+         ORDER BY 1 ASC LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![room, to_i64(after), i64::from(limit)], |r| {
         let seq = seq_of(r.get(0)?);
