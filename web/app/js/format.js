@@ -1,0 +1,66 @@
+// Presentation helpers shared by the views: times, avatars' initials and colours, and the
+// human wording of REST error codes (the protocol's codes are stable; messages are not).
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
+const dayTimeFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit' });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+
+/** "14:05" today, "Nov 28, 14:05" before. */
+export function shortTime(ts) {
+  const d = new Date(ts);
+  if (Number.isNaN(d.getTime())) return '';
+  const now = new Date();
+  const sameDay = d.toDateString() === now.toDateString();
+  return (sameDay ? timeFmt : dayTimeFmt).format(d);
+}
+
+export function fullTime(ts) {
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? '' : fullFmt.format(d);
+}
+
+/** A stable colour class (one of 12 hues) for a user id. */
+export function hueClass(id) {
+  let h = 0;
+  for (let i = 0; i < id.length; i += 1) h = (h * 31 + id.charCodeAt(i)) >>> 0;
+  return `hue-${h % 12}`;
+}
+
+/** The first letter of a name, for avatars. */
+export function initial(name) {
+  const first = [...(name || '?')][0] || '?';
+  return first.toUpperCase();
+}
+
+/** What to tell the user about a failed REST call. */
+export function errorText(err, context = '') {
+  switch (err && err.code) {
+    case 'network':
+      return 'Cannot reach the server. Check your connection and try again.';
+    case 'invalid_credentials':
+      return 'Wrong username or password.';
+    case 'username_taken':
+      return 'That username is taken.';
+    case 'invalid_username':
+      return 'Usernames are 1–32 characters: letters a–z, digits, “_”, “.” or “-”.';
+    case 'invalid_password':
+      return 'Passwords are 8–256 characters.';
+    case 'not_found':
+      return context === 'user' ? 'There is no user with that name.' : 'Not found.';
+    case 'conflict':
+      return 'Direct messages are between two people only.';
+    case 'forbidden':
+      return 'You are not allowed to do that.';
+    case 'not_member':
+      return 'Join the room first.';
+    case 'invalid_request':
+      return err.message || 'That request was not valid.';
+    case 'rate_limited':
+      return 'Slow down a little and try again.';
+    case 'unavailable':
+    case 'draining':
+      return 'The server is busy. Try again in a moment.';
+    default:
+      return (err && err.message) || 'Something went wrong.';
+  }
+}

@@ -1,0 +1,221 @@
+// Entry point of the browser client: signs in (token in localStorage), then wires the REST
+// client, the resuming socket, the store and the views together, and routes #/r/<room id>
+// to the open room. On narrow screens the room list and the open room are separate panes.
+
+import { $ } from './dom.js';
+import { createApi } from './api.js';
+import { Socket } from './socket.js';
+import { Store } from './store.js';
+import { mountAuth } from './views/auth.js';
+import { Sidebar } from './views/sidebar.js';
+import { TimelineView } from './views/timeline.js';
+import { RoomView } from './views/room.js';
+import { createActions } from './views/actions.js';
+import { confirmDialog } from './views/dialogs.js';
+import { hueClass, initial } from './format.js';
+
+const TOKEN_KEY = 'switchboard.token';
+const USER_KEY = 'switchboard.user';
+const LAST_ROOM_KEY = 'switchboard.lastRoom';
+const wide = window.matchMedia('(min-width: 760px)');
+
+let token = localStorage.getItem(TOKEN_KEY);
+let session = null;
+
+const api = createApi({ getToken: () => token, onUnauthorized: () => signOut('Your session has ended. Please log in again.') });
+const auth = mountAuth({ api, onAuthed: ({ user, token: t }) => signIn(user, t) });
+
+function showScreen(name) {
+  $('#auth').hidden = name !== 'auth';
+  $('#chat').hidden = name !== 'chat';
+  document.documentElement.dataset.screen = name;
+}
+
+function signIn(user, t) {
+  token = t;
+  localStorage.setItem(TOKEN_KEY, t);
+  localStorage.setItem(USER_KEY, JSON.stringify(user));
+  startChat(user);
+}
+
+function signOut(message) {
+  localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(USER_KEY);
+  localStorage.removeItem(LAST_ROOM_KEY);
+  token = null;
+  if (session) {
+    // Start from a clean page: no state of the old account survives.
+    session.socket.stop();
+    session = null;
+    if (message) sessionStorage.setItem('switchboard.notice', message);
+    location.replace('/');
+    return;
+  }
+  showScreen('auth');
+  auth.show(message);
+}
+
+function notify(text) {
+  const el = $('#toast');
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => (el.hidden = true), 5000);
+}
+
+function wsUrl() {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}/v1/ws`;
+}
+
+function startChat(me) {
+  showScreen('chat');
+  const socket = new Socket(wsUrl(), token);
+  const store = new Store(api, socket, me);
+  session = { socket, store };
+
+  const sidebar = new Sidebar(store, {
+    rooms: $('#room-list'),
+    dms: $('#dm-list'),
+    roomsEmpty: $('#rooms-empty'),
+    dmsEmpty: $('#dms-empty'),
+  });
+  const timeline = new TimelineView(
+    store,
+    { scroller: $('#timeline'), list: $('#messages'), pending: $('#pending'), status: $('#history-status'), jump: $('#jump'), announcer: $('#announcer') },
+    { confirm: (text, ok) => confirmDialog(text, ok, true), notify },
+  );
+  const navigate = (id) => {
+    const target = id ? `#/r/${encodeURIComponent(id)}` : '#/';
+    if (location.hash !== target) location.hash = target;
+    else route();
+  };
+  const actions = createActions({ store, api, navigate, notify });
+  const roomView = new RoomView(store, timeline, { onInvite: actions.invite, onLeave: actions.leave });
+
+  // Who am I.
+  $('#me-name').textContent = me.username;
+  const avatar = $('#me-avatar');
+  avatar.textContent = initial(me.username);
+  avatar.classList.add(hueClass(me.id));
+  $('#logout-button').addEventListener('click', () => signOut());
+  for (const [sel, fn] of [
+    ['#new-room-button', actions.newRoom],
+    ['#new-dm-button', actions.newDirect],
+    ['#browse-button', actions.browse],
+    ['#empty-new-room', actions.newRoom],
+    ['#empty-browse', actions.browse],
+  ]) {
+    $(sel).addEventListener('click', () => fn());
+  }
+  $('#back-button').addEventListener('click', () => navigate(null));
+
+  // Connection state: a banner while the socket is away.
+  const banner = $('#conn-banner');
+  const bannerText = $('#conn-text');
+  let bannerTimer = 0;
+  const paintConnection = (state) => {
+    document.documentElement.dataset.connection = state;
+    clearTimeout(bannerTimer);
+    if (state === 'online') {
+      banner.hidden = true;
+      return;
+    }
+    const showIt = () => {
+      bannerText.textContent = state === 'connecting' ? 'Connecting…' : navigator.onLine ? 'Reconnecting…' : 'You are offline. Reconnecting when the network is back…';
+      banner.hidden = false;
+    };
+    // Don't flash "connecting" for a connection that is about to succeed.
+    if (state === 'connecting') bannerTimer = setTimeout(showIt, 800);
+    else showIt();
+  };
+  store.addEventListener('connection', (e) => paintConnection(e.detail.state));
+  $('#conn-retry').addEventListener('click', () => socket.reconnectNow());
+  paintConnection(socket.state);
+
+  // Unread total in the tab title.
+  const paintTitle = () => {
+    const n = store.totalUnread();
+    document.title = n > 0 ? `(${n}) Switchboard` : 'Switchboard';
+  };
+  store.addEventListener('room', paintTitle);
+  store.addEventListener('rooms', paintTitle);
+
+  // Routing: #/r/<room id> opens a room; anything else shows the list (and, when wide, a hint).
+  let wanted = null;
+  const route = () => {
+    const m = /^#\/r\/(.+)$/.exec(location.hash);
+    wanted = m ? decodeURIComponent(m[1]) : null;
+    const r = wanted ? store.rooms.get(wanted) : null;
+    if (wanted && !r) {
+      // Not known (yet): wait for `ready`, or say so if we have it and it is not ours.
+      if (store.ready) {
+        notify('That room is not in your list.');
+        navigate(null);
+      }
+      return;
+    }
+    openRoom(r);
+  };
+  const openRoom = (r) => {
+    if (roomView.room === r) return;
+    sidebar.setActive(r ? r.id : null);
+    // Show the pane first, so the list is laid out (and scrolled) at its real size.
+    $('#chat').classList.toggle('room-open', !!r);
+    $('#room-pane').hidden = !r;
+    $('#empty-pane').hidden = !!r;
+    roomView.open(r);
+    if (r) {
+      localStorage.setItem(LAST_ROOM_KEY, r.id);
+      if (wide.matches) roomView.focusComposer();
+    }
+  };
+  window.addEventListener('hashchange', route);
+  store.addEventListener('ready', () => {
+    const first = !store.ready;
+    store.ready = true;
+    if (first && !location.hash.startsWith('#/r/') && wide.matches) {
+      const last = localStorage.getItem(LAST_ROOM_KEY);
+      if (last && store.rooms.has(last)) {
+        history.replaceState(null, '', `#/r/${encodeURIComponent(last)}`);
+      }
+    }
+    route();
+  });
+  store.addEventListener('removed', (e) => {
+    const { room, title, why } = e.detail;
+    if (why === 'removed') notify(`You were removed from ${title}.`);
+    if (roomView.room && roomView.room.id === room) navigate(null);
+  });
+  socket.addEventListener('auth', () => signOut('Your session has ended. Please log in again.'));
+
+  $('#room-pane').hidden = true;
+  $('#empty-pane').hidden = false;
+  sidebar.render();
+  socket.start();
+}
+
+async function boot() {
+  const notice = sessionStorage.getItem('switchboard.notice');
+  sessionStorage.removeItem('switchboard.notice');
+  if (!token) {
+    showScreen('auth');
+    auth.show(notice);
+    return;
+  }
+  let cached = null;
+  try {
+    cached = JSON.parse(localStorage.getItem(USER_KEY) || 'null');
+  } catch {
+    cached = null;
+  }
+  try {
+    startChat(await api.me());
+  } catch (err) {
+    // Offline at start: carry on with the account we know; the socket will keep trying.
+    if (err.code === 'network' && cached) startChat(cached);
+    else if (token) signOut(err.code === 'network' ? 'Cannot reach the server.' : undefined);
+  }
+}
+
+boot();

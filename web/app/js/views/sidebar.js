@@ -1,0 +1,100 @@
+// The room list: rooms and direct messages, each a real link to the room (#/r/<id>) with its
+// unread count. The list is rebuilt only when rooms come or go; a new message or a read
+// marker updates just that room's entry.
+
+import { h } from '../dom.js';
+import { icon } from '../icons.js';
+import { hueClass, initial } from '../format.js';
+
+export class Sidebar {
+  constructor(store, els) {
+    this.store = store;
+    this.els = els; // {rooms, dms, roomsEmpty, dmsEmpty}
+    this.items = new Map();
+    this.active = null;
+    store.addEventListener('rooms', () => this.render());
+    store.addEventListener('room', (e) => this.update(e.detail.room));
+    // A username matters here only as the name of a dm.
+    store.addEventListener('user', (e) => {
+      for (const r of store.rooms.values()) {
+        if (r.kind === 'dm' && !r.name && r.members && r.members.has(e.detail.id)) return this.renderSoon();
+      }
+    });
+  }
+
+  /** Re-renders once per frame at most (usernames arrive in bursts). */
+  renderSoon() {
+    if (this.pendingRender) return;
+    this.pendingRender = requestAnimationFrame(() => {
+      this.pendingRender = 0;
+      this.render();
+    });
+  }
+
+  render() {
+    const { rooms, dms } = this.store.sortedRooms();
+    // Keep keyboard focus on the same room across the rebuild.
+    const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest('.room-link');
+    const focusedId = focused ? focused.dataset.room : null;
+    this.items.clear();
+    this.els.rooms.replaceChildren(...rooms.map((r) => this.item(r)));
+    this.els.dms.replaceChildren(...dms.map((r) => this.item(r)));
+    this.els.roomsEmpty.hidden = rooms.length > 0;
+    this.els.dmsEmpty.hidden = dms.length > 0;
+    if (focusedId && this.items.has(focusedId)) this.items.get(focusedId).link.focus();
+  }
+
+  item(r) {
+    const title = this.store.title(r);
+    let lead;
+    if (r.kind === 'dm') {
+      const other = r.members && [...r.members.keys()].find((id) => id !== this.store.me.id);
+      lead = h('span', { class: `avatar small ${other ? hueClass(other) : ''}`, 'aria-hidden': 'true' }, initial(title), h('span', { class: 'presence', dataset: { user: other || '' } }));
+    } else {
+      lead = icon(r.kind === 'private' ? 'lock' : 'hash', 'room-icon');
+    }
+    const badge = h('span', { class: 'badge' });
+    const link = h(
+      'a',
+      { class: 'room-link', href: `#/r/${encodeURIComponent(r.id)}`, dataset: { room: r.id, kind: r.kind } },
+      lead,
+      h('bdi', { class: 'room-name' }, title),
+      badge,
+    );
+    const li = h('li', {}, link);
+    this.items.set(r.id, { link, badge });
+    this.paint(r);
+    return li;
+  }
+
+  paint(r) {
+    const it = this.items.get(r.id);
+    if (!it) return;
+    const n = r.unread;
+    it.badge.textContent = n > 0 ? (n > 99 ? '99+' : String(n)) : '';
+    it.badge.hidden = n === 0;
+    it.link.classList.toggle('unread', n > 0);
+    it.link.setAttribute('aria-label', `${this.store.title(r)}${n > 0 ? `, ${n} unread` : ''}`);
+    const active = r.id === this.active;
+    it.link.classList.toggle('active', active);
+    if (active) it.link.setAttribute('aria-current', 'page');
+    else it.link.removeAttribute('aria-current');
+  }
+
+  update(id) {
+    const r = this.store.rooms.get(id);
+    if (!r) return;
+    const it = this.items.get(id);
+    if (it && it.link.querySelector('.room-name').textContent !== this.store.title(r)) this.renderSoon();
+    else this.paint(r);
+  }
+
+  setActive(id) {
+    const prev = this.active;
+    this.active = id;
+    for (const rid of [prev, id]) {
+      const r = rid && this.store.rooms.get(rid);
+      if (r) this.paint(r);
+    }
+  }
+}

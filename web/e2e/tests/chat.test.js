@@ -1,0 +1,138 @@
+// Two people in two browser contexts: alice signs up, creates a private room and invites bob
+// (who signed up too); both write, and each sees all messages in the same order.
+
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { pageTest, Server, launchBrowser, openPage, signUpViaUI, openRoom, send, messageBodies, until, PASSWORD } from '../lib/harness.js';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await Server.start();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+pageTest('two users create a room, invite, and chat in order', async () => {
+  const alice = await openPage(browser);
+  const bob = await openPage(browser);
+  await signUpViaUI(alice, server, 'alice');
+  await signUpViaUI(bob, server, 'bob');
+
+  // alice creates a private room and invites bob by username.
+  await alice.getByRole('button', { name: 'New room' }).click();
+  await alice.getByRole('dialog').getByLabel('Name', { exact: true }).fill('project-x');
+  await alice.getByRole('dialog').getByText('Private', { exact: true }).click();
+  await alice.getByRole('button', { name: 'Create room' }).click();
+  await alice.locator('#room-title', { hasText: 'project-x' }).waitFor();
+  await alice.getByRole('button', { name: 'Invite' }).click();
+  await alice.getByRole('dialog').getByLabel('Username').fill('bob');
+  await alice.getByRole('dialog').getByRole('button', { name: 'Invite' }).click();
+  await alice.locator('#toast', { hasText: 'bob was added' }).waitFor();
+  await alice.locator('#room-meta', { hasText: '2 members' }).waitFor();
+
+  // The room appears in bob's list live, with no reload.
+  await bob.locator('.room-link', { hasText: 'project-x' }).waitFor();
+  await openRoom(bob, 'project-x');
+
+  const script = [
+    [alice, 'hi bob'],
+    [bob, 'hello alice!'],
+    [alice, 'how are you?'],
+    [bob, 'fine, thanks\nand you?'],
+    [alice, 'great'],
+  ];
+  for (const [page, text] of script) {
+    await send(page, text);
+    // Wait until both see it confirmed before the next one, so the order is the script's.
+    for (const p of [alice, bob]) {
+      await until(async () => (await messageBodies(p)).includes(text), { what: `"${text}" shown` });
+    }
+  }
+  const expected = script.map(([, t]) => t);
+  assert.deepEqual(await messageBodies(alice), expected);
+  assert.deepEqual(await messageBodies(bob), expected);
+  // No optimistic copies left behind.
+  assert.equal(await alice.locator('#pending > li').count(), 0);
+  assert.equal(await bob.locator('#pending > li').count(), 0);
+
+  // Authors are shown by name (messages grouped by author show the name on the first).
+  const authors = await alice.$$eval('#messages > li.msg:not(.continued) .author', (els) => els.map((e) => e.textContent));
+  assert.deepEqual(authors, ['alice', 'bob', 'alice', 'bob', 'alice']);
+
+  // Typing indicator: bob types, alice sees it.
+  await bob.locator('#composer-input').fill('');
+  await bob.locator('#composer-input').pressSequentially('typing');
+  await alice.locator('#typing', { hasText: 'bob is typing…' }).waitFor();
+
+  // Edit and delete own messages in place; the other side sees the change.
+  const last = alice.locator('#messages > li.msg', { hasText: 'great' });
+  await last.hover();
+  await last.getByRole('button', { name: 'Edit message' }).click();
+  const edit = alice.getByRole('textbox', { name: 'Edit message' });
+  await edit.fill('great, thanks');
+  await edit.press('Enter');
+  await bob.locator('#messages > li.msg', { hasText: 'great, thanks' }).locator('.msg-edited').waitFor();
+  const first = alice.locator('#messages > li.msg', { hasText: 'hi bob' });
+  await first.hover();
+  await first.getByRole('button', { name: 'Delete message' }).click();
+  await alice.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+  await bob.locator('#messages > li.msg.deleted', { hasText: 'Message deleted' }).waitFor();
+  assert.equal(await bob.locator('#messages > li.msg').count(), 5);
+
+});
+
+pageTest('unread counts rise for another room and drop when it is read', async () => {
+  const carol = await openPage(browser);
+  await signUpViaUI(carol, server, 'carol');
+  const dave = await server.register('dave');
+  const room = await server.api('POST', '/v1/rooms', { token: dave.token, body: { name: 'news', kind: 'public', members: [] } });
+  // carol joins through "Browse rooms".
+  await carol.locator('#browse-button').click();
+  await carol.getByRole('button', { name: 'Join news' }).click();
+  await carol.locator('#room-title', { hasText: 'news' }).waitFor();
+  // carol goes to another room (a dm with dave, started by username).
+  await carol.getByRole('button', { name: 'New direct message' }).click();
+  await carol.getByRole('dialog').getByLabel('Username').fill('dave');
+  await carol.getByRole('button', { name: 'Start conversation' }).click();
+  await carol.locator('#room-title', { hasText: 'dave' }).waitFor();
+  for (let i = 1; i <= 3; i += 1) {
+    await server.api('POST', `/v1/rooms/${room.id}/messages`, { token: dave.token, body: { client_msg_id: `n${i}`, body: `news ${i}` } });
+  }
+  const badge = carol.locator('.room-link', { hasText: 'news' }).locator('.badge');
+  await until(async () => (await badge.textContent()) === '3', { what: 'unread badge 3' });
+  await openRoom(carol, 'news');
+  await until(async () => !(await badge.isVisible()), { what: 'badge gone' });
+  // The server agrees: the read marker moved.
+  await until(async () => {
+    const r = await server.api('GET', `/v1/rooms/${room.id}`, { token: (await carol.evaluate(() => localStorage.getItem('switchboard.token'))) });
+    return r.unread === 0;
+  }, { what: 'server unread 0' });
+});
+
+pageTest('wrong password is refused with a message; log out returns to the sign-in screen', async () => {
+  await server.register('erin');
+  // The browser itself logs the refused login (401) as a console error: expected here.
+  const page = await openPage(browser, { allow: [/status of 401/] });
+  await page.goto(server.url + '/');
+  await page.getByLabel('Username').fill('erin');
+  await page.getByLabel('Password').fill('not the password');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('#auth-error', { hasText: 'Wrong username or password.' }).waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement?.id), 'auth-username');
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.locator('#chat').waitFor({ state: 'visible' });
+  // The session survives a reload (token in localStorage)...
+  await page.reload();
+  await page.locator('#me-name', { hasText: 'erin' }).waitFor();
+  // ...until logging out.
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.locator('#auth').waitFor({ state: 'visible' });
+  assert.equal(await page.evaluate(() => localStorage.getItem('switchboard.token')), null);
+});
