@@ -107,6 +107,7 @@ impl Server {
     pub async fn wait(self) {
         self.state.shutdown.cancelled().await;
         tracing::info!("draining");
+        self.state.hub.drain_all();
         let grace = Duration::from_millis(self.state.cfg.drain_timeout_ms);
         match tokio::time::timeout(grace, self.http).await {
             Ok(Ok(Ok(()))) => {}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use switchboard_protocol::codes::{close, error as code};
@@ -29,8 +28,9 @@ const KNOWN_OPS: &[&str] = &["hello", "send", "typing", "read", "ping"];
 pub(crate) enum Inbound {
     /// A well-formed client frame.
     Frame(ClientFrame),
-    /// A refused frame: answer with this and carry on.
-    Reply(ServerFrame),
+    /// A refused frame: answer with this and carry on. Boxed: it is rare, and it would more
+    /// than double the size of every `Inbound`, which sits in each session's idle state.
+    Reply(Box<ServerFrame>),
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
     /// The peer closed or the socket failed.
@@ -43,10 +43,10 @@ pub(crate) enum Inbound {
 #[derive(Debug)]
 pub(crate) struct WriteFailed;
 
-/// The socket halves plus per-connection limits.
+/// The socket plus per-connection limits. Not split into halves: the session reads and writes
+/// from one task, never at once, and a split costs a shared lock allocation per connection.
 pub(crate) struct Conn {
-    sink: SplitSink<WebSocket, Message>,
-    stream: SplitStream<WebSocket>,
+    socket: WebSocket,
     limiter: DefaultDirectRateLimiter,
     strikes: u32,
     /// When the client last sent anything, for the heartbeat timeout.
@@ -56,12 +56,10 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn new(socket: WebSocket, cfg: &Config, metrics: Arc<Metrics>) -> Self {
-        let (sink, stream) = socket.split();
         let per_sec = NonZeroU32::new(cfg.rate_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(cfg.rate_burst).unwrap_or(NonZeroU32::MIN);
         Conn {
-            sink,
-            stream,
+            socket,
             limiter: RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst)),
             strikes: 0,
             last_recv: Instant::now(),
@@ -71,7 +69,7 @@ impl Conn {
 
     /// Reads and classifies the next inbound frame.
     pub(crate) async fn next(&mut self) -> Inbound {
-        let msg = match self.stream.next().await {
+        let msg = match self.socket.next().await {
             None => return Inbound::Ended,
             Some(Ok(m)) => m,
             Some(Err(e)) => return classify_error(e),
@@ -101,18 +99,18 @@ impl Conn {
                 self.metrics.refused(code::RATE_LIMITED);
             }
             let err = ApiError::bad_request(code::RATE_LIMITED, "too many frames; slow down");
-            return Inbound::Reply(err.to_frame(client_msg_id, None));
+            return Inbound::Reply(Box::new(err.to_frame(client_msg_id, None)));
         }
         self.strikes = 0;
         match msg {
             Message::Text(t) => match parse(&t) {
                 Ok(f) => Inbound::Frame(f),
-                Err(e) => Inbound::Reply(e.to_frame(None, None)),
+                Err(e) => Inbound::Reply(Box::new(e.to_frame(None, None))),
             },
-            Message::Binary(_) => Inbound::Reply(
+            Message::Binary(_) => Inbound::Reply(Box::new(
                 ApiError::bad_request(code::BINARY_NOT_SUPPORTED, "binary frames are not part of v1")
                     .to_frame(None, None),
-            ),
+            )),
             _ => Inbound::Nothing,
         }
     }
@@ -120,7 +118,7 @@ impl Conn {
     /// Queues a pre-encoded frame without flushing (see [`Conn::flush`]).
     pub(crate) async fn feed(&mut self, text: Utf8Bytes) -> Result<(), WriteFailed> {
         self.metrics.frames_out.inc();
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.feed(Message::Text(text))).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.feed(Message::Text(text))).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteFailed),
         }
@@ -128,7 +126,7 @@ impl Conn {
 
     /// Writes everything queued with one flush.
     pub(crate) async fn flush(&mut self) -> Result<(), WriteFailed> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.flush()).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.flush()).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteFailed),
         }
@@ -151,7 +149,7 @@ impl Conn {
 
     /// Sends a WebSocket ping.
     pub(crate) async fn ping(&mut self) -> Result<(), WriteFailed> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Ping(Default::default()))).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Ping(Default::default()))).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(WriteFailed),
         }
@@ -163,11 +161,11 @@ impl Conn {
     pub(crate) async fn close(&mut self, code: u16, reason: &'static str) {
         self.metrics.closed(code);
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-        if tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await.is_err() {
+        if tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await.is_err() {
             return;
         }
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            while let Some(Ok(msg)) = self.stream.next().await {
+            while let Some(Ok(msg)) = self.socket.next().await {
                 if matches!(msg, Message::Close(_)) {
                     break;
                 }

@@ -2,7 +2,7 @@
 //! their queues.
 //!
 //! Each event arrives encoded once; the hub hands the same bytes (reference-counted) to every
-//! local session in the room with a non-blocking `try_send`. A session whose queue is full is
+//! local session in the room with a non-blocking push. A session whose queue is full is
 //! closed as a slow consumer instead of slowing the room. Member events are applied in timeline
 //! order: a joining user's sessions are subscribed before the event is delivered, a leaving
 //! user's sessions receive the event and are then unsubscribed. Member events arrive both on the
@@ -10,14 +10,13 @@
 //! subscribers in); sessions drop the copy they already have by `seq`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use switchboard_protocol::codes::close;
 use switchboard_protocol::{MemberChange, ServerFrame};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Outbox, Pushed};
 
 use crate::bus::{Bus, BusError, BusEvent, Topic};
 use crate::metrics::Metrics;
@@ -58,51 +57,28 @@ pub struct SessionHandle {
     pub id: String,
     /// Authenticated user id.
     pub user: String,
-    tx: mpsc::Sender<Outbound>,
-    kicked: CancellationToken,
-    code: AtomicU16,
+    /// Frames on their way to the socket.
+    pub outbox: Outbox,
     /// Counts slow-consumer closes when the overflow happens, not when the close gets out.
     metrics: Arc<Metrics>,
 }
 
 impl SessionHandle {
-    /// A handle and the receiving end of its bounded queue.
-    pub fn new(
-        id: String,
-        user: String,
-        queue: usize,
-        metrics: Arc<Metrics>,
-    ) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        let kicked = CancellationToken::new();
-        let handle = SessionHandle { id, user, tx, kicked, code: AtomicU16::new(0), metrics };
-        (Arc::new(handle), rx)
+    /// A handle with an empty queue of at most `queue` items.
+    pub fn new(id: String, user: String, queue: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(SessionHandle { id, user, outbox: Outbox::new(queue), metrics })
     }
 
     fn push(&self, out: Outbound) {
-        match self.tx.try_send(out) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.kick(close::SLOW_CONSUMER) {
-                    self.metrics.slow_consumer_closes.inc();
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if self.outbox.push(out) == Pushed::Full && self.kick(close::SLOW_CONSUMER) {
+            self.metrics.slow_consumer_closes.inc();
         }
     }
 
     /// Asks the session to close with `code`; the first code asked for wins, and only that
     /// call returns true.
     pub fn kick(&self, code: u16) -> bool {
-        let first = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
-        self.kicked.cancel();
-        first
-    }
-
-    /// Resolves once the session has been kicked; yields the close code.
-    pub async fn kicked(&self) -> u16 {
-        self.kicked.cancelled().await;
-        self.code.load(Ordering::Acquire)
+        self.outbox.kick(code)
     }
 }
 
@@ -328,6 +304,15 @@ impl Hub {
         };
         if let Err(e) = self.bus.publish(ev).await {
             tracing::warn!(error = %e, room, "ephemeral publish failed");
+        }
+    }
+
+    /// Tells every local session that the node is draining.
+    pub fn drain_all(&self) {
+        if let Ok(m) = self.members.read() {
+            for s in m.users.values().flatten() {
+                s.outbox.drain();
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! in order, whatever the timing between replay, live delivery and the bus.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +16,11 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
 use switchboard_protocol::{ClientFrame, Room, RoomKind, ServerFrame, User};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::conn::{Conn, Inbound, WriteFailed};
 use super::hub::{Outbound, SessionHandle};
+use super::outbox::Next;
 use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::error::ApiError;
@@ -41,48 +42,51 @@ const FETCH_PAGE: u32 = 500;
 type Pending = BoxFuture<'static, Option<ServerFrame>>;
 
 /// Serves one WebSocket until it closes.
-pub(crate) async fn run(socket: axum::extract::ws::WebSocket, state: AppState) {
-    let metrics = state.metrics.clone();
-    let _connection = Held::up(metrics.connections.clone());
-    let handshake = Held::up(metrics.sessions_in(SessionState::Handshake));
-    let mut conn = Conn::new(socket, &state.cfg, metrics.clone());
-    // The one-off phases are boxed so that their state is freed when they finish, instead of
-    // sizing every connection's task for its whole life (memory per idle connection).
+///
+/// Memory per idle connection is the sum of what this future and its boxes hold while the
+/// session waits, and a future is as large as its largest state. So the socket is turned into
+/// a boxed [`Conn`] before the future starts (an argument stays in every state), and every
+/// one-off phase (hello, subscribing, resume, closing) is boxed, so that its state is freed
+/// when it finishes instead of sizing the connection for its whole life.
+pub(crate) fn run(socket: axum::extract::ws::WebSocket, state: AppState) -> impl Future<Output = ()> + Send {
+    let conn = Box::new(Conn::new(socket, &state.cfg, state.metrics.clone()));
+    connection(conn, state)
+}
+
+async fn connection(mut conn: Box<Conn>, state: AppState) {
+    let _connection = Held::up(state.metrics.connections.clone());
+    let handshake = Held::up(state.metrics.sessions_in(SessionState::Handshake));
     let Some((user, since)) = Box::pin(hello(&mut conn, &state)).await else {
         return;
     };
     drop(handshake);
-    let _active = Held::up(metrics.sessions_in(SessionState::Active));
+    let _active = Held::up(state.metrics.sessions_in(SessionState::Active));
     let session_id = uuid::Uuid::now_v7().to_string();
-    let (handle, queue) =
-        SessionHandle::new(session_id.clone(), user.id.clone(), state.cfg.send_queue, metrics.clone());
-    let span = tracing::info_span!("session", session = %session_id, user = %user.id);
-    if state.hub.add_session(&handle).await.is_err() {
-        conn.close(close::INTERNAL, "backend unavailable").await;
-        state.hub.remove_session(&handle).await;
+    // A span costs a few hundred bytes for the connection's whole life, so it exists only with
+    // debug logging on; warnings and errors name the session themselves.
+    let span = tracing::debug_span!("session", session = %session_id, user = %user.id);
+    let handle = SessionHandle::new(session_id, user.id.clone(), state.cfg.send_queue, state.metrics.clone());
+    if Box::pin(state.hub.add_session(&handle)).await.is_err() {
+        Box::pin(conn.close(close::INTERNAL, "backend unavailable")).await;
+        Box::pin(state.hub.remove_session(&handle)).await;
         return;
     }
-    let mut session = Session {
+    // Registered before this check, so a drain is heard either here or from the hub.
+    if state.shutdown.is_cancelled() {
+        handle.outbox.drain();
+    }
+    let session = Box::new(Session {
         state: state.clone(),
         conn,
         handle: handle.clone(),
         user,
         rooms: HashMap::new(),
-        pending: FuturesOrdered::new(),
+        pending: InFlight::default(),
         written: Vec::new(),
-    };
-    async {
-        tracing::debug!("session ready");
-        match Box::pin(session.start(since.unwrap_or_default())).await {
-            Ok(()) => Box::pin(session.serve(queue)).await,
-            Err(Stop::Close(c, reason)) => session.conn.close(c, reason).await,
-            Err(Stop::Gone) => {}
-        }
-        tracing::debug!("session ended");
-    }
-    .instrument(span)
-    .await;
-    state.hub.remove_session(&handle).await;
+    });
+    Box::pin(session.run(since.unwrap_or_default()).instrument(span)).await;
+    handle.outbox.close();
+    Box::pin(state.hub.remove_session(&handle)).await;
 }
 
 /// Waits for a valid `hello`; closes with 4001 or 4003 otherwise.
@@ -120,7 +124,7 @@ async fn hello(conn: &mut Conn, state: &AppState) -> Option<(User, Option<BTreeM
             Inbound::Frame(_) => {
                 ApiError::bad_request(code::NOT_AUTHENTICATED, "send hello first").to_frame(None, None)
             }
-            Inbound::Reply(frame) => frame,
+            Inbound::Reply(frame) => *frame,
             Inbound::Close(c, reason) => {
                 conn.close(c, reason).await;
                 return None;
@@ -131,6 +135,23 @@ async fn hello(conn: &mut Conn, state: &AppState) -> Option<(User, Option<BTreeM
         if conn.send(&reply).await.is_err() {
             return None;
         }
+    }
+}
+
+/// Waits for `deadline`, or forever when there is none.
+async fn until(deadline: Option<&mut Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(d) => d.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why the hub asked a session to close, for the close frame.
+fn kick_reason(code: u16) -> &'static str {
+    match code {
+        close::SLOW_CONSUMER => "slow consumer: resume with since",
+        close::GOING_AWAY => "server draining",
+        _ => "closed by the server",
     }
 }
 
@@ -145,18 +166,59 @@ impl From<WriteFailed> for Stop {
     }
 }
 
+/// Store calls in flight, answered in the order they were made. Created on first use and
+/// dropped once empty: an idle connection holds none (an empty `FuturesOrdered` still holds
+/// two allocations).
+#[derive(Default)]
+struct InFlight(Option<FuturesOrdered<Pending>>);
+
+impl InFlight {
+    fn push_back(&mut self, call: Pending) {
+        self.0.get_or_insert_with(FuturesOrdered::new).push_back(call);
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next answer in order; `None` when nothing is in flight.
+    async fn next(&mut self) -> Option<Option<ServerFrame>> {
+        let calls = self.0.as_mut()?;
+        let done = calls.next().await;
+        if calls.is_empty() {
+            self.0 = None;
+        }
+        done
+    }
+}
+
 struct Session {
     state: AppState,
-    conn: Conn,
+    conn: Box<Conn>,
     handle: Arc<SessionHandle>,
     user: User,
     rooms: HashMap<String, Position>,
-    pending: FuturesOrdered<Pending>,
+    pending: InFlight,
     /// Publish times of the live frames in the batch being written, for the fanout metric.
     written: Vec<u64>,
 }
 
 impl Session {
+    /// Resumes, then serves until the connection ends.
+    async fn run(mut self: Box<Self>, since: BTreeMap<String, u64>) {
+        tracing::debug!("session ready");
+        match Box::pin(self.start(since)).await {
+            Ok(()) => Box::pin(self.serve()).await,
+            Err(Stop::Close(c, reason)) => Box::pin(self.conn.close(c, reason)).await,
+            Err(Stop::Gone) => {}
+        }
+        tracing::debug!("session ended");
+    }
+
     /// Subscribes, sends `ready`, replays what the client missed.
     async fn start(&mut self, since: BTreeMap<String, u64>) -> Result<(), Stop> {
         let store = self.state.store.clone();
@@ -207,38 +269,36 @@ impl Session {
     }
 
     /// The main loop.
-    async fn serve(&mut self, mut queue: mpsc::Receiver<Outbound>) {
+    async fn serve(&mut self) {
         let hb = Duration::from_millis(self.state.cfg.heartbeat_ms);
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = self.state.shutdown.clone();
         let handle = self.handle.clone();
         let mut draining = false;
-        let drain_deadline = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(drain_deadline);
+        // Boxed and made only when draining: a `Sleep` is about 100 bytes per idle connection.
+        let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let result: Result<(), Stop> = loop {
             if draining && self.pending.is_empty() {
                 break Err(Stop::Close(close::GOING_AWAY, "server draining"));
             }
             // Not `biased`: a busy room must not starve the client's own frames or the ticker.
             let step: Result<(), Stop> = tokio::select! {
-                code = handle.kicked() => Err(Stop::Close(code, "slow consumer: resume with since")),
-                _ = shutdown.cancelled(), if !draining => {
-                    draining = true;
-                    let ms = self.state.cfg.drain_timeout_ms;
-                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(ms));
-                    Ok(())
-                }
-                _ = &mut drain_deadline, if draining => Err(Stop::Close(close::GOING_AWAY, "server draining")),
-                Some(done) = self.pending.next(), if !self.pending.is_empty() => self.finish(done).await,
-                out = queue.recv() => match out {
-                    Some(o) => self.write_queued(o, &mut queue).await,
-                    None => Err(Stop::Gone),
+                _ = until(drain_deadline.as_mut()), if draining => Err(Stop::Close(close::GOING_AWAY, "server draining")),
+                Some(done) = self.pending.next(), if !self.pending.is_empty() => Box::pin(self.finish(done)).await,
+                next = handle.outbox.recv() => match next {
+                    Next::Item(o) => Box::pin(self.write_queued(o)).await,
+                    Next::Kicked(code) => Err(Stop::Close(code, kick_reason(code))),
+                    Next::Drain => {
+                        draining = true;
+                        let ms = self.state.cfg.drain_timeout_ms;
+                        drain_deadline = Some(Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+                        Ok(())
+                    }
                 },
-                inbound = self.conn.next(), if !draining && self.pending.len() < MAX_IN_FLIGHT => self.on_inbound(inbound).await,
+                inbound = self.conn.next(), if !draining && self.pending.len() < MAX_IN_FLIGHT => Box::pin(self.on_inbound(inbound)).await,
                 _ = ticker.tick() => {
                     let reading = !draining && self.pending.len() < MAX_IN_FLIGHT;
-                    self.heartbeat(hb, reading).await
+                    Box::pin(self.heartbeat(hb, reading)).await
                 }
             };
             if let Err(stop) = step {
@@ -267,17 +327,14 @@ impl Session {
     }
 
     /// Writes one queued item and whatever else is already queued, then flushes once.
-    async fn write_queued(
-        &mut self,
-        first: Outbound,
-        queue: &mut mpsc::Receiver<Outbound>,
-    ) -> Result<(), Stop> {
-        self.state.metrics.queue_depth.observe(queue.len() as f64 + 1.0);
+    async fn write_queued(&mut self, first: Outbound) -> Result<(), Stop> {
+        let handle = self.handle.clone();
+        self.state.metrics.queue_depth.observe(handle.outbox.len() as f64 + 1.0);
         self.apply(first).await?;
         for _ in 1..WRITE_BATCH {
-            match queue.try_recv() {
-                Ok(o) => self.apply(o).await?,
-                Err(_) => break,
+            match handle.outbox.try_recv() {
+                Some(o) => self.apply(o).await?,
+                None => break,
             }
         }
         self.conn.flush().await?;
@@ -321,7 +378,7 @@ impl Session {
                 // catch up from the store: events committed with the join may already have
                 // been published, and a quiet room would otherwise hold them back.
                 if let Err(e) = self.state.hub.subscribe(&self.handle, std::slice::from_ref(&room)).await {
-                    tracing::warn!(error = %e, room, "subscribing a joined room failed");
+                    tracing::warn!(error = %e, room, session = %self.handle.id, "subscribing a joined room failed");
                 }
                 let info = self.state.store.room_for(&room, &self.user.id).await.unwrap_or_else(|_| Room {
                     id: room.clone(),

@@ -94,7 +94,7 @@ impl Session {
                     // Never skip ahead on a failed read: that could hide the user's own join
                     // or removal. Close instead; the client resumes from where it is.
                     self.state.metrics.backend_error(Backend::Store);
-                    tracing::warn!(error = %e, room, "cannot fill a gap from the store");
+                    tracing::warn!(error = %e, room, session = %self.handle.id, "cannot fill a gap from the store");
                     return Err(Stop::Close(close::INTERNAL, "backend unavailable"));
                 }
             };
@@ -109,7 +109,7 @@ impl Session {
                     _ => None,
                 };
                 let text = serde_json::to_string(&ev).map_err(|e| {
-                    tracing::error!(error = %e, "cannot encode a timeline event");
+                    tracing::error!(error = %e, session = %self.handle.id, "cannot encode a timeline event");
                     Stop::Gone
                 })?;
                 self.state.metrics.replayed_events.inc();
