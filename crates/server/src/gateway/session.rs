@@ -271,8 +271,9 @@ impl Session {
     /// The main loop.
     async fn serve(&mut self) {
         let hb = Duration::from_millis(self.state.cfg.heartbeat_ms);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One boxed timer, re-armed after each beat (an `Interval` holds the same box plus its
+        // own state, per idle connection).
+        let mut beat = Box::pin(tokio::time::sleep(hb));
         let handle = self.handle.clone();
         let mut draining = false;
         // Boxed and made only when draining: a `Sleep` is about 100 bytes per idle connection.
@@ -296,7 +297,8 @@ impl Session {
                     }
                 },
                 inbound = self.conn.next(), if !draining && self.pending.len() < MAX_IN_FLIGHT => Box::pin(self.on_inbound(inbound)).await,
-                _ = ticker.tick() => {
+                _ = beat.as_mut() => {
+                    beat.as_mut().reset(tokio::time::Instant::now() + hb);
                     let reading = !draining && self.pending.len() < MAX_IN_FLIGHT;
                     Box::pin(self.heartbeat(hb, reading)).await
                 }
