@@ -71,10 +71,18 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         // The session gets a task of its own, sized for it alone: axum's upgrade task (which
         // held the socket while it was made) ends here instead of living as long as the session.
-        .on_upgrade(move |socket| {
-            let tracker = state.sessions.clone();
-            tracker.spawn(session::run(socket, state));
-            std::future::ready(())
+        //
+        // Counted by the drain from this moment (not from when the upgrade completes), so an
+        // upgrade that finishes while the node drains is still waited for.
+        .on_upgrade({
+            let counted = state.sessions.token();
+            move |socket| {
+                tokio::spawn(async move {
+                    let _counted = counted;
+                    session::run(socket, state).await
+                });
+                std::future::ready(())
+            }
         })
 }
 

@@ -1,8 +1,8 @@
 //! A session's bounded outbound queue.
 //!
 //! The hub pushes to it without waiting (a full queue kicks the session: slow consumers are
-//! cut, never the room), and the session drains it in batches. It holds no memory while empty:
-//! most connections are idle most of the time, and a channel that reserves its first block of
+//! cut, never the room), and the session drains it in batches. It reserves nothing up front and
+//! gives back what it grew once drained: most connections are idle most of the time, and a channel that reserves its first block of
 //! slots up front cost about 1.5 KiB per connection (measured with DHAT), a third of the target
 //! for a whole idle connection. Kicks and the drain signal travel through the same wake-up as
 //! a frame, so an idle session waits on one future.
@@ -87,6 +87,7 @@ impl Outbox {
     /// Asks the session to close with `code`; the first code asked for wins, and only that
     /// call returns true.
     pub fn kick(&self, code: u16) -> bool {
+        debug_assert_ne!(code, 0, "0 means not kicked");
         let first = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
         self.wake.notify_one();
         first
@@ -189,6 +190,23 @@ mod tests {
         tokio::task::yield_now().await;
         q.push(item("x"));
         assert_eq!(waiter.await.unwrap(), "x");
+    }
+
+    #[tokio::test]
+    async fn a_kick_or_drain_wakes_a_waiting_receiver() {
+        let q = std::sync::Arc::new(Outbox::new(8));
+        for signal in [Outbox::drain as fn(&Outbox), |q: &Outbox| {
+            q.kick(4010);
+        }] {
+            let waiter = tokio::spawn({
+                let q = q.clone();
+                async move { q.recv().await }
+            });
+            tokio::task::yield_now().await;
+            signal(&q);
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+            assert!(matches!(woke, Ok(Ok(Next::Drain | Next::Kicked(4010)))));
+        }
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use switchboard_protocol::{ClientFrame, Room, RoomKind, ServerFrame, User};
 use tracing::Instrument;
 
 use super::conn::{Conn, Inbound, WriteFailed};
-use super::hub::{Outbound, SessionHandle};
+use super::hub::{Hub, Outbound, SessionHandle};
 use super::outbox::Next;
 use crate::app::AppState;
 use crate::auth::AuthError;
@@ -66,9 +66,11 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     // debug logging on; warnings and errors name the session themselves.
     let span = tracing::debug_span!("session", session = %session_id, user = %user.id);
     let handle = SessionHandle::new(session_id, user.id.clone(), state.cfg.send_queue, state.metrics.clone());
+    let registered = Registered(Some((state.hub.clone(), handle.clone())));
     if Box::pin(state.hub.add_session(&handle)).await.is_err() {
+        handle.outbox.close();
         Box::pin(conn.close(close::INTERNAL, "backend unavailable")).await;
-        Box::pin(state.hub.remove_session(&handle)).await;
+        registered.leave().await;
         return;
     }
     // Registered before this check, so a drain is heard either here or from the hub.
@@ -85,8 +87,32 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         written: Vec::new(),
     });
     Box::pin(session.run(since.unwrap_or_default()).instrument(span)).await;
-    handle.outbox.close();
-    Box::pin(state.hub.remove_session(&handle)).await;
+    registered.leave().await;
+}
+
+/// A session's place in the hub. `leave` takes it out; if the session's task ends any other
+/// way (a panic, the runtime shutting down), dropping this still closes its queue and takes it
+/// out, so the hub never keeps delivering to a session that is gone.
+struct Registered(Option<(Arc<Hub>, Arc<SessionHandle>)>);
+
+impl Registered {
+    async fn leave(mut self) {
+        if let Some((hub, handle)) = self.0.take() {
+            handle.outbox.close();
+            Box::pin(hub.remove_session(&handle)).await;
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some((hub, handle)) = self.0.take() {
+            handle.outbox.close();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { hub.remove_session(&handle).await });
+            }
+        }
+    }
 }
 
 /// Waits for a valid `hello`; closes with 4001 or 4003 otherwise.
@@ -213,7 +239,10 @@ impl Session {
         tracing::debug!("session ready");
         match Box::pin(self.start(since)).await {
             Ok(()) => Box::pin(self.serve()).await,
-            Err(Stop::Close(c, reason)) => Box::pin(self.conn.close(c, reason)).await,
+            Err(Stop::Close(c, reason)) => {
+                self.handle.outbox.close();
+                Box::pin(self.conn.close(c, reason)).await;
+            }
             Err(Stop::Gone) => {}
         }
         tracing::debug!("session ended");
@@ -289,6 +318,9 @@ impl Session {
                 next = handle.outbox.recv() => match next {
                     Next::Item(o) => Box::pin(self.write_queued(o)).await,
                     Next::Kicked(code) => Err(Stop::Close(code, kick_reason(code))),
+                    // Heard once or twice (the hub, and the session's own check when it
+                    // registered during the drain): the first one sets the deadline.
+                    Next::Drain if draining => Ok(()),
                     Next::Drain => {
                         draining = true;
                         let ms = self.state.cfg.drain_timeout_ms;
@@ -308,6 +340,8 @@ impl Session {
             }
         };
         if let Err(Stop::Close(code, reason)) = result {
+            // Nothing more will be written: stop queueing room traffic during the close.
+            self.handle.outbox.close();
             self.conn.close(code, reason).await;
         }
     }
