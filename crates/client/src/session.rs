@@ -175,18 +175,23 @@ async fn drive(
     let mut pending: Vec<PendingSend> = Vec::new();
     let mut backoff = Duration::from_millis(50);
     loop {
-        let ws = match tokio_tungstenite::connect_async(cfg.url.as_str()).await {
-            Ok((ws, _)) => ws,
-            Err(e) => {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(ClientError::WebSocket(Box::new(e))));
-                    return;
+        // Tungstenite zero-fills its spare read buffer before every read, so its 128 KiB
+        // default costs far more than chat frames need.
+        let config =
+            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024);
+        let ws =
+            match tokio_tungstenite::connect_async_with_config(cfg.url.as_str(), Some(config), false).await {
+                Ok((ws, _)) => ws,
+                Err(e) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(ClientError::WebSocket(Box::new(e))));
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
+            };
         let (mut sink, mut stream) = ws.split();
         let since = positions.lock().map(|p| p.clone()).unwrap_or_default();
         let hello = ClientFrame::Hello { token: cfg.token.clone(), since: Some(since) };
