@@ -165,9 +165,14 @@ impl Conn {
             return;
         }
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
-            while let Some(Ok(msg)) = self.socket.next().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
+            loop {
+                match self.socket.next().await {
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {}
+                    // The socket cannot be read any more (after an oversized frame, the rest
+                    // of it is still unread): hold it open for the linger, so that the peer
+                    // reads the close frame before our close turns into a reset.
+                    Some(Err(_)) => std::future::pending::<()>().await,
                 }
             }
         })
