@@ -64,3 +64,12 @@ export function errorText(err, context = '') {
       return (err && err.message) || 'Something went wrong.';
   }
 }
+
+/**
+ * `s` as an isolate (FSI…PDI), for user text inside a sentence that is plain text (toasts,
+ * dialog titles, placeholders): an override or a right-to-left name in it can't reorder the
+ * words around it.
+ */
+export function isolate(s) {
+  return `\u2068${s}\u2069`;
+}

@@ -12,17 +12,20 @@ import { TimelineView } from './views/timeline.js';
 import { RoomView } from './views/room.js';
 import { createActions } from './views/actions.js';
 import { confirmDialog } from './views/dialogs.js';
-import { hueClass, initial } from './format.js';
+import { hueClass, initial, errorText, isolate } from './format.js';
 
 const TOKEN_KEY = 'switchboard.token';
 const USER_KEY = 'switchboard.user';
 const LAST_ROOM_KEY = 'switchboard.lastRoom';
+const SESSION_ENDED = 'Your session has ended. Please log in again.';
+/** How long a room that went may take to come back before we say it went (see `removed`). */
+const REMOVED_GRACE_MS = 1500;
 const wide = window.matchMedia('(min-width: 760px)');
 
 let token = localStorage.getItem(TOKEN_KEY);
 let session = null;
 
-const api = createApi({ getToken: () => token, onUnauthorized: () => signOut('Your session has ended. Please log in again.') });
+const api = createApi({ getToken: () => token, onUnauthorized: () => signOut(SESSION_ENDED) });
 const auth = mountAuth({ api, onAuthed: ({ user, token: t }) => signIn(user, t) });
 
 function showScreen(name) {
@@ -145,7 +148,7 @@ function startChat(me) {
   let wanted = null;
   const route = () => {
     const m = /^#\/r\/(.+)$/.exec(location.hash);
-    wanted = m ? decodeURIComponent(m[1]) : null;
+    wanted = m ? decodeHash(m[1]) : null;
     const r = wanted ? store.rooms.get(wanted) : null;
     if (wanted && !r) {
       // Not known (yet): wait for `ready`, or say so if we have it and it is not ours.
@@ -184,10 +187,23 @@ function startChat(me) {
   });
   store.addEventListener('removed', (e) => {
     const { room, title, why } = e.detail;
-    if (why === 'removed') notify(`You were removed from ${title}.`);
-    if (roomView.room && roomView.room.id === room) navigate(null);
+    const isOpen = () => roomView.room && roomView.room.id === room;
+    if (why === 'left') {
+      if (isOpen()) navigate(null);
+      return;
+    }
+    // A resume that spans a removal and a re-add replays both: say nothing if it comes back.
+    setTimeout(() => {
+      if (store.rooms.has(room)) {
+        if (isOpen()) route();
+        return;
+      }
+      if (why === 'removed') notify(`You were removed from ${isolate(title)}.`);
+      else if (isOpen()) notify(`You are no longer in ${isolate(title)}.`);
+      if (isOpen()) navigate(null);
+    }, REMOVED_GRACE_MS);
   });
-  socket.addEventListener('auth', () => signOut('Your session has ended. Please log in again.'));
+  socket.addEventListener('auth', () => signOut(SESSION_ENDED));
 
   $('#room-pane').hidden = true;
   $('#empty-pane').hidden = false;
@@ -212,9 +228,25 @@ async function boot() {
   try {
     startChat(await api.me());
   } catch (err) {
-    // Offline at start: carry on with the account we know; the socket will keep trying.
-    if (err.code === 'network' && cached) startChat(cached);
-    else if (token) signOut(err.code === 'network' ? 'Cannot reach the server.' : undefined);
+    // Only a refused token ends the session (onUnauthorized has signed out already, unless the
+    // 401 had another code). Offline, or a server restarting: carry on with the account we
+    // know, and the socket keeps trying; without one, offer to try again.
+    if (err.status === 401) {
+      if (token) signOut(SESSION_ENDED);
+    } else if (cached) startChat(cached);
+    else {
+      showScreen('auth');
+      auth.show(errorText(err), boot);
+    }
+  }
+}
+
+/** A hash part as text; a malformed escape is no room at all rather than an exception. */
+function decodeHash(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
   }
 }
 

@@ -5,12 +5,34 @@
 //
 // Events (CustomEvent.detail):
 //   state  {state: 'connecting'|'online'|'reconnecting'}   connection changes
-//   frame  {frame}                                          every server frame, after bookkeeping
-//   failed {client_msg_id, code, message}                  a send the server refused for good
+//   frame  {frame, stale?}                                  every server frame, after bookkeeping;
+//                                                           with `ready`, the rooms the server
+//                                                           will not replay from what we hold
+//   failed {client_msg_id, code, message}                  a send refused for good
 //   auth   {}                                               the token was refused (close 4003)
 
 const RETRYABLE = new Set(['rate_limited', 'unavailable', 'draining']);
 const TIMELINE_OPS = new Set(['message', 'edit', 'delete', 'member']);
+
+/** The server's default max_frame_bytes: a larger frame gets the connection closed (1009). */
+const MAX_FRAME_BYTES = 64 * 1024;
+/** A connection that has not said `ready` by then is dropped and retried. */
+const HANDSHAKE_MS = 10000;
+/** A connection that sends nothing at all, not even the pong, this long after a ping is dead. */
+const PONG_MS = 10000;
+/** Backoff starts over only after a connection stayed up this long: a server that says `ready`
+ * and then closes (a store error or a slow consumer during the replay) must not be hammered. */
+const STABLE_MS = 30000;
+// The server reads 50 frames/s with a burst of 100 and closes with 4008 after 20 refusals in a
+// row. Sends go out at half that rate, leaving room for typing, read and ping frames, and at
+// most MAX_IN_FLIGHT at once, so a long outbox drains at `ready` without tripping either.
+const MAX_IN_FLIGHT = 50;
+const SEND_BURST = 50;
+const SEND_PER_SEC = 25;
+/** Our close code for a connection we gave up on (no `ready`, no pong). */
+const GAVE_UP = 4000;
+
+const byteLength = (s) => new TextEncoder().encode(s).length;
 
 export class Socket extends EventTarget {
   /** `url`: ws(s)://host/v1/ws; `token`: bearer token for `hello`. */
@@ -20,17 +42,26 @@ export class Socket extends EventTarget {
     this.token = token;
     /** Last seq seen per room id: the `since` of the next hello. */
     this.positions = new Map();
-    /** Unacknowledged sends by client_msg_id, in send order. */
+    /** What the last hello said, to tell at `ready` which rooms will be replayed. */
+    this.sentSince = new Map();
+    /** After a 1009 on hello: 1 sends only the positions `keepSince` picks, 2 sends none. */
+    this.helloLevel = 0;
+    /** The rooms whose positions matter most (the store's loaded ones). */
+    this.keepSince = () => true;
+    /** Unacknowledged sends by client_msg_id, in send order: {text, bytes, tries, retryAt}. */
     this.outbox = new Map();
+    /** Sends written on this connection and not answered yet. */
+    this.inFlight = new Set();
+    this.tokens = SEND_BURST;
+    this.tokensAt = 0;
     this.state = 'connecting';
     this.ws = null;
     this.ready = false;
     this.stopped = true;
     this.attempt = 0;
     this.everReady = false;
-    this.timers = { reconnect: 0, ping: 0, retry: 0 };
+    this.timers = { reconnect: 0, handshake: 0, stable: 0, ping: 0, pong: 0, pump: 0 };
     this.lastRecv = 0;
-    this.pingSentAt = 0;
     this.heartbeatMs = 30000;
     this.onOnline = () => this.reconnectNow();
   }
@@ -45,23 +76,39 @@ export class Socket extends EventTarget {
   stop() {
     this.stopped = true;
     window.removeEventListener('online', this.onOnline);
-    for (const t of Object.values(this.timers)) clearTimeout(t);
-    if (this.ws) this.ws.close(1000, 'bye');
-    this.ws = null;
+    this.detach();
+    clearTimeout(this.timers.reconnect);
   }
 
-  /** Skips the rest of a backoff wait (the user pressed "retry", or the network came back). */
+  /** Skips the rest of a backoff wait, or gives up on a connection that is not ready yet (the
+   * user pressed "Retry now", or the network came back). */
   reconnectNow() {
-    if (this.stopped || this.ws) return;
+    if (this.stopped || this.ready) return;
+    this.detach(GAVE_UP);
     clearTimeout(this.timers.reconnect);
     this.connect();
   }
 
-  /** Queues a message; it is (re)sent on every (re)connect until acknowledged or refused. */
+  /**
+   * Queues a message; it is (re)sent on every (re)connect until acknowledged or refused. One
+   * whose frame is over the server's limit is refused here (a `failed` event): sending it would
+   * only get the connection closed.
+   */
   sendMessage(room, clientMsgId, body) {
-    const frame = { op: 'send', room, client_msg_id: clientMsgId, body };
-    this.outbox.set(clientMsgId, frame);
-    if (this.ready) this.raw(frame);
+    const text = JSON.stringify({ op: 'send', room, client_msg_id: clientMsgId, body });
+    const bytes = byteLength(text);
+    if (bytes > MAX_FRAME_BYTES) {
+      this.emit('failed', { client_msg_id: clientMsgId, code: 'too_large', message: 'Message too large.' });
+      return;
+    }
+    this.outbox.set(clientMsgId, { text, bytes, tries: 0, retryAt: 0 });
+    this.pump();
+  }
+
+  /** Drops a send (discarded, or known to be stored already). */
+  forget(clientMsgId) {
+    this.outbox.delete(clientMsgId);
+    if (this.inFlight.delete(clientMsgId)) this.pump();
   }
 
   /** Sends an ephemeral frame (`typing`, `read`) if connected; dropped otherwise. */
@@ -70,10 +117,16 @@ export class Socket extends EventTarget {
     return this.ready;
   }
 
-  /** Resume from at least `seq` in `room` (a room just joined, or first seen in `ready`). */
+  /** Resume from at least `seq` in `room` (a room the server says we joined). */
   track(room, seq) {
     const cur = this.positions.get(room);
     if (cur === undefined || seq > cur) this.positions.set(room, seq);
+  }
+
+  /** A room joined over REST: resume it from `seq` (its last_seq in the answer, which the REST
+   * pages cover) unless we follow it already, maybe from an earlier seq still being delivered. */
+  follow(room, seq) {
+    if (!this.positions.has(room)) this.positions.set(room, seq);
   }
 
   /** Forget a room we left. */
@@ -96,10 +149,9 @@ export class Socket extends EventTarget {
     this.setState(this.everReady || this.attempt > 0 ? 'reconnecting' : 'connecting');
     const ws = new WebSocket(this.url);
     this.ws = ws;
+    this.timers.handshake = setTimeout(() => this.onClose(GAVE_UP), HANDSHAKE_MS);
     ws.addEventListener('open', () => {
-      if (ws !== this.ws) return;
-      const since = Object.fromEntries(this.positions);
-      ws.send(JSON.stringify({ op: 'hello', token: this.token, since }));
+      if (ws === this.ws) ws.send(this.hello());
     });
     ws.addEventListener('message', (e) => {
       if (ws !== this.ws) return;
@@ -113,40 +165,49 @@ export class Socket extends EventTarget {
       this.onFrame(frame);
     });
     ws.addEventListener('close', (e) => {
-      if (ws !== this.ws) return;
-      this.onClose(e.code);
+      if (ws === this.ws) this.onClose(e.code);
     });
   }
 
+  /** The hello frame, cut down after a 1009 (or when it would be over the limit anyway): rooms
+   * left out start live from now, and the store reloads those it holds (see `stale`). */
+  hello() {
+    const all = [...this.positions];
+    const choices = [all, all.filter(([id]) => this.keepSince(id)), []].slice(this.helloLevel);
+    const frame = (since) => JSON.stringify({ op: 'hello', token: this.token, since: Object.fromEntries(since) });
+    const since = choices.find((s) => s.length === 0 || byteLength(frame(s)) <= MAX_FRAME_BYTES);
+    this.sentSince = new Map(since);
+    return frame(since);
+  }
+
   onFrame(frame) {
+    let stale;
     switch (frame.op) {
       case 'ready':
-        this.ready = true;
-        this.everReady = true;
-        this.attempt = 0;
-        this.heartbeatMs = Math.max(1000, frame.heartbeat_ms || 30000);
-        this.pingSentAt = 0;
-        // Rooms we had no position for start live from here; the others are being replayed
-        // from their position (raising it now would skip them if we dropped mid-replay).
-        for (const r of frame.rooms) if (!this.positions.has(r.id)) this.positions.set(r.id, r.last_seq);
-        for (const id of [...this.positions.keys()]) {
-          if (!frame.rooms.some((r) => r.id === id)) this.positions.delete(id);
-        }
-        this.setState('online');
-        this.schedulePing();
+        stale = this.onReady(frame);
         break;
       case 'ack':
         this.outbox.delete(frame.client_msg_id);
+        this.inFlight.delete(frame.client_msg_id);
+        this.pump();
         break;
-      case 'error':
-        if (frame.client_msg_id && this.outbox.has(frame.client_msg_id)) {
-          if (RETRYABLE.has(frame.code)) this.scheduleRetry();
-          else {
-            this.outbox.delete(frame.client_msg_id);
-            this.emit('failed', { client_msg_id: frame.client_msg_id, code: frame.code, message: frame.message });
-          }
+      case 'error': {
+        const cmid = frame.client_msg_id;
+        const item = cmid && this.outbox.get(cmid);
+        if (!item) break;
+        this.inFlight.delete(cmid);
+        if (RETRYABLE.has(frame.code)) {
+          // Only this send waits and goes again: the others in flight were not refused.
+          item.tries += 1;
+          const base = Math.min(10000, 500 * 2 ** (item.tries - 1));
+          item.retryAt = Date.now() + base / 2 + (Math.random() * base) / 2;
+        } else {
+          this.outbox.delete(cmid);
+          this.emit('failed', { client_msg_id: cmid, code: frame.code, message: frame.message });
         }
+        this.pump();
         break;
+      }
       case 'room':
         if (frame.change === 'joined') {
           this.track(frame.room.id, Math.max(0, (frame.seq ?? frame.room.last_seq) - 1));
@@ -157,30 +218,96 @@ export class Socket extends EventTarget {
       default:
         if (TIMELINE_OPS.has(frame.op) && this.positions.has(frame.room)) this.track(frame.room, frame.seq);
     }
-    this.emit('frame', { frame });
-    // The rooms are known now: flush what waited for the connection, in order.
-    if (frame.op === 'ready') for (const f of this.outbox.values()) this.raw(f);
+    this.emit('frame', { frame, stale });
+    // The rooms are known now: send what waited for the connection, in order.
+    if (frame.op === 'ready') this.pump();
+  }
+
+  /** Returns the rooms the server will not replay from what we hold. */
+  onReady(frame) {
+    this.ready = true;
+    this.everReady = true;
+    clearTimeout(this.timers.handshake);
+    this.timers.stable = setTimeout(() => (this.attempt = 0), STABLE_MS);
+    this.heartbeatMs = Math.max(1000, frame.heartbeat_ms || 30000);
+    this.tokens = SEND_BURST - 1;
+    this.tokensAt = Date.now();
+    const stale = new Set();
+    for (const r of frame.rooms) {
+      const pos = this.positions.get(r.id);
+      const sent = this.sentSince.get(r.id);
+      if (sent === undefined) {
+        // Left out of the hello (new to us, joined over REST after it was sent, or cut from
+        // it): live from here. Anything we hold of it stops before what was missed.
+        if (pos !== undefined && pos < r.last_seq) stale.add(r.id);
+        this.positions.set(r.id, r.last_seq);
+      } else if (sent > r.last_seq) {
+        // Past the end: the server lost its newest events (a restore). What we hold is wrong.
+        stale.add(r.id);
+        this.positions.set(r.id, r.last_seq);
+      }
+      // Otherwise it is being replayed from `sent`: raising it now would skip the replay if we
+      // dropped in the middle of it.
+    }
+    const ours = new Set(frame.rooms.map((r) => r.id));
+    for (const id of [...this.positions.keys()]) if (!ours.has(id)) this.positions.delete(id);
+    this.setState('online');
+    this.schedulePing();
+    return stale;
+  }
+
+  /** Writes queued sends while the send budget and the in-flight limit allow, in order. */
+  pump() {
+    clearTimeout(this.timers.pump);
+    this.timers.pump = 0;
+    if (!this.ready) return;
+    const now = Date.now();
+    this.tokens = Math.min(SEND_BURST, this.tokens + ((now - this.tokensAt) * SEND_PER_SEC) / 1000);
+    this.tokensAt = now;
+    let wake = Infinity;
+    for (const [cmid, item] of this.outbox) {
+      // More goes out as acks come in.
+      if (this.inFlight.size >= MAX_IN_FLIGHT) return;
+      if (this.inFlight.has(cmid)) continue;
+      if (item.retryAt > now) {
+        wake = Math.min(wake, item.retryAt);
+        continue;
+      }
+      if (this.tokens < 1) {
+        wake = Math.min(wake, now + ((1 - this.tokens) * 1000) / SEND_PER_SEC);
+        break;
+      }
+      this.tokens -= 1;
+      this.inFlight.add(cmid);
+      this.ws.send(item.text);
+    }
+    if (wake < Infinity) this.timers.pump = setTimeout(() => this.pump(), wake - now);
+  }
+
+  /** Forgets the current connection (closing it if it is still up) and its timers. */
+  detach(code = 1000) {
+    const ws = this.ws;
+    this.ws = null;
+    this.ready = false;
+    this.inFlight.clear();
+    for (const k of ['handshake', 'stable', 'ping', 'pong', 'pump']) {
+      clearTimeout(this.timers[k]);
+      this.timers[k] = 0;
+    }
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(code, code === GAVE_UP ? 'no answer' : 'bye');
   }
 
   onClose(code) {
-    this.ws = null;
-    this.ready = false;
-    clearTimeout(this.timers.ping);
-    clearTimeout(this.timers.retry);
-    this.timers.retry = 0;
+    const wasReady = this.ready;
+    const inFlight = [...this.inFlight];
+    this.detach(GAVE_UP);
     if (this.stopped) return;
     if (code === 4003) {
       this.stopped = true;
       this.emit('auth', {});
       return;
     }
-    if (code === 1009) {
-      // One of the sends was over the frame limit: resending would loop.
-      for (const id of [...this.outbox.keys()]) {
-        this.outbox.delete(id);
-        this.emit('failed', { client_msg_id: id, code: 'too_large', message: 'Message too large.' });
-      }
-    }
+    if (code === 1009) this.tooLarge(wasReady, inFlight);
     this.attempt += 1;
     const base = Math.min(10000, 300 * 2 ** (this.attempt - 1));
     const wait = code === 4008 ? 5000 + Math.random() * 5000 : base / 2 + (Math.random() * base) / 2;
@@ -189,33 +316,43 @@ export class Socket extends EventTarget {
     this.timers.reconnect = setTimeout(() => this.connect(), wait);
   }
 
-  /** Pings at the server's heartbeat interval; a silent connection is dropped and resumed. */
-  schedulePing() {
-    clearTimeout(this.timers.ping);
-    const every = Math.min(this.heartbeatMs, 25000);
-    this.timers.ping = setTimeout(() => {
-      if (!this.ws || !this.ready) return;
-      if (this.pingSentAt && this.lastRecv < this.pingSentAt) {
-        // Nothing, not even the pong, since the last ping: the connection died without a close.
-        const ws = this.ws;
-        this.ws = null;
-        ws.close(4000, 'no pong');
-        this.onClose(1006);
-        return;
-      }
-      this.pingSentAt = Date.now();
-      this.raw({ op: 'ping' });
-      this.schedulePing();
-    }, every);
+  /**
+   * After a 1009, makes sure the frame that was too large is not sent again. Before `ready` it
+   * was the hello (positions of very many rooms): cut it down. After, it was a send; sends over
+   * MAX_FRAME_BYTES never go out, so this server's limit is lower, and the largest send in
+   * flight is the one: it fails, and nothing else does.
+   */
+  tooLarge(wasReady, inFlight) {
+    if (!wasReady) {
+      this.helloLevel = Math.min(2, this.helloLevel + 1);
+      return;
+    }
+    let largest = null;
+    for (const cmid of inFlight) {
+      const item = this.outbox.get(cmid);
+      if (item && (!largest || item.bytes > this.outbox.get(largest).bytes)) largest = cmid;
+    }
+    if (!largest) return;
+    this.outbox.delete(largest);
+    this.emit('failed', { client_msg_id: largest, code: 'too_large', message: 'Message too large.' });
   }
 
-  /** Resends everything unacknowledged after a retryable refusal. */
-  scheduleRetry() {
-    if (this.timers.retry) return;
-    this.timers.retry = setTimeout(() => {
-      this.timers.retry = 0;
-      if (this.ready) for (const f of this.outbox.values()) this.raw(f);
-    }, 500 + Math.random() * 500);
+  /** Pings at the server's heartbeat interval (at most every 25 s); a connection that sends
+   * nothing, not even the pong, within PONG_MS died without a close: drop it and resume. */
+  schedulePing() {
+    clearTimeout(this.timers.ping);
+    this.timers.ping = setTimeout(() => {
+      if (!this.ready) return;
+      const sentAt = Date.now();
+      this.raw({ op: 'ping' });
+      if (!this.timers.pong) {
+        this.timers.pong = setTimeout(() => {
+          this.timers.pong = 0;
+          if (this.lastRecv < sentAt) this.onClose(GAVE_UP);
+        }, PONG_MS);
+      }
+      this.schedulePing();
+    }, Math.min(this.heartbeatMs, 25000));
   }
 
   emit(type, detail) {

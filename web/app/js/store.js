@@ -5,24 +5,31 @@
 // Each room's `msgs` holds a contiguous run of its timeline, newest included: the newest page
 // fetched when the room is first opened, older pages prepended as the user scrolls back, and
 // every live event after that (the socket resumes with `since`, so none are missed). A `gap`
-// breaks the run; the room is then reloaded from its newest page.
+// breaks the run; the room is then reloaded from its newest page. So does a room the server will
+// not replay from where we are (see Socket `stale`). A room that is not on screen is trimmed
+// back to its newest page, so a long-lived tab does not keep everything it ever showed.
 //
 // Events (CustomEvent.detail):
 //   rooms      {}                       rooms added or removed (or renamed)
 //   room       {room}                   one room's unread count, read marker or name changed
-//   timeline   {room, type, msgs?, replaced?}  type: loaded | reset | older | insert | update
+//   timeline   {room, type, msgs?, replaced?}  type: loaded | reset | older | insert | update;
+//                                       replaced: client_msg_ids of pending sends now confirmed
 //   pending    {room, item, type}       an optimistic send: add | update | remove
 //   typing     {room}                   who is typing changed
 //   members    {room}                   the member list changed
 //   user       {id}                     a username became known
 //   connection {state}                  the socket's state
-//   removed    {room}                   the user left or was removed from a room
+//   removed    {room, title, why}       a room went: why is 'left' (by the user, here or on
+//                                       another device), 'removed' (by someone else) or 'gone'
+//                                       (found missing at `ready`: either)
 //   ready      {}                       (re)connected and resynchronised
 
 const PAGE_FIRST = 50;
 const PAGE_OLDER = 100;
 const TYPING_SHOWN_MS = 6000;
 const TYPING_SEND_EVERY_MS = 3000;
+const REFRESH_COUNT_MS = 300;
+const READ_EVERY_MS = 1000;
 
 /** A v4 UUID, also where crypto.randomUUID is missing (pages not served over https). */
 function uuid() {
@@ -60,6 +67,8 @@ function newRoomState(wire) {
     typingSentAt: 0,
     members: null,
     membersLoading: null,
+    countTimer: 0,
+    readTimer: 0,
   };
 }
 
@@ -73,8 +82,12 @@ export class Store extends EventTarget {
     this.users = new Map([[me.id, me.username]]);
     this.userFetches = new Map();
     this.pendingRoom = new Map();
+    /** The room on screen (never trimmed). */
+    this.focused = null;
     this.connection = socket.state;
-    socket.addEventListener('frame', (e) => this.onFrame(e.detail.frame));
+    // If a hello must be cut down, the rooms whose timelines we hold keep their place.
+    socket.keepSince = (id) => !!this.rooms.get(id)?.loaded;
+    socket.addEventListener('frame', (e) => this.onFrame(e.detail.frame, e.detail.stale));
     socket.addEventListener('failed', (e) => this.onSendFailed(e.detail));
     socket.addEventListener('state', (e) => {
       this.connection = e.detail.state;
@@ -137,8 +150,11 @@ export class Store extends EventTarget {
 
   // ---- rooms -------------------------------------------------------------------------------
 
-  /** Adds or refreshes a room from a wire `room` object; returns its state. */
-  upsertRoom(wire, { fromServerCount = true } = {}) {
+  /**
+   * Adds or refreshes a room from a wire `room` object; returns its state. `quiet` leaves the
+   * `rooms`/`room` event to the caller.
+   */
+  upsertRoom(wire, { fromServerCount = true, quiet = false } = {}) {
     let r = this.rooms.get(wire.id);
     const isNew = !r;
     if (isNew) {
@@ -148,40 +164,53 @@ export class Store extends EventTarget {
       r.name = wire.name;
       r.kind = wire.kind;
       if (wire.role) r.role = wire.role;
-      if (fromServerCount && wire.unread !== undefined) {
+      // A count from before our own latest `read` (an answer that crossed it) would bring back
+      // messages already read.
+      if (fromServerCount && wire.unread !== undefined && (wire.read_seq ?? 0) >= r.readSeq) {
         r.unread = wire.unread;
         r.readSeq = wire.read_seq ?? r.readSeq;
         r.countedThrough = Math.max(r.countedThrough, wire.last_seq);
       }
-      r.lastSeq = Math.max(r.lastSeq, wire.last_seq);
+      // `lastSeq` is left alone: it is the newest event we have, and the read marker must not
+      // move past events still on their way (the replay after `ready`).
     }
     if (r.kind === 'dm' && !r.name) this.loadMembers(r);
+    if (quiet) return r;
     if (isNew) this.emit('rooms');
     else this.emit('room', { room: r.id });
     return r;
   }
 
-  /** Forgets a room; `why` is 'left' (the user's choice) or 'removed' (someone else's). */
-  dropRoom(id, why = 'removed') {
+  /** Forgets a room; `why` as in the `removed` event. */
+  dropRoom(id, why, { quiet = false } = {}) {
     const r = this.rooms.get(id);
     if (!r) return;
     for (const t of r.typing.values()) clearTimeout(t);
+    clearTimeout(r.countTimer);
+    clearTimeout(r.readTimer);
     for (const cmid of r.pending.keys()) this.pendingRoom.delete(cmid);
     this.rooms.delete(id);
     this.socket.untrack(id);
-    this.emit('rooms');
+    if (!quiet) this.emit('rooms');
     this.emit('removed', { room: id, title: this.title(r), why });
   }
 
+  /** A room we joined (or made) over REST. */
+  adopt(wire) {
+    // Resume it from here even if the socket is down now: what happens between this answer
+    // and the next `ready` is replayed then.
+    this.socket.follow(wire.id, wire.last_seq);
+    return this.upsertRoom(wire, { fromServerCount: false });
+  }
+
   async createRoom(name, kind) {
-    return this.upsertRoom(await this.api.createRoom(name, kind, []), { fromServerCount: false });
+    return this.adopt(await this.api.createRoom(name, kind, []));
   }
 
   /** Opens (creating if needed) the dm with `user`. */
   async directMessage(user) {
     this.learnUser(user);
-    const wire = await this.api.createRoom('', 'dm', [user.id]);
-    const r = this.upsertRoom(wire, { fromServerCount: false });
+    const r = this.adopt(await this.api.createRoom('', 'dm', [user.id]));
     if (!r.members) {
       r.members = new Map([
         [this.me.id, 'member'],
@@ -193,7 +222,7 @@ export class Store extends EventTarget {
   }
 
   async joinRoom(id) {
-    return this.upsertRoom(await this.api.joinRoom(id), { fromServerCount: false });
+    return this.adopt(await this.api.joinRoom(id));
   }
 
   async leaveRoom(id) {
@@ -235,6 +264,7 @@ export class Store extends EventTarget {
       .history(r.id, { limit: PAGE_FIRST })
       .then((page) => {
         if (gen !== r.gen) return;
+        // Pending sends it confirms just vanish: `loaded` renders the room afresh.
         this.insert(r, page);
         r.hasMore = page.length === PAGE_FIRST;
         r.loaded = true;
@@ -260,8 +290,8 @@ export class Store extends EventTarget {
       .then((page) => {
         if (gen !== r.gen) return [];
         r.hasMore = page.length === PAGE_OLDER;
-        const added = this.insert(r, page);
-        this.emit('timeline', { room: r.id, type: 'older', msgs: added });
+        const { added, replaced } = this.insert(r, page);
+        this.emit('timeline', { room: r.id, type: 'older', msgs: added, replaced });
         return added;
       })
       .finally(() => {
@@ -276,10 +306,17 @@ export class Store extends EventTarget {
     return [...r.msgs.values()].sort((a, b) => a.seq - b.seq);
   }
 
-  /** Puts messages into the room (deduplicated by seq); returns those that were new. */
+  /**
+   * Puts messages into the room (deduplicated by seq). Our own among them confirm their pending
+   * copies, whatever brought them (ack, live event or a REST page: the ack may have been lost
+   * with the connection). Returns {added, replaced}: the new messages, the confirmed copies.
+   */
   insert(r, list) {
     const added = [];
+    const replaced = [];
     for (const wire of list) {
+      const cmid = this.settlePending(r, wire);
+      if (cmid) replaced.push(cmid);
       if (r.msgs.has(wire.seq)) continue;
       const m = { ...wire };
       const late = r.late.get(m.id);
@@ -294,7 +331,31 @@ export class Store extends EventTarget {
       r.seqById.set(m.id, m.seq);
       added.push(m);
     }
-    return added;
+    return { added, replaced };
+  }
+
+  /** Keeps only the newest page of a room that is not on screen (opened or not: live events
+   * are kept either way). */
+  trim(r) {
+    // A first page on its way might not reach what is left.
+    if (r.loading || r.msgs.size <= PAGE_FIRST) return;
+    const seqs = [...r.msgs.keys()].sort((a, b) => a - b);
+    for (const seq of seqs.slice(0, -PAGE_FIRST)) {
+      r.seqById.delete(r.msgs.get(seq).id);
+      r.msgs.delete(seq);
+    }
+    if (!r.loaded) return;
+    r.hasMore = true;
+    // An older page on its way would land below what is left, leaving a hole.
+    r.gen += 1;
+    r.older = null;
+  }
+
+  /** The room now on screen; the one before it is trimmed. */
+  focus(r) {
+    const prev = this.focused;
+    this.focused = r;
+    if (prev && prev !== r) this.trim(prev);
   }
 
   onLiveMessage(r, m) {
@@ -304,9 +365,9 @@ export class Store extends EventTarget {
       r.countedThrough = m.seq;
     }
     this.stopTyping(r, m.author);
-    const replaced = this.settlePending(r, m);
-    const added = this.insert(r, [m]);
-    if (added.length || replaced) this.emit('timeline', { room: r.id, type: 'insert', msgs: added, replaced });
+    const { added, replaced } = this.insert(r, [m]);
+    if (added.length || replaced.length) this.emit('timeline', { room: r.id, type: 'insert', msgs: added, replaced });
+    if (r !== this.focused && r.msgs.size > 2 * PAGE_FIRST) this.trim(r);
     this.emit('room', { room: r.id });
   }
 
@@ -315,6 +376,8 @@ export class Store extends EventTarget {
     if (m.author !== this.me.id || !r.pending.has(m.client_msg_id)) return null;
     r.pending.delete(m.client_msg_id);
     this.pendingRoom.delete(m.client_msg_id);
+    // Stored already: a resend would only be answered with this same message.
+    this.socket.forget(m.client_msg_id);
     return m.client_msg_id;
   }
 
@@ -337,14 +400,18 @@ export class Store extends EventTarget {
     r.lastSeq = Math.max(r.lastSeq, ev.seq);
     const seq = r.seqById.get(ev.id);
     const m = seq === undefined ? null : r.msgs.get(seq);
+    // A delete up to countedThrough is in the server's count already.
+    const uncounted = ev.seq > r.countedThrough;
     if (!m) {
       r.late.set(ev.id, { deleted: true });
+      // It may have been one of the unread ones: only the server knows.
+      if (uncounted && r.unread > 0) this.refreshCount(r);
       return;
     }
     if (m.deleted) return;
     m.deleted = true;
     m.body = '';
-    if (m.author !== this.me.id && m.seq > r.readSeq && m.seq <= r.countedThrough && r.unread > 0) {
+    if (uncounted && m.author !== this.me.id && m.seq > r.readSeq && m.seq <= r.countedThrough && r.unread > 0) {
       r.unread -= 1;
       this.emit('room', { room: r.id });
     }
@@ -401,7 +468,7 @@ export class Store extends EventTarget {
     if (!item) return;
     r.pending.delete(cmid);
     this.pendingRoom.delete(cmid);
-    this.socket.outbox.delete(cmid);
+    this.socket.forget(cmid);
     this.emit('pending', { room: r.id, item, type: 'remove' });
   }
 
@@ -418,9 +485,8 @@ export class Store extends EventTarget {
       ts: ack.ts,
       client_msg_id: ack.client_msg_id,
     };
-    const replaced = this.settlePending(r, m);
-    const added = this.insert(r, [m]);
-    if (added.length || replaced) this.emit('timeline', { room: r.id, type: 'insert', msgs: added, replaced });
+    const { added, replaced } = this.insert(r, [m]);
+    if (added.length || replaced.length) this.emit('timeline', { room: r.id, type: 'insert', msgs: added, replaced });
   }
 
   onSendFailed({ client_msg_id: cmid, code, message }) {
@@ -460,11 +526,25 @@ export class Store extends EventTarget {
   markRead(r) {
     const seq = r.lastSeq;
     if (seq <= r.readSeq && r.unread === 0) return;
-    if (seq > r.readSeq && !this.socket.sendEphemeral({ op: 'read', room: r.id, seq })) return;
     r.readSeq = Math.max(r.readSeq, seq);
     r.countedThrough = Math.max(r.countedThrough, seq);
     r.unread = 0;
     this.emit('room', { room: r.id });
+    this.sendRead(r);
+  }
+
+  /**
+   * Tells the server our read marker, at most every READ_EVERY_MS per room: every message shown
+   * moves it, and a busy room (or an outbox draining) must not use up the connection's frame
+   * budget. One that can't go now goes at the next `ready` (see onReady).
+   */
+  sendRead(r) {
+    if (r.readTimer || !this.socket.sendEphemeral({ op: 'read', room: r.id, seq: r.readSeq })) return;
+    const sent = r.readSeq;
+    r.readTimer = setTimeout(() => {
+      r.readTimer = 0;
+      if (r.readSeq > sent) this.sendRead(r);
+    }, READ_EVERY_MS);
   }
 
   onOwnRead(r, seq) {
@@ -476,27 +556,49 @@ export class Store extends EventTarget {
       return;
     }
     // Read up to somewhere in the middle on another device: ask the server for the count.
-    this.api
-      .room(r.id)
-      .then((wire) => this.upsertRoom(wire))
-      .catch(() => {});
+    this.refreshCount(r);
+  }
+
+  /** Asks the server for a room's unread count, once for a burst of calls. */
+  refreshCount(r) {
+    clearTimeout(r.countTimer);
+    r.countTimer = setTimeout(() => {
+      this.api
+        .room(r.id)
+        .then((wire) => this.rooms.get(r.id) === r && this.upsertRoom(wire))
+        .catch(() => {});
+    }, REFRESH_COUNT_MS);
   }
 
   // ---- frames --------------------------------------------------------------------------------
 
-  onFrame(f) {
+  onReady(f, stale) {
+    this.me = f.user;
+    this.learnUser(f.user);
+    const ids = new Set(f.rooms.map((w) => w.id));
+    // Removed, or left on another device: the list can't tell which.
+    for (const id of [...this.rooms.keys()]) if (!ids.has(id)) this.dropRoom(id, 'gone', { quiet: true });
+    for (const w of f.rooms) {
+      const r = this.upsertRoom(w, { quiet: true });
+      if (stale && stale.has(r.id)) {
+        // Not replayed from what we hold: start again from where the room is now.
+        Object.assign(r, { lastSeq: w.last_seq, countedThrough: w.last_seq, readSeq: w.read_seq ?? 0, unread: w.unread ?? 0 });
+        this.onGap(r);
+      } else if ((w.read_seq ?? 0) < r.readSeq) {
+        // Read while offline, or our last `read` was lost with the connection.
+        this.socket.sendEphemeral({ op: 'read', room: r.id, seq: r.readSeq });
+      }
+    }
+    this.emit('rooms');
+    this.emit('ready');
+  }
+
+  onFrame(f, stale) {
     const r = f.room && typeof f.room === 'string' ? this.rooms.get(f.room) : null;
     switch (f.op) {
-      case 'ready': {
-        this.me = f.user;
-        this.learnUser(f.user);
-        const ids = new Set(f.rooms.map((w) => w.id));
-        for (const id of [...this.rooms.keys()]) if (!ids.has(id)) this.dropRoom(id, 'removed');
-        for (const w of f.rooms) this.upsertRoom(w);
-        this.emit('rooms');
-        this.emit('ready');
+      case 'ready':
+        this.onReady(f, stale);
         break;
-      }
       case 'message':
         if (r) this.onLiveMessage(r, f);
         break;
@@ -545,6 +647,8 @@ function sendErrorText(code, message) {
   switch (code) {
     case 'body_too_long':
       return 'Too long to send.';
+    case 'too_large':
+      return 'Too large to send. Shorten it.';
     case 'empty_body':
       return 'Empty messages are not sent.';
     case 'not_member':

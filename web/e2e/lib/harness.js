@@ -1,7 +1,8 @@
 // Shared test plumbing: starts the real switchboard binary on a free port with a fresh data
 // directory, launches the system Chromium through playwright-core, records console errors and
 // page errors (every test fails on them), and offers REST helpers and condition polling so the
-// tests wait on state, never on fixed sleeps.
+// tests wait on state, never on fixed sleeps. `routeSocket` puts the test between a page and the
+// server's WebSocket, to hold, drop or refuse traffic on cue.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -50,12 +51,23 @@ export async function until(fn, { timeout = 15000, interval = 50, what = 'condit
   }
 }
 
+// Servers still running when the test process ends (a failed test, a timeout) go with it.
+const running = new Set();
+process.on('exit', () => {
+  for (const proc of running) proc.kill('SIGKILL');
+});
+
 /** A running switchboard: `url`, `port`, `dataDir`, `kill(signal)`, `start()` (same port/dir). */
 export class Server {
   /** Starts a server on a free port with a fresh data directory; `args` are extra flags. */
   static async start(args = []) {
     const s = new Server(await freePort(), mkdtempSync(join(tmpdir(), 'sb-web-')), args);
-    await s.start();
+    try {
+      await s.start();
+    } catch (e) {
+      await s.stop();
+      throw e;
+    }
     return s;
   }
 
@@ -76,31 +88,44 @@ export class Server {
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
     });
     this.proc = proc;
+    running.add(proc);
     const keep = (d) => (this.log = (this.log + d).slice(-20000));
     proc.stdout.on('data', keep);
     proc.stderr.on('data', keep);
     proc.exited = new Promise((r) => proc.on('exit', r));
     proc.on('exit', (code, signal) => {
+      running.delete(proc);
       if (!this.stopping) process.stderr.write(`switchboard on ${this.port} exited unexpectedly: code ${code} signal ${signal}\n${this.log}\n`);
     });
-    await until(
-      async () => {
-        if (proc.exitCode !== null) throw new Error(`switchboard exited (${proc.exitCode}): ${this.log}`);
-        const res = await fetch(`${this.url}/readyz`);
-        return res.ok;
-      },
-      { timeout: 20000, what: 'server ready' },
-    );
+    try {
+      await until(async () => proc.exitCode !== null || (await fetch(`${this.url}/readyz`)).ok, { timeout: 20000, what: 'server ready' });
+      if (proc.exitCode !== null) throw new Error(`switchboard exited (${proc.exitCode}): ${this.log}`);
+    } catch (e) {
+      await this.kill();
+      throw e;
+    }
   }
 
-  /** Kills the process (SIGKILL by default) and waits for it to be gone. */
-  async kill(signal = 'SIGKILL') {
+  /**
+   * Stops the process with `signal` (SIGKILL by default) and waits for it to be gone; one that
+   * is still there after `graceMs` (a drain that does not end) gets SIGKILL.
+   */
+  async kill(signal = 'SIGKILL', graceMs = 15000) {
     this.stopping = true;
-    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode) return;
-    this.proc.kill(signal);
-    await this.proc.exited;
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode) return;
+    proc.kill(signal);
+    let timer;
+    const late = new Promise((r) => (timer = setTimeout(r, graceMs)));
+    if ((await Promise.race([proc.exited.then(() => 'gone'), late])) !== 'gone') {
+      process.stderr.write(`switchboard on ${this.port} ignored ${signal} for ${graceMs} ms: SIGKILL\n`);
+      proc.kill('SIGKILL');
+      await proc.exited;
+    }
+    clearTimeout(timer);
   }
 
+  /** Stops the server and deletes its data directory. */
   async stop() {
     await this.kill('SIGTERM');
     rmSync(this.dataDir, { recursive: true, force: true });
@@ -142,7 +167,9 @@ export function launchBrowser() {
 /**
  * A page in a new browser context, with its console errors, warnings and page errors
  * collected in `page.problems`. `allow` is a list of regexps for messages that are expected
- * (say, connection-refused errors the browser logs itself while the server is down).
+ * (say, connection-refused errors the browser logs itself while the server is down); each is
+ * matched against the message followed by ` (<url>)` where the browser names one, so an
+ * allowance can be pinned to one request.
  */
 export async function openPage(browser, { viewport = { width: 1280, height: 800 }, colorScheme = 'light', allow = [] } = {}) {
   const context = await browser.newContext({ viewport, colorScheme, deviceScaleFactor: 1 });
@@ -153,10 +180,10 @@ export async function openPage(browser, { viewport = { width: 1280, height: 800 
   page.on('console', (msg) => {
     const type = msg.type();
     if (type !== 'error' && type !== 'warning') return;
-    const text = msg.text();
-    if (page.allow.some((re) => re.test(text))) return;
     const where = msg.location() && msg.location().url ? ` (${msg.location().url})` : '';
-    page.problems.push(`console ${type}: ${text}${where}`);
+    const text = msg.text() + where;
+    if (page.allow.some((re) => re.test(text))) return;
+    page.problems.push(`console ${type}: ${text}`);
   });
   page.on('pageerror', (err) => page.problems.push(`page error: ${err.message}`));
   page.on('dialog', async (d) => {
@@ -170,30 +197,30 @@ const pagesOfTest = new Set();
 
 /**
  * A node:test test whose pages (opened with openPage) are checked when it ends: it fails on
- * any console error or warning or page error, and a failure lists what the pages reported.
- * The pages' contexts are closed afterwards.
+ * any console error or warning or page error, and a failure lists what the pages reported
+ * besides its own error. The pages' contexts are closed afterwards.
  */
 export function pageTest(name, fn) {
   return test(name, async (t) => {
     pagesOfTest.clear();
+    let failure = null;
     try {
       await fn(t);
     } catch (e) {
-      const problems = [...pagesOfTest].flatMap((p) => p.problems);
-      if (problems.length) e.message += `\npage problems:\n${problems.join('\n')}`;
-      throw e;
-    } finally {
-      const pages = [...pagesOfTest];
-      pagesOfTest.clear();
-      for (const p of pages) await p.context().close().catch(() => {});
-      for (const p of pages) assertClean(p);
+      failure = e;
     }
+    const pages = [...pagesOfTest];
+    pagesOfTest.clear();
+    for (const p of pages) await p.context().close().catch(() => {});
+    const problems = pages.flatMap((p) => p.problems);
+    // The test's own failure is what fails it; what the pages reported goes with it (as a
+    // diagnostic: the runner prints an error's stack, fixed when it was made).
+    if (failure) {
+      if (problems.length) t.diagnostic(`page problems:\n${problems.join('\n')}`);
+      throw failure;
+    }
+    if (problems.length) throw new Error(`page problems:\n${problems.join('\n')}`);
   });
-}
-
-/** Fails if the page logged any console error or warning or threw. */
-export function assertClean(page) {
-  if (page.problems.length) throw new Error(`page problems:\n${page.problems.join('\n')}`);
 }
 
 /** Registers `username` through the sign-up form; resolves once the chat shows. */
@@ -243,4 +270,89 @@ export async function send(page, text) {
 export function artifactsDir() {
   mkdirSync(ARTIFACTS, { recursive: true });
   return ARTIFACTS;
+}
+
+/**
+ * Routes the page's WebSockets through the test. Returns a controller:
+ * - `mode`: what a new connection gets: 'pass' (the server), 'refuse' (closed at once with
+ *   1011), 'hang' (opened, never answered);
+ * - `filter(frame)`: sees each server frame; return 'drop' to drop it or 'hold' to keep it
+ *   until `release()`;
+ * - `maxFrame`: a page frame over this many bytes closes the connection with 1009, as a server
+ *   with that max_frame_bytes does, but every time (the real server's 1009 sometimes reaches
+ *   the page as a 1006: its close frame is lost to a TCP reset);
+ * - `sent`, `received`: the frames so far (parsed); `closes`: the server's close codes;
+ *   `connections`: how many the page opened;
+ * - `close(code)`: closes the current connection as if the server had, with `code`.
+ */
+export async function routeSocket(page) {
+  const validCode = (c) => c === 1000 || c === 1001 || c === 1008 || c === 1009 || c === 1011 || (c >= 3000 && c < 5000);
+  const ctl = {
+    mode: 'pass',
+    filter: () => null,
+    maxFrame: Infinity,
+    sent: [],
+    received: [],
+    closes: [],
+    connections: 0,
+    held: [],
+    current: null,
+    release() {
+      for (const { ws, m } of ctl.held.splice(0)) ws.send(m);
+    },
+    async close(code = 1011) {
+      const c = ctl.current;
+      if (!c) return;
+      ctl.current = null;
+      c.closing = true;
+      await c.ws.close({ code, reason: 'closed by the test' }).catch(() => {});
+      await c.server.close({ code: 1000 }).catch(() => {});
+    },
+  };
+  await page.routeWebSocket(/\/v1\/ws$/, (ws) => {
+    ctl.connections += 1;
+    if (ctl.mode === 'refuse') {
+      ws.close({ code: 1011, reason: 'refused by the test' }).catch(() => {});
+      return;
+    }
+    if (ctl.mode === 'hang') {
+      ws.onMessage(() => {});
+      return;
+    }
+    const server = ws.connectToServer();
+    const conn = { ws, server };
+    ctl.current = conn;
+    ws.onMessage((m) => {
+      if (conn.closing) return;
+      if (Buffer.byteLength(m) > ctl.maxFrame) {
+        ctl.closes.push(1009);
+        conn.closing = true;
+        if (ctl.current === conn) ctl.current = null;
+        ws.close({ code: 1009, reason: 'frame too large' }).catch(() => {});
+        server.close({ code: 1000 }).catch(() => {});
+        return;
+      }
+      ctl.sent.push(JSON.parse(m));
+      server.send(m);
+    });
+    server.onMessage((m) => {
+      const frame = JSON.parse(m);
+      ctl.received.push(frame);
+      const verdict = ctl.filter(frame);
+      if (verdict === 'hold') ctl.held.push({ ws, m });
+      else if (verdict !== 'drop') ws.send(m);
+    });
+    server.onClose((code, reason) => {
+      if (conn.closing) return;
+      ctl.closes.push(code);
+      if (ctl.current === conn) ctl.current = null;
+      ws.close(validCode(code) ? { code, reason } : {}).catch(() => {});
+    });
+    ws.onClose((code, reason) => {
+      if (conn.closing) return;
+      if (ctl.current === conn) ctl.current = null;
+      server.close(validCode(code) ? { code, reason } : {}).catch(() => {});
+    });
+  });
+  return ctl;
 }

@@ -3,7 +3,7 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { pageTest, Server, launchBrowser, openPage, signUpViaUI, openRoom, send, messageBodies, until, PASSWORD } from '../lib/harness.js';
+import { pageTest, Server, launchBrowser, openPage, signUpViaUI, logInViaUI, openRoom, send, messageBodies, until, PASSWORD } from '../lib/harness.js';
 
 let server;
 let browser;
@@ -19,7 +19,8 @@ after(async () => {
 });
 
 pageTest('two users create a room, invite, and chat in order', async () => {
-  const alice = await openPage(browser);
+  // The browser logs the 404 of looking up a user who does not exist, which alice does once.
+  const alice = await openPage(browser, { allow: [/^Failed to load resource: .* 404 \(Not Found\) \(http:\/\/[^/]+\/v1\/users\/lookup\?username=nobody\)$/] });
   const bob = await openPage(browser);
   await signUpViaUI(alice, server, 'alice');
   await signUpViaUI(bob, server, 'bob');
@@ -31,6 +32,11 @@ pageTest('two users create a room, invite, and chat in order', async () => {
   await alice.getByRole('button', { name: 'Create room' }).click();
   await alice.locator('#room-title', { hasText: 'project-x' }).waitFor();
   await alice.getByRole('button', { name: 'Invite' }).click();
+  // Someone who does not exist first: the dialog says so and stays open.
+  await alice.getByRole('dialog').getByLabel('Username').fill('nobody');
+  await alice.getByRole('dialog').getByRole('button', { name: 'Invite' }).click();
+  await alice.getByRole('dialog').locator('.form-error', { hasText: 'There is no user called' }).waitFor();
+  assert.equal(await alice.getByRole('dialog').locator('.form-error').textContent(), 'There is no user called “\u2068nobody\u2069”.');
   await alice.getByRole('dialog').getByLabel('Username').fill('bob');
   await alice.getByRole('dialog').getByRole('button', { name: 'Invite' }).click();
   await alice.locator('#toast', { hasText: 'bob was added' }).waitFor();
@@ -84,7 +90,6 @@ pageTest('two users create a room, invite, and chat in order', async () => {
   await alice.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
   await bob.locator('#messages > li.msg.deleted', { hasText: 'Message deleted' }).waitFor();
   assert.equal(await bob.locator('#messages > li.msg').count(), 5);
-
 });
 
 pageTest('unread counts rise for another room and drop when it is read', async () => {
@@ -135,4 +140,16 @@ pageTest('wrong password is refused with a message; log out returns to the sign-
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.locator('#auth').waitFor({ state: 'visible' });
   assert.equal(await page.evaluate(() => localStorage.getItem('switchboard.token')), null);
+});
+
+pageTest('a malformed room link closes the room instead of throwing', async () => {
+  const gus = await server.register('gus');
+  await server.api('POST', '/v1/rooms', { token: gus.token, body: { name: 'plaza', kind: 'public', members: [] } });
+  const page = await openPage(browser);
+  await logInViaUI(page, server, 'gus');
+  await openRoom(page, 'plaza');
+  // A broken percent-escape: decoding it throws.
+  await page.evaluate(() => (location.hash = '#/r/%E0%A4%A'));
+  await page.locator('#empty-pane').waitFor();
+  assert.equal(await page.locator('#room-pane').isVisible(), false);
 });

@@ -54,6 +54,8 @@ pageTest('resumes after a SIGKILL and restart with nothing missing or doubled', 
   await openRoom(page, 'ops');
   await until(async () => (await messageBodies(page)).length === 2, { what: 'first messages' });
   await send(page, 'alice online');
+  // Stored before bob's next one, so the order below is the one expected.
+  await until(async () => (await page.locator('#pending > li').count()) === 0, { what: 'first send acked' });
   await bobSays('live 1');
   await until(async () => (await messageBodies(page)).join('|') === 'before 1|before 2|alice online|live 1', { what: 'live messages' });
 
@@ -128,9 +130,13 @@ pageTest('a resume past the replay limit pages the gap over REST', async () => {
   await server.kill('SIGKILL');
   await page.locator('#conn-banner', { hasText: 'Reconnecting' }).waitFor();
   const side = new Server(await freePort(), server.dataDir, server.args);
-  await side.start();
-  for (let i = 6; i <= 155; i += 1) await post(side, i);
-  await side.kill('SIGTERM');
+  try {
+    await side.start();
+    for (let i = 6; i <= 155; i += 1) await post(side, i);
+  } finally {
+    // Not stop(): the data directory is the main server's.
+    await side.kill('SIGTERM');
+  }
   await server.start();
   await waitOnline(page, 30000);
 
@@ -139,9 +145,12 @@ pageTest('a resume past the replay limit pages the gap over REST', async () => {
   assert.equal(gaps.length, 1, 'the server sent a gap');
   for (let i = 0; i < 20; i += 1) {
     if ((await page.$eval('#history-status', (el) => el.dataset.state)) === 'start') break;
+    const shown = (await messageBodies(page)).length;
     await page.$eval('#timeline', (el) => (el.scrollTop = 0));
-    await until(async () => (await page.$eval('#history-status', (el) => el.dataset.state)) !== 'loading', { what: 'page' });
-    await until(() => page.evaluate(() => document.querySelector('#timeline').scrollTop > 0 || document.querySelector('#history-status').dataset.state === 'start'), { what: 'older page in' });
+    await until(
+      () => page.evaluate((n) => document.querySelectorAll('#messages > li').length > n || document.querySelector('#history-status').dataset.state === 'start', shown),
+      { what: 'an older page' },
+    );
   }
   const expected = Array.from({ length: 155 }, (_, i) => `busy ${i + 1}`);
   assert.deepEqual(await messageBodies(page), expected);

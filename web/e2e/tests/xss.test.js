@@ -1,6 +1,10 @@
 // Hostile message text is shown as text and runs nothing: markup, script tags, javascript:
 // "links" (bare and markdown-style), an RTL override and zalgo text. Checked both for messages
-// arriving live and for messages loaded from history after a reload.
+// arriving live and for messages loaded from history after a reload. A hostile room name, too:
+// in the room list, the header, the composer's placeholder, dialog titles and toasts, where it
+// must also not reorder the words around it. (What really protects the page is that it builds
+// nothing from HTML strings and the CSP; every test here also fails on any console error,
+// which is where a CSP violation would show.)
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,14 +29,15 @@ const PAYLOADS = [
 
 let server;
 let browser;
-let room;
+let mallory;
+let alice;
 
 before(async () => {
   server = await Server.start();
   browser = await launchBrowser();
-  const mallory = await server.register('mallory');
-  const alice = await server.register('alice');
-  room = await server.api('POST', '/v1/rooms', { token: mallory.token, body: { name: 'lobby', kind: 'public', members: [alice.user.id] } });
+  mallory = await server.register('mallory');
+  alice = await server.register('alice');
+  await server.api('POST', '/v1/rooms', { token: mallory.token, body: { name: 'lobby', kind: 'public', members: [alice.user.id] } });
 });
 
 after(async () => {
@@ -119,5 +124,68 @@ pageTest('hostile messages are shown as text and run nothing', async () => {
   await box.press('Enter');
   await other.locator('#messages > li.msg', { hasText: '<img src=x onerror=alert(2)>edited' }).waitFor();
   assert.equal(await other.locator('#messages img').count(), 0);
-  assert.equal(room.kind, 'public');
+});
+
+// Markup, and a right-to-left override that is never closed.
+const NAME = '<img src=x onerror="window.__pwned=1">\u202Eevil';
+
+/** Whether the last visible character of `selector`'s text is drawn rightmost on its line. */
+function endsOnTheRight(page, selector) {
+  return page.$eval(selector, (el) => {
+    const boxes = [];
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (let i = 0; i < node.length; i += 1) {
+        const range = document.createRange();
+        range.setStart(node, i);
+        range.setEnd(node, i + 1);
+        const box = range.getBoundingClientRect();
+        if (box.width > 0) boxes.push(box);
+      }
+    }
+    const last = boxes.at(-1);
+    return boxes.filter((b) => Math.abs(b.top - last.top) < 2).every((b) => b.right <= last.right + 0.5);
+  });
+}
+
+pageTest('a hostile room name is text, and does not reorder the sentences around it', async () => {
+  const room = await server.api('POST', '/v1/rooms', { token: mallory.token, body: { name: NAME, kind: 'public', members: [alice.user.id] } });
+  await server.register('nina');
+  const page = await openPage(browser);
+  await logInViaUI(page, server, 'alice');
+  const link = page.locator(`.room-link[data-room="${room.id}"]`);
+  assert.equal(await link.locator('bdi.room-name').textContent(), NAME);
+  await link.click();
+  await page.locator('#history-status[data-state="start"]').waitFor();
+  assert.equal(await page.locator('#room-title').textContent(), NAME);
+  const inSentence = (before, after) => `${before}\u2068${NAME}\u2069${after}`;
+  assert.equal(await page.locator('#composer-input').getAttribute('placeholder'), inSentence('Message #', ''));
+  assert.equal(await page.locator('#history-status').textContent(), inSentence('This is the beginning of ', '.'));
+  assert.ok(await endsOnTheRight(page, '#history-status'), 'status line ends on the right');
+
+  // Dialog titles and toasts.
+  await page.getByRole('button', { name: 'Invite' }).click();
+  assert.equal(await page.locator('dialog h2').textContent(), inSentence('Invite someone to ', ''));
+  await page.getByRole('dialog').getByLabel('Username').fill('nina');
+  await page.getByRole('dialog').getByRole('button', { name: 'Invite' }).click();
+  await page.locator('#toast', { hasText: 'nina was added' }).waitFor();
+  assert.equal(await page.locator('#toast').textContent(), inSentence('nina was added to ', '.'));
+  assert.ok(await endsOnTheRight(page, '#toast'), 'invite toast ends on the right');
+  await page.getByRole('button', { name: 'Leave' }).click();
+  assert.equal(await page.locator('dialog h2').textContent(), inSentence('Leave ', '?'));
+  assert.ok(await endsOnTheRight(page, 'dialog h2'), 'leave dialog title ends on the right');
+  await page.keyboard.press('Escape');
+  await page.locator('dialog').waitFor({ state: 'detached' });
+  await server.api('DELETE', `/v1/rooms/${room.id}/members/${alice.user.id}`, { token: mallory.token });
+  await page.locator('#toast', { hasText: 'You were removed' }).waitFor();
+  assert.equal(await page.locator('#toast').textContent(), inSentence('You were removed from ', '.'));
+  assert.ok(await endsOnTheRight(page, '#toast'), 'removal toast ends on the right');
+
+  // Nothing was built from the name: the only images are the page's own logos.
+  const report = await page.evaluate(() => ({
+    images: [...document.querySelectorAll('img')].map((i) => i.getAttribute('src')),
+    pwned: window.__pwned === 1,
+  }));
+  assert.deepEqual([...new Set(report.images)], ['/favicon.svg']);
+  assert.equal(report.pwned, false);
 });

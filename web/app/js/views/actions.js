@@ -3,7 +3,7 @@
 
 import { h } from '../dom.js';
 import { icon } from '../icons.js';
-import { errorText } from '../format.js';
+import { errorText, isolate } from '../format.js';
 import { formDialog, textField, confirmDialog } from './dialogs.js';
 
 export function createActions({ store, api, navigate, notify }) {
@@ -14,7 +14,7 @@ export function createActions({ store, api, navigate, notify }) {
       return null;
     }
     const user = await api.findUser(wanted);
-    if (!user) fail(`There is no user called “${wanted}”.`);
+    if (!user) fail(`There is no user called “${isolate(wanted)}”.`);
     return user;
   }
 
@@ -76,7 +76,7 @@ export function createActions({ store, api, navigate, notify }) {
   function invite(r) {
     const user = textField('Username', { autofocus: true, placeholder: 'e.g. bob', autocapitalize: 'none' });
     return formDialog({
-      title: `Invite someone to ${store.title(r)}`,
+      title: `Invite someone to ${isolate(store.title(r))}`,
       fields: [user.wrap],
       submitLabel: 'Invite',
       onSubmit: async (_form, fail) => {
@@ -88,14 +88,14 @@ export function createActions({ store, api, navigate, notify }) {
           fail(errorText(err, 'user'));
           return false;
         }
-        notify(`${u.username} was added to ${store.title(r)}.`);
+        notify(`${u.username} was added to ${isolate(store.title(r))}.`);
         return true;
       },
     });
   }
 
   async function leave(r) {
-    const ok = await confirmDialog(`Leave ${store.title(r)}?`, 'Leave', true);
+    const ok = await confirmDialog(`Leave ${isolate(store.title(r))}?`, 'Leave', true);
     if (!ok) return;
     try {
       await store.leaveRoom(r.id);

@@ -1,7 +1,7 @@
 // The sign-in screen: one form, two submit buttons ("Log in" and "Create account"), so the
 // same fields serve both and Enter in the password field logs in.
 
-import { $ } from '../dom.js';
+import { $, h } from '../dom.js';
 import { errorText } from '../format.js';
 
 export function mountAuth({ api, onAuthed }) {
@@ -44,8 +44,16 @@ export function mountAuth({ api, onAuthed }) {
   });
 
   return {
-    show(message) {
+    /** Shows the form with `message`, and a "Try again" button calling `retry` if given. */
+    show(message, retry) {
       if (message) fail(message);
+      if (retry) {
+        const again = () => {
+          error.hidden = true;
+          retry();
+        };
+        error.append(' ', h('button', { type: 'button', class: 'link-button', on: { click: again } }, 'Try again'));
+      }
       username.focus();
     },
   };

@@ -5,6 +5,7 @@
 import { $ } from '../dom.js';
 import { icon } from '../icons.js';
 import { scalarLength } from '../text.js';
+import { isolate } from '../format.js';
 import { autosize } from './timeline.js';
 
 const MAX_BODY = 4000;
@@ -77,7 +78,7 @@ export class RoomView {
       this.meta.title = names.join(', ');
     }
     this.invite.hidden = r.kind === 'dm';
-    this.input.placeholder = r.kind === 'dm' ? `Message ${title}` : `Message #${title}`;
+    this.input.placeholder = r.kind === 'dm' ? `Message ${isolate(title)}` : `Message #${isolate(title)}`;
   }
 
   renderTyping() {

@@ -6,7 +6,7 @@
 
 import { h } from '../dom.js';
 import { renderBody, scalarLength } from '../text.js';
-import { shortTime, fullTime, hueClass, initial } from '../format.js';
+import { shortTime, fullTime, hueClass, initial, errorText, isolate } from '../format.js';
 
 const GROUP_MS = 5 * 60 * 1000;
 const NEAR_TOP_PX = 400;
@@ -24,7 +24,9 @@ export class TimelineView {
     this.nodes = new Map();
     this.seqs = [];
     this.pendingNodes = new Map();
-    this.fillingOlder = false;
+    /** Rooms whose older pages are being loaded (per room: another room's load must not hold
+     * up this one's). */
+    this.filling = new Set();
     this.loadError = false;
     this.olderError = false;
 
@@ -47,12 +49,18 @@ export class TimelineView {
     store.addEventListener('timeline', (e) => this.onTimeline(e.detail));
     store.addEventListener('pending', (e) => this.onPending(e.detail));
     store.addEventListener('user', (e) => this.onUser(e.detail.id));
+    // The unread count can rise with no message to show: its live event brought one the newest
+    // page had already.
+    store.addEventListener('room', (e) => {
+      if (this.room && e.detail.room === this.room.id) this.maybeMarkRead();
+    });
     store.addEventListener('ready', () => this.maybeMarkRead());
   }
 
   /** Shows room `r` (or nothing for null). */
   open(r) {
     this.room = r;
+    this.store.focus(r);
     this.clear();
     if (!r) return;
     if (r.loaded) this.renderAll();
@@ -61,6 +69,8 @@ export class TimelineView {
 
   clear() {
     this.activeItem = null;
+    this.loadError = false;
+    this.olderError = false;
     this.nodes.clear();
     this.seqs = [];
     this.pendingNodes.clear();
@@ -132,7 +142,7 @@ export class TimelineView {
       text = 'Loading earlier messages…';
       state = 'more';
     } else {
-      text = `This is the beginning of ${this.store.title(r)}.`;
+      text = `This is the beginning of ${isolate(this.store.title(r))}.`;
       state = 'start';
     }
     s.textContent = text;
@@ -253,6 +263,7 @@ export class TimelineView {
     if (!r || d.room !== r.id) return;
     switch (d.type) {
       case 'loaded':
+        this.loadError = false;
         this.renderAll();
         this.maybeMarkRead();
         break;
@@ -262,6 +273,7 @@ export class TimelineView {
         break;
       case 'older':
         this.prepend(d.msgs);
+        this.dropPending(d.replaced);
         break;
       case 'insert':
         if (r.loaded) this.insert(d.msgs, d.replaced);
@@ -304,13 +316,19 @@ export class TimelineView {
     for (const el of this.els.list.querySelectorAll(`.avatar${sel}`)) el.firstChild.textContent = initial(name);
   }
 
-  /** Inserts new messages at their seq positions; an own confirmed message replaces its copy. */
-  insert(msgs, replaced) {
-    const stick = this.atBottom() || !!replaced;
-    if (replaced) {
-      this.pendingNodes.get(replaced)?.remove();
-      this.pendingNodes.delete(replaced);
+  /** Removes the optimistic copies of sends that are confirmed now. */
+  dropPending(cmids) {
+    for (const cmid of cmids) {
+      this.pendingNodes.get(cmid)?.remove();
+      this.pendingNodes.delete(cmid);
     }
+    if (cmids.length) this.regroupPending();
+  }
+
+  /** Inserts new messages at their seq positions; own confirmed messages replace their copies. */
+  insert(msgs, replaced = []) {
+    const stick = this.atBottom() || replaced.length > 0;
+    this.dropPending(replaced);
     let fromOthers = false;
     for (const m of [...msgs].sort((a, b) => a.seq - b.seq)) {
       if (this.nodes.has(m.seq)) continue;
@@ -356,7 +374,7 @@ export class TimelineView {
     if (oldFirst) this.group(oldFirst, oldFirst.previousElementSibling);
     // Anything that was not older than what we had (rare) goes in at its place.
     const rest = msgs.filter((m) => !this.nodes.has(m.seq));
-    if (rest.length) this.insert(rest, null);
+    if (rest.length) this.insert(rest);
     this.updateStatus();
     sc.scrollTop = sc.scrollHeight - fromBottom;
   }
@@ -388,19 +406,23 @@ export class TimelineView {
   /** Loads older pages while the top of the list is near (or the list does not fill the view). */
   async fillScreen() {
     const r = this.room;
-    if (!r || !r.loaded || !r.hasMore || this.fillingOlder) return;
-    this.fillingOlder = true;
+    if (!r || !r.loaded || !r.hasMore || this.filling.has(r)) return;
+    this.filling.add(r);
     this.olderError = false;
+    const gen = r.gen;
     try {
       while (this.room === r && r.loaded && r.hasMore && this.els.scroller.scrollTop < NEAR_TOP_PX) {
         const added = await this.store.loadOlder(r);
         if (!added.length && r.hasMore) break;
       }
     } catch {
-      this.olderError = true;
+      if (this.room === r) this.olderError = true;
     } finally {
-      this.fillingOlder = false;
+      this.filling.delete(r);
       if (this.room === r) this.updateStatus();
+      // A trim or a gap cut this load short while the guard kept the room, shown afresh, from
+      // starting its own: go on with it.
+      if (r.gen !== gen) this.fillScreen();
     }
   }
 
@@ -485,6 +507,7 @@ export class TimelineView {
   /** Edits `m` in place; afterwards focus goes back to `returnTo` (the composer or the message). */
   startEdit(li, m, returnTo) {
     if (li.classList.contains('editing')) return;
+    const r = this.room;
     li.classList.add('editing');
     const body = li.querySelector('.msg-body');
     const input = h('textarea', { class: 'edit-input', rows: '1', 'aria-label': 'Edit message', dir: 'auto' });
@@ -493,7 +516,7 @@ export class TimelineView {
     const done = () => {
       const hadFocus = li.contains(document.activeElement);
       li.classList.remove('editing');
-      const cur = this.room && this.room.msgs.get(m.seq);
+      const cur = r.msgs.get(m.seq);
       if (cur) this.fillMessage(li, cur);
       if (hadFocus && returnTo && returnTo.isConnected) returnTo.focus({ preventScroll: true });
     };
@@ -512,11 +535,11 @@ export class TimelineView {
       }
       form.inert = true;
       try {
-        await this.store.editMessage(this.room, m, text);
+        await this.store.editMessage(r, m, text);
         done();
       } catch (err) {
         form.inert = false;
-        error.textContent = err.message || 'Could not save.';
+        error.textContent = errorText(err);
         error.hidden = false;
       }
     };
@@ -561,12 +584,13 @@ export class TimelineView {
   }
 
   async confirmDelete(m) {
-    const ok = await this.actions.confirm('Delete this message?', 'Delete');
-    if (!ok || !this.room) return;
+    // The message's room, whichever is open once the user has answered.
+    const r = this.room;
+    if (!(await this.actions.confirm('Delete this message?', 'Delete'))) return;
     try {
-      await this.store.deleteMessage(this.room, m);
+      await this.store.deleteMessage(r, m);
     } catch (err) {
-      this.actions.notify(err.message || 'Could not delete the message.');
+      this.actions.notify(errorText(err));
     }
   }
 }
