@@ -97,7 +97,8 @@ impl Server {
         Ok(Server { addr, state, http, relay })
     }
 
-    /// Cancel this to start draining.
+    /// Cancel this to start draining; [`Server::wait`] carries the drain out (it tells the
+    /// sessions), so it must be running.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.state.shutdown.clone()
     }
