@@ -86,7 +86,13 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         pending: InFlight::default(),
         written: Vec::new(),
     });
-    Box::pin(session.run(since.unwrap_or_default()).instrument(span)).await;
+    let since = since.unwrap_or_default();
+    if span.is_disabled() {
+        // Entering a disabled span on every poll still cost 1.5% of the workers' CPU.
+        Box::pin(session.run(since)).await;
+    } else {
+        Box::pin(session.run(since).instrument(span)).await;
+    }
     registered.leave().await;
 }
 
