@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { test } from 'node:test';
+import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -147,6 +147,26 @@ export class Server {
   register(username, password = PASSWORD) {
     return this.api('POST', '/v1/users', { body: { username, password } });
   }
+}
+
+/** The test file's server and browser (live bindings, set by `useServerAndBrowser`). */
+export let server;
+export let browser;
+
+/**
+ * Starts the file's server (with `args`) and browser before its tests, then runs `setup` (the
+ * file's own fixtures, which may use both), and stops them after.
+ */
+export function useServerAndBrowser(args = [], setup = async () => {}) {
+  before(async () => {
+    server = await Server.start(args);
+    browser = await launchBrowser();
+    await setup();
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
 }
 
 export const CHROMIUM_ARGS = [

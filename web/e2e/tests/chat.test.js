@@ -1,22 +1,10 @@
 // Two people in two browser contexts: alice signs up, creates a private room and invites bob
 // (who signed up too); both write, and each sees all messages in the same order.
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { pageTest, Server, launchBrowser, openPage, signUpViaUI, logInViaUI, openRoom, send, messageBodies, until, PASSWORD } from '../lib/harness.js';
+import { pageTest, openPage, signUpViaUI, logInViaUI, openRoom, send, messageBodies, until, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+useServerAndBrowser();
 
 pageTest('two users create a room, invite, and chat in order', async () => {
   // The browser logs the 404 of looking up a user who does not exist, which alice does once.

@@ -3,23 +3,12 @@
 // or repeated. And switching rooms: a slow older page of one room does not hold up scrolling
 // back in the next, nor does one room's load error show in another.
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { pageTest, Server, launchBrowser, openPage, logInViaUI, openRoom, messageBodies, until } from '../lib/harness.js';
+import { pageTest, openPage, logInViaUI, openRoom, messageBodies, until, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
 const COUNT = 500;
-let server;
-let browser;
 
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+useServerAndBrowser();
 
 pageTest('500 messages scroll back completely and in order', async () => {
   const alice = await server.register('alice');

@@ -1,23 +1,12 @@
 // Keyboard only: log in, open a room, send a message, and open and close a dialog with
 // nothing but key presses.
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { pageTest, Server, launchBrowser, openPage, messageBodies, until, waitOnline, PASSWORD } from '../lib/harness.js';
+import { pageTest, openPage, messageBodies, until, waitOnline, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
+useServerAndBrowser([], async () => {
   const kim = await server.register('kim');
   await server.api('POST', '/v1/rooms', { token: kim.token, body: { name: 'kb-room', kind: 'public', members: [] } });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
 });
 
 /** Presses Tab until `predicate` holds for the focused element (at most `max` presses). */

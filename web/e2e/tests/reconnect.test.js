@@ -3,28 +3,16 @@
 // every message exactly once and in order: those posted by another user while it was away,
 // and its own message typed while disconnected (sent optimistically, resent, acked once).
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { pageTest, Server, freePort, launchBrowser, openPage, logInViaUI, openRoom, send, messageBodies, until, waitOnline, artifactsDir } from '../lib/harness.js';
+import { pageTest, Server, freePort, openPage, logInViaUI, openRoom, send, messageBodies, until, waitOnline, artifactsDir, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
 // While the server is down the browser itself logs each refused connection attempt as a
 // console error; nothing a page can do prevents that. Only those are allowed here.
 const REFUSED = [/ERR_CONNECTION_REFUSED/, /WebSocket connection to .* failed/];
 
-let server;
-let browser;
-
-before(async () => {
-  // A small replay limit, so that the gap test below can go past it.
-  server = await Server.start(['--replay-limit', '20']);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// A small replay limit, so that the gap test below can go past it.
+useServerAndBrowser(['--replay-limit', '20']);
 
 async function history(token, roomId) {
   const { messages } = await server.api('GET', `/v1/rooms/${roomId}/messages?limit=200`, { token });

@@ -2,19 +2,14 @@
 // size (light and dark) and at phone size (the room list and the open room), saved under
 // target/web-artifacts/.
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
-import { pageTest, Server, launchBrowser, openPage, logInViaUI, openRoom, artifactsDir, until, messageBodies } from '../lib/harness.js';
+import { pageTest, openPage, logInViaUI, openRoom, artifactsDir, until, messageBodies, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
-let server;
-let browser;
 let room;
 
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
+useServerAndBrowser([], async () => {
   const alice = await server.register('alice');
   const bob = await server.register('bob');
   const carol = await server.register('carol');
@@ -41,11 +36,6 @@ before(async () => {
   }
   const randomRoom = (await server.api('GET', '/v1/rooms', { token: bob.token })).rooms.find((r) => r.name === 'random');
   await server.api('POST', `/v1/rooms/${randomRoom.id}/messages`, { token: bob.token, body: { client_msg_id: 'r1', body: 'lunch?' } });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
 });
 
 async function shoot(page, name) {

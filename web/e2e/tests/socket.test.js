@@ -2,23 +2,11 @@
 // (routeSocket): one that closes right after `ready`, one that never answers, a long outbox
 // sent at once into the server's rate limit, and frames over the server's size limit.
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pageTest, Server, launchBrowser, openPage, logInViaUI, openRoom, messageBodies, until, waitOnline, routeSocket, PASSWORD } from '../lib/harness.js';
+import { pageTest, openPage, logInViaUI, openRoom, messageBodies, until, waitOnline, routeSocket, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+useServerAndBrowser();
 
 /** Submits each of `bodies` from the composer in one go (no await in between). */
 function submitAll(page, bodies) {

@@ -4,22 +4,10 @@
 // page load. The test sits between the page and the server (routeSocket, page.route) to make
 // each race happen every time.
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { pageTest, Server, launchBrowser, openPage, logInViaUI, openRoom, send, messageBodies, until, waitOnline, routeSocket } from '../lib/harness.js';
+import { pageTest, openPage, logInViaUI, openRoom, send, messageBodies, until, waitOnline, routeSocket, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+useServerAndBrowser();
 
 let n = 0;
 function post(who, room, body) {

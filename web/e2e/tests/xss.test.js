@@ -6,10 +6,9 @@
 // nothing from HTML strings and the CSP; every test here also fails on any console error,
 // which is where a CSP violation would show.)
 
-import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { pageTest, Server, launchBrowser, openPage, logInViaUI, openRoom, send, messageBodies, until, artifactsDir } from '../lib/harness.js';
+import { pageTest, openPage, logInViaUI, openRoom, send, messageBodies, until, artifactsDir, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
 const ZALGO = 'Z' + '\u0335\u0322\u031b\u032a\u0347\u0320\u0330\u031d\u0317\u0332\u0319\u033b\u032d\u032f\u0359\u0313\u033f\u0344\u0306\u033d\u034a\u0310\u0308\u0311\u0305\u035b\u033f\u034b\u035c\u035d'.repeat(3) + 'algo';
 const PAYLOADS = [
@@ -27,22 +26,13 @@ const PAYLOADS = [
   'after the tricks: plain text',
 ];
 
-let server;
-let browser;
 let mallory;
 let alice;
 
-before(async () => {
-  server = await Server.start();
-  browser = await launchBrowser();
+useServerAndBrowser([], async () => {
   mallory = await server.register('mallory');
   alice = await server.register('alice');
   await server.api('POST', '/v1/rooms', { token: mallory.token, body: { name: 'lobby', kind: 'public', members: [alice.user.id] } });
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
 });
 
 async function checkInert(page) {
