@@ -14,7 +14,8 @@ pub mod close {
     pub const INTERNAL: u16 = 1011;
     /// No `hello` arrived in time: send `hello` first.
     pub const NO_HELLO: u16 = 4001;
-    /// The token in `hello` was invalid, expired or its user is gone: get a new token.
+    /// The token in `hello` was invalid, expired or its user is gone, or the session it belongs
+    /// to has ended (signed out) or its token expired while connected: get a new token.
     pub const BAD_TOKEN: u16 = 4003;
     /// Rate limit exceeded repeatedly: back off before reconnecting.
     pub const RATE_LIMITED: u16 = 4008;
@@ -22,6 +23,12 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4009;
     /// The client read too slowly and its queue overflowed: reconnect and resume with `since`.
     pub const SLOW_CONSUMER: u16 = 4010;
+    /// The user already holds as many gateway connections as allowed: close one, or wait.
+    pub const TOO_MANY_SESSIONS: u16 = 4012;
+    /// The peer broke the WebSocket protocol (RSV bits, unmasked frames, bad opcodes).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
 }
 
 /// Error codes. Kept as constants (not an enum) so clients built against an older list still
@@ -75,6 +82,16 @@ pub mod error {
     pub const UNAVAILABLE: &str = "unavailable";
     /// The server is shutting down; retry on another node or later.
     pub const DRAINING: &str = "draining";
+    /// Sign-ups are switched off on this server (accounts come from the operator's backend).
+    pub const REGISTRATION_CLOSED: &str = "registration_closed";
+    /// Sign-ups need an invite token, and this one is missing, invalid or expired.
+    pub const INVALID_INVITE: &str = "invalid_invite";
+    /// One of the two users has blocked the other.
+    pub const BLOCKED: &str = "blocked";
+    /// The user does not accept being added to rooms (their `add_policy` is `nobody`).
+    pub const NOT_ACCEPTING: &str = "not_accepting";
+    /// The request body did not arrive in time.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
     /// An unexpected server error; details are in the server's logs.
     pub const INTERNAL: &str = "internal";
 }

@@ -157,6 +157,9 @@ pub enum ServerFrame {
         /// Set when the error concerns one room.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
+        /// For `rate_limited` and `unavailable`: wait this long (ms) before retrying.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Answer to `ping`.
     Pong,
@@ -205,6 +208,12 @@ pub enum ServerFrame {
         /// RFC 3339 UTC, when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_seen: Option<String>,
+    },
+    /// You were invited into a room: accept with `POST /v1/rooms/{id}/join`, or decline with
+    /// `DELETE /v1/invites/{room id}` (extension).
+    Invite {
+        /// The invitation.
+        invite: crate::model::Invite,
     },
     /// Timeline: a new message.
     Message(Message),

@@ -19,4 +19,4 @@ pub mod model;
 pub mod rest;
 
 pub use frames::{ClientFrame, ServerFrame, TimelineEvent};
-pub use model::{MemberChange, Message, Role, Room, RoomKind, User};
+pub use model::{AddPolicy, Invite, MemberChange, Message, Role, Room, RoomKind, User};

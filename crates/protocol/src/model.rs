@@ -45,6 +45,51 @@ impl RoomKind {
     }
 }
 
+/// Who may put a user into a room, the user's own setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AddPolicy {
+    /// Being added sends an invite the user accepts or declines (the default).
+    #[default]
+    Invite,
+    /// Anyone who may add members to a room adds the user at once.
+    Anyone,
+    /// Nobody may add or invite the user; they join public rooms themselves.
+    Nobody,
+}
+
+impl AddPolicy {
+    /// The name used on the wire and in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddPolicy::Invite => "invite",
+            AddPolicy::Anyone => "anyone",
+            AddPolicy::Nobody => "nobody",
+        }
+    }
+
+    /// Parses the storage name back; `None` for anything unknown.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "invite" => Some(AddPolicy::Invite),
+            "anyone" => Some(AddPolicy::Anyone),
+            "nobody" => Some(AddPolicy::Nobody),
+            _ => None,
+        }
+    }
+}
+
+/// A pending invitation into a room, waiting for the invited user to accept (join) or decline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Invite {
+    /// The room, as a non-member sees it.
+    pub room: Room,
+    /// Who invited.
+    pub inviter: User,
+    /// When, RFC 3339 UTC.
+    pub created_at: String,
+}
+
 /// A member's standing in a room; moderation builds on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::model::{Message, Room, RoomKind, User};
+use crate::model::{AddPolicy, Invite, Message, Room, RoomKind, User};
 
 /// `POST /v1/users` and `POST /v1/sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -12,6 +12,47 @@ pub struct Credentials {
     pub username: String,
     /// 8–256 characters.
     pub password: String,
+}
+
+/// `POST /v1/users`: credentials, plus an invite token where sign-ups are invite-only.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Registration {
+    /// 1–32 chars of `[a-z0-9_.-]` after NFKC and lowercasing.
+    pub username: String,
+    /// 8–256 characters.
+    pub password: String,
+    /// An invite token (from `switchboard invite` or the operator's backend), when the server's
+    /// `registration` is `invite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
+}
+
+/// `GET` and `PUT /v1/me/settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct UserSettings {
+    /// Who may put you into rooms.
+    pub add_policy: AddPolicy,
+}
+
+/// `GET /v1/me/blocks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BlockList {
+    /// Users you have blocked.
+    pub users: Vec<User>,
+}
+
+/// `GET /v1/invites`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InviteList {
+    /// Invitations waiting for you, newest first.
+    pub invites: Vec<Invite>,
+}
+
+/// `202` answer of `POST /v1/rooms/{id}/members` when the user was invited, not added.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Invited {
+    /// The invitation now waiting for them.
+    pub invite: Invite,
 }
 
 /// A user with a fresh token.
@@ -129,6 +170,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human text.
     pub message: String,
+    /// For `rate_limited` and `unavailable`: how long to wait before retrying, in ms (the
+    /// `Retry-After` header says the same in whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// `POST /v1/rooms/{id}/read`.

@@ -17,6 +17,9 @@ use crate::bus::local::LocalBus;
 use crate::config::Config;
 use crate::gateway::hub::Hub;
 use crate::gateway::relay;
+use crate::hashing::HashPool;
+use crate::limits::Limits;
+use crate::listener::{self, ListenerConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -40,6 +43,10 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// This node's metrics.
     pub metrics: Arc<Metrics>,
+    /// The budget for password hashing.
+    pub hasher: Arc<HashPool>,
+    /// Throttles on sign-ups, logins and sends.
+    pub limits: Arc<Limits>,
 }
 
 /// Opens the backends the configuration names.
@@ -59,8 +66,10 @@ pub struct Server {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     state: AppState,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     relay: JoinHandle<()>,
+    metrics_http: Option<JoinHandle<()>>,
+    sweeper: JoinHandle<()>,
 }
 
 impl Server {
@@ -69,32 +78,47 @@ impl Server {
         let (store, bus) = backends(&cfg)?;
         let auth = Auth::from_config(&cfg).context("setting up tokens")?;
         let commits = store.take_commits().context("the store's commit stream was already taken")?;
-        let hub = Hub::new(bus.clone());
+        let hub = Hub::new(bus.clone(), cfg.max_sessions_per_user);
         let metrics = Arc::new(Metrics::new());
         let relay = tokio::spawn(relay::run(commits, bus.clone(), metrics.clone()));
+        let hasher =
+            HashPool::start(cfg.hash_thread_count(), cfg.hash_queue).context("starting hashing threads")?;
+        let limits = Arc::new(Limits::new(&cfg));
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let metrics_http = match cfg.metrics_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding {at}"))?;
+                tracing::info!(addr = %l.local_addr()?, "metrics listening");
+                Some(tokio::spawn(listener::serve_metrics(l, metrics.clone(), shutdown.clone())))
+            }
+            None => None,
+        };
+        let sweeper = tokio::spawn(limits.clone().run(shutdown.clone()));
+        let listener_cfg = ListenerConfig {
+            per_ip: cfg.max_connections_per_ip,
+            head_timeout: Duration::from_millis(cfg.request_head_timeout_ms),
+        };
         let state = AppState {
             cfg: Arc::new(cfg),
             store,
             bus,
             hub,
             auth: Arc::new(auth),
-            shutdown: CancellationToken::new(),
+            shutdown,
             sessions: TaskTracker::new(),
-            metrics,
+            metrics: metrics.clone(),
+            hasher: Arc::new(hasher),
+            limits,
         };
         let app = crate::api::router(state.clone());
-        let stop = state.shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let http =
+            tokio::spawn(listener::serve(listener, app, listener_cfg, state.shutdown.clone(), metrics));
         tracing::info!(%addr, "switchboard listening");
-        Ok(Server { addr, state, http, relay })
+        Ok(Server { addr, state, http, relay, metrics_http, sweeper })
     }
 
     /// Cancel this to start draining; [`Server::wait`] carries the drain out (it tells the
@@ -111,10 +135,15 @@ impl Server {
         self.state.hub.drain_all();
         let grace = Duration::from_millis(self.state.cfg.drain_timeout_ms);
         match tokio::time::timeout(grace, self.http).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
             Err(_) => tracing::warn!("http connections still open after the drain timeout"),
+        }
+        let _ = self.sweeper.await;
+        if let Some(m) = self.metrics_http
+            && tokio::time::timeout(Duration::from_secs(1), m).await.is_err()
+        {
+            tracing::warn!("metrics listener did not stop");
         }
         self.state.sessions.close();
         if tokio::time::timeout(grace + Duration::from_secs(1), self.state.sessions.wait()).await.is_err() {

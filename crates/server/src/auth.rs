@@ -36,6 +36,9 @@ pub enum AuthError {
     /// The token's user no longer exists.
     #[error("unknown user")]
     UnknownUser,
+    /// The session the token belongs to has ended (signed out).
+    #[error("session ended")]
+    Ended,
     /// The store could not be asked.
     #[error("store unavailable")]
     Unavailable(#[from] crate::store::StoreError),
@@ -62,6 +65,35 @@ struct Claims {
     aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    /// The session this token belongs to (tokens issued before sessions existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+}
+
+/// An invite to sign up: no `sub` (so it never passes as a login token), `purpose` = `invite`,
+/// and optionally the one username it may register.
+#[derive(Debug, Serialize, Deserialize)]
+struct InviteClaims {
+    purpose: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+}
+
+/// A checked token: whose it is, which session it belongs to, and until when it is good.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The user.
+    pub user: User,
+    /// The session id, for Switchboard's own tokens.
+    pub session: Option<String>,
+    /// Until when (seconds since the epoch) REST accepts the token, leeway included: a gateway
+    /// connection authenticated with it closes before then.
+    pub valid_until: u64,
 }
 
 /// What Switchboard reads from an external token; everything else (`exp`, `nbf`, `iss`, `aud`,
@@ -69,6 +101,9 @@ struct Claims {
 #[derive(Debug, Deserialize)]
 struct ExternalClaims {
     sub: String,
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     name: Option<String>,
 }
@@ -78,12 +113,17 @@ struct Verifier {
     validation: Validation,
 }
 
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+
 /// Issues and checks tokens.
 pub struct Auth {
     encoding: EncodingKey,
     own: Verifier,
     external: Option<Verifier>,
     ttl_secs: u64,
+    /// Own-key and external-key checks for invite tokens.
+    invites: Vec<Verifier>,
 }
 
 /// Why auth could not be set up from the configuration.
@@ -145,7 +185,7 @@ impl Auth {
         own_validation.set_issuer(&[ISSUER]);
         own_validation.set_audience(&[ISSUER]);
         own_validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        own_validation.leeway = 30;
+        own_validation.leeway = LEEWAY_SECS;
         own_validation.validate_nbf = true;
         let own = Verifier {
             key: DecodingKey::from_secret(secret.as_bytes()).map_err(key_err)?,
@@ -168,7 +208,7 @@ impl Auth {
             required.extend(cfg.jwt_external_issuer.as_ref().map(|_| "iss"));
             required.extend(cfg.jwt_external_audience.as_ref().map(|_| "aud"));
             v.set_required_spec_claims(&required);
-            v.leeway = 30;
+            v.leeway = LEEWAY_SECS;
             v.validate_nbf = true;
             v.validate_aud = false;
             if let Some(iss) = &cfg.jwt_external_issuer {
@@ -180,11 +220,31 @@ impl Auth {
             }
             Verifier { key, validation: v }
         });
-        Ok(Auth { encoding, own, external, ttl_secs: cfg.token_ttl_secs })
+        let invite_validation = |alg: Algorithm| {
+            let mut v = Validation::new(alg);
+            v.set_required_spec_claims(&["exp"]);
+            v.leeway = LEEWAY_SECS;
+            v.validate_aud = false;
+            v
+        };
+        let mut invites = vec![Verifier {
+            key: DecodingKey::from_secret(secret.as_bytes()).map_err(key_err)?,
+            validation: invite_validation(Algorithm::HS256),
+        }];
+        if let Some(ext) = &external {
+            let alg = ext.validation.algorithms.first().copied().unwrap_or(Algorithm::HS256);
+            invites.push(Verifier { key: ext.key.clone(), validation: invite_validation(alg) });
+        }
+        Ok(Auth { encoding, own, external, ttl_secs: cfg.token_ttl_secs, invites })
     }
 
-    /// A fresh token for `user`.
-    pub fn issue(&self, user: &User) -> Result<String, ApiError> {
+    /// How long issued tokens live.
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ttl_secs)
+    }
+
+    /// A fresh token for `user` in `session`.
+    pub fn issue(&self, user: &User, session: &str) -> Result<String, ApiError> {
         let now = now_secs();
         let claims = Claims {
             sub: user.id.clone(),
@@ -193,20 +253,64 @@ impl Auth {
             iss: Some(ISSUER.into()),
             aud: Some(ISSUER.into()),
             name: Some(user.username.clone()),
+            sid: Some(session.to_owned()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(ApiError::internal)
     }
 
-    /// Checks a token and returns its user: Switchboard's own tokens must name an existing user;
-    /// a valid external token creates its user on first sight.
-    pub async fn verify(&self, token: &str, store: &Arc<dyn Store>) -> Result<User, AuthError> {
+    /// An invite token good for `ttl`, for one `username` when given (`switchboard invite`).
+    pub fn issue_invite(&self, ttl: std::time::Duration, username: Option<&str>) -> Result<String, ApiError> {
+        let claims = InviteClaims {
+            purpose: "invite".into(),
+            exp: now_secs() + ttl.as_secs(),
+            iss: Some(ISSUER.into()),
+            aud: None,
+            username: username.map(str::to_owned),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(ApiError::internal)
+    }
+
+    /// Whether `token` is an invite that lets `username` sign up (signed with Switchboard's
+    /// secret or the operator's key, unexpired, and bound to this username if bound at all).
+    pub fn invite_allows(&self, token: &str, username: &str) -> bool {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return false;
+        }
+        self.invites.iter().any(|v| {
+            jsonwebtoken::decode::<InviteClaims>(token, &v.key, &v.validation).is_ok_and(|d| {
+                d.claims.purpose == "invite"
+                    && d.claims
+                        .username
+                        .as_deref()
+                        .is_none_or(|u| validate::username(u).is_ok_and(|u| u == username))
+            })
+        })
+    }
+
+    /// Checks a token and returns its user: Switchboard's own tokens must belong to a session
+    /// that has not ended; a valid external token creates its user on first sight, and is
+    /// refused if it was issued before the user last signed out everywhere.
+    pub async fn verify(&self, token: &str, store: &Arc<dyn Store>) -> Result<Verified, AuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid);
         }
         match jsonwebtoken::decode::<Claims>(token, &self.own.key, &self.own.validation) {
             Ok(data) => {
-                return store.user(&data.claims.sub).await?.ok_or(AuthError::UnknownUser);
+                let c = data.claims;
+                let valid_until = c.exp + LEEWAY_SECS;
+                let Some(sid) = c.sid else {
+                    // Issued before sessions existed: good until "sign out everywhere".
+                    let user = store.user(&c.sub).await?.ok_or(AuthError::UnknownUser)?;
+                    check_cutoff(store, &user.id, c.iat).await?;
+                    return Ok(Verified { user, session: None, valid_until });
+                };
+                let user = store.session_user(&sid).await?.ok_or(AuthError::Ended)?;
+                if user.id != c.sub {
+                    return Err(AuthError::Invalid);
+                }
+                return Ok(Verified { user, session: Some(sid), valid_until });
             }
             Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
                 return Err(AuthError::Expired);
@@ -223,15 +327,30 @@ impl Auth {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
             })?;
-        let sub = data.claims.sub;
+        let claims = data.claims;
+        let sub = claims.sub;
         if validate::id(&sub, "sub").is_err() {
             return Err(AuthError::Invalid);
         }
-        let candidates = external_usernames(&sub, data.claims.name.as_deref());
-        store.ensure_external_user(&sub, &candidates).await.map_err(|e| match e {
+        let candidates = external_usernames(&sub, claims.name.as_deref());
+        let user = store.ensure_external_user(&sub, &candidates).await.map_err(|e| match e {
             StoreError::Conflict(_) | StoreError::UsernameTaken => AuthError::Invalid,
             other => AuthError::Unavailable(other),
-        })
+        })?;
+        check_cutoff(store, &user.id, claims.iat).await?;
+        Ok(Verified { user, session: None, valid_until: claims.exp + LEEWAY_SECS })
+    }
+}
+
+/// Refuses a token without a session issued (`iat`) before the user signed out everywhere; a
+/// token without `iat` is refused once the user has ever done so.
+async fn check_cutoff(store: &Arc<dyn Store>, user: &str, iat: Option<u64>) -> Result<(), AuthError> {
+    let Some(cutoff_ms) = store.sessions_ended_at(user).await? else {
+        return Ok(());
+    };
+    match iat {
+        Some(iat) if i128::from(iat) * 1000 > i128::from(cutoff_ms) => Ok(()),
+        _ => Err(AuthError::Ended),
     }
 }
 

@@ -59,6 +59,40 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// `text` or `json` logs.
     pub log_format: String,
+    /// Where `/metrics` is served, apart from the client listener; unset serves no metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Time allowed to send a request's head, and for a kept-alive connection to start its
+    /// next request, before the connection is closed.
+    pub request_head_timeout_ms: u64,
+    /// Time allowed to send a request's body once its head has arrived (then `408`).
+    pub request_body_timeout_ms: u64,
+    /// Open connections (HTTP and WebSocket) one client address may hold; 0 = no cap. IPv6
+    /// addresses count per /64.
+    pub max_connections_per_ip: u32,
+    /// Gateway connections one user may hold on this node (then close 4012); 0 = no cap.
+    pub max_sessions_per_user: u32,
+    /// Signed-in sessions (tokens) a user may hold; signing in past it ends the oldest.
+    pub max_logins_per_user: u32,
+    /// Threads that hash passwords (0 = one per core): the budget for Argon2's CPU and memory.
+    pub hash_threads: usize,
+    /// Password checks that may wait for a hashing thread; past it, `503` with `Retry-After`.
+    pub hash_queue: usize,
+    /// Who may create accounts with a password: `open`, `invite` (an invite token from
+    /// `switchboard invite` or the operator's backend) or `closed`.
+    pub registration: String,
+    /// Sign-ups one client address may make per hour.
+    pub signups_per_ip_per_hour: u32,
+    /// Login attempts one client address may make per minute (successful or not).
+    pub logins_per_ip_per_min: u32,
+    /// Failed logins for one account from one address before each further attempt must wait
+    /// (1 s, doubling, at most 15 min).
+    pub login_free_failures: u32,
+    /// Messages one user may send per second across all their connections and REST.
+    pub user_sends_per_sec: u32,
+    /// Burst of messages one user may send at once.
+    pub user_sends_burst: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind your own proxy).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Config {
@@ -87,6 +121,21 @@ impl Default for Config {
             commit_batch: 1024,
             drain_timeout_ms: 10_000,
             log_format: "text".into(),
+            metrics_listen: None,
+            request_head_timeout_ms: 15_000,
+            request_body_timeout_ms: 15_000,
+            max_connections_per_ip: 256,
+            max_sessions_per_user: 32,
+            max_logins_per_user: 100,
+            hash_threads: 0,
+            hash_queue: 32,
+            registration: "open".into(),
+            signups_per_ip_per_hour: 20,
+            logins_per_ip_per_min: 60,
+            login_free_failures: 5,
+            user_sends_per_sec: 20,
+            user_sends_burst: 60,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -202,6 +251,66 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
+    /// Serve /metrics on this address (not on the client listener) [default: off].
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Time for a request head, and idle keep-alive, in ms [default: 15000].
+    #[arg(long, env = "SWITCHBOARD_REQUEST_HEAD_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_head_timeout_ms: Option<u64>,
+    /// Time for a request body, in ms (then 408) [default: 15000].
+    #[arg(long, env = "SWITCHBOARD_REQUEST_BODY_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body_timeout_ms: Option<u64>,
+    /// Open connections per client address, 0 = no cap [default: 256].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<u32>,
+    /// Gateway connections per user on this node, 0 = no cap [default: 32].
+    #[arg(long, env = "SWITCHBOARD_MAX_SESSIONS_PER_USER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions_per_user: Option<u32>,
+    /// Signed-in sessions per user; more ends the oldest [default: 100].
+    #[arg(long, env = "SWITCHBOARD_MAX_LOGINS_PER_USER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_logins_per_user: Option<u32>,
+    /// Password hashing threads, 0 = one per core [default: 0].
+    #[arg(long, env = "SWITCHBOARD_HASH_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_threads: Option<usize>,
+    /// Password checks waiting for a thread before 503 [default: 32].
+    #[arg(long, env = "SWITCHBOARD_HASH_QUEUE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_queue: Option<usize>,
+    /// Password sign-ups: open, invite or closed [default: open].
+    #[arg(long, env = "SWITCHBOARD_REGISTRATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration: Option<String>,
+    /// Sign-ups per client address per hour [default: 20].
+    #[arg(long, env = "SWITCHBOARD_SIGNUPS_PER_IP_PER_HOUR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signups_per_ip_per_hour: Option<u32>,
+    /// Login attempts per client address per minute [default: 60].
+    #[arg(long, env = "SWITCHBOARD_LOGINS_PER_IP_PER_MIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logins_per_ip_per_min: Option<u32>,
+    /// Failed logins per account and address before backoff [default: 5].
+    #[arg(long, env = "SWITCHBOARD_LOGIN_FREE_FAILURES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_free_failures: Option<u32>,
+    /// Messages per user per second, all connections and REST [default: 20].
+    #[arg(long, env = "SWITCHBOARD_USER_SENDS_PER_SEC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_sends_per_sec: Option<u32>,
+    /// Burst of messages per user [default: 60].
+    #[arg(long, env = "SWITCHBOARD_USER_SENDS_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_sends_burst: Option<u32>,
+    /// Client address from the last X-Forwarded-For entry [default: false].
+    #[arg(long, env = "SWITCHBOARD_TRUST_FORWARDED_FOR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_forwarded_for: Option<bool>,
 }
 
 /// Why the configuration could not be built.
@@ -252,8 +361,31 @@ impl Config {
         if self.jwt_external_hs256_secret.is_some() && self.jwt_external_rs256_public_key.is_some() {
             return bad("configure one external token algorithm: HS256 secret or RS256 key");
         }
+        if !matches!(self.registration.as_str(), "open" | "invite" | "closed") {
+            return bad("registration must be `open`, `invite` or `closed`");
+        }
+        if self.signups_per_ip_per_hour == 0
+            || self.logins_per_ip_per_min == 0
+            || self.user_sends_per_sec == 0
+            || self.user_sends_burst == 0
+            || self.hash_queue == 0
+            || self.max_logins_per_user == 0
+        {
+            return bad("throttles, hash_queue and max_logins_per_user must be positive");
+        }
+        if self.request_head_timeout_ms < 100 || self.request_body_timeout_ms < 100 {
+            return bad("request_head_timeout_ms and request_body_timeout_ms must be at least 100");
+        }
         self.sqlite_path()?;
         Ok(())
+    }
+
+    /// Threads for password hashing: as configured, else one per core.
+    pub fn hash_thread_count(&self) -> usize {
+        if self.hash_threads > 0 {
+            return self.hash_threads;
+        }
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
     }
 
     /// The SQLite database file this configuration selects.

@@ -19,12 +19,30 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human text, safe to show.
     pub message: String,
+    /// When the client may retry (throttles and overload): `Retry-After` on REST,
+    /// `retry_after_ms` in bodies and frames.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// The same error, telling the client when to retry.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// `429 rate_limited`, retry after `wait`.
+    pub fn rate_limited(wait: std::time::Duration, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED, message).retry_after(wait)
+    }
+
+    fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1))
     }
 
     /// 400 with a specific code.
@@ -50,7 +68,13 @@ impl ApiError {
 
     /// The same error as a WebSocket `error` frame.
     pub fn to_frame(&self, client_msg_id: Option<String>, room: Option<String>) -> ServerFrame {
-        ServerFrame::Error { code: self.code.to_owned(), message: self.message.clone(), client_msg_id, room }
+        ServerFrame::Error {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+            client_msg_id,
+            room,
+            retry_after_ms: self.retry_after_ms(),
+        }
     }
 }
 
@@ -62,6 +86,15 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, code::NOT_MEMBER, "join the room first")
             }
             StoreError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "not allowed"),
+            StoreError::Denied(m) => ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, m),
+            StoreError::Blocked => {
+                ApiError::new(StatusCode::FORBIDDEN, code::BLOCKED, "one of you has blocked the other")
+            }
+            StoreError::NotAccepting => ApiError::new(
+                StatusCode::FORBIDDEN,
+                code::NOT_ACCEPTING,
+                "this user does not accept being added to rooms",
+            ),
             StoreError::UsernameTaken => {
                 ApiError::new(StatusCode::CONFLICT, code::USERNAME_TAKEN, "username already taken")
             }
@@ -91,7 +124,18 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
-        (self.status, axum::Json(body)).into_response()
+        let retry_after_ms = self.retry_after_ms();
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code.to_owned(), message: self.message, retry_after_ms },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(ms) = retry_after_ms {
+            // Whole seconds, rounded up: a client that waits this long is let through.
+            let secs = ms.div_ceil(1000).max(1);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        response
     }
 }

@@ -7,7 +7,9 @@
 //! - [`gateway`]: `GET /v1/ws` sessions: hello, resume, heartbeats, backpressure; the [`gateway::hub`]
 //!   that fans bus events out to local sessions; the [`gateway::relay`] that publishes commits.
 //! - [`api`]: REST handlers and the OpenAPI document.
-//! - [`auth`]: passwords and tokens. [`validate`]: input rules. [`error`]: the client-facing error.
+//! - [`listener`]: accepting connections (caps per address, deadlines, accept backoff).
+//! - [`auth`]: passwords and tokens; [`hashing`]: the bounded pool that hashes passwords;
+//!   [`limits`]: throttles. [`validate`]: input rules. [`error`]: the client-facing error.
 //! - [`store`]: the persistence seam and its SQLite implementation.
 //! - [`bus`]: the fanout seam and its in-process implementation.
 //! - [`config`]: flags, environment and TOML. [`metrics`]: Prometheus metrics.
@@ -25,6 +27,9 @@ pub mod bus;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod hashing;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod store;
 pub mod validate;

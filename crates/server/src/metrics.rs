@@ -121,6 +121,13 @@ pub struct Metrics {
     pub gaps: Counter,
     /// Backend failures, by backend.
     pub backend_errors: Family<BackendLabel, Counter>,
+    /// Connections dropped at accept because their address holds its cap.
+    pub connections_refused: Counter,
+    /// Failed `accept` calls (out of files or memory), each followed by a pause.
+    pub accept_errors: Counter,
+    /// Requests and frames refused by a throttle or a full work queue, by what was refused
+    /// (`login`, `signup`, `send`, `hash_queue`, `sessions_per_user`).
+    pub throttled: Family<ReasonLabel, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -148,6 +155,9 @@ impl Metrics {
             replayed_events: Counter::default(),
             gaps: Counter::default(),
             backend_errors: Family::default(),
+            connections_refused: Counter::default(),
+            accept_errors: Counter::default(),
+            throttled: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections", m.connections.clone());
@@ -185,6 +195,21 @@ impl Metrics {
         );
         registry.register("gaps", "gap frames sent", m.gaps.clone());
         registry.register("backend_errors", "Backend failures, by backend", m.backend_errors.clone());
+        registry.register(
+            "connections_refused",
+            "Connections dropped at accept because their address holds its cap",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (out of files or memory)",
+            m.accept_errors.clone(),
+        );
+        registry.register(
+            "throttled",
+            "Requests and frames refused by a throttle, by what",
+            m.throttled.clone(),
+        );
         // Series with a fixed set of labels exist from the start, at zero.
         for state in [SessionState::Handshake, SessionState::Active] {
             drop(m.sessions.get_or_create(&state.label()));
@@ -227,6 +252,11 @@ impl Metrics {
     /// Counts one refused send.
     pub fn refused(&self, reason: &'static str) {
         self.sends_refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts one throttled request or frame.
+    pub fn throttle(&self, what: &'static str) {
+        self.throttled.get_or_create(&ReasonLabel { reason: what }).inc();
     }
 
     /// Counts one backend failure.

@@ -26,6 +26,7 @@ const PAGE_MAX: u32 = 200;
         (status = 400, description = "empty_body, body_too_long, invalid_request", body = ErrorBody),
         (status = 403, description = "not_member", body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "idempotency_conflict", body = ErrorBody),
+        (status = 429, description = "rate_limited: the user's sends across all connections (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn post(
     State(state): State<AppState>,
@@ -37,7 +38,7 @@ pub async fn post(
     let checked = validate::id(&room, "room")
         .and_then(|()| validate::client_msg_id(&body.client_msg_id))
         .and_then(|()| validate::body(&body.body, state.cfg.max_body_chars));
-    if let Err(e) = checked {
+    if let Err(e) = checked.and_then(|()| state.limits.send(&user.id)) {
         state.metrics.send_refused(&e);
         return Err(e);
     }
@@ -90,7 +91,8 @@ pub async fn edit(
     Ok(Json(state.store.edit(&room, &user.id, &id, &body.body).await?))
 }
 
-/// Deletes a message (author, or the room's owner or moderators); returns the `delete` event.
+/// Deletes a message (author, or the room's owner or moderators; in a dm only the author);
+/// returns the `delete` event.
 #[utoipa::path(delete, path = "/v1/rooms/{id}/messages/{msg_id}", tag = "messages", security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id"), ("msg_id" = String, Path, description = "Message id")),
     responses((status = 200, body = TimelineEvent), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

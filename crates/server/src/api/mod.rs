@@ -3,8 +3,10 @@
 
 mod extract;
 mod health;
+mod me;
 mod messages;
 mod rooms;
+mod sessions;
 mod users;
 mod web;
 
@@ -53,7 +55,13 @@ impl Modify for BearerAuth {
 fn documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(users::register))
-        .routes(routes!(users::login))
+        .routes(routes!(sessions::login, sessions::end_all))
+        .routes(routes!(sessions::end_current))
+        .routes(routes!(me::settings, me::set_settings))
+        .routes(routes!(me::blocks))
+        .routes(routes!(me::block, me::unblock))
+        .routes(routes!(me::invites))
+        .routes(routes!(me::decline))
         .routes(routes!(users::me))
         .routes(routes!(users::get_user))
         .routes(routes!(users::lookup))
@@ -84,7 +92,6 @@ pub fn router(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc.to_string()) }
             }),
         )
-        .route("/metrics", axum::routing::get(metrics))
         // Any other GET may be one of the browser client's files; everything else is a JSON 404.
         .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
@@ -92,6 +99,7 @@ pub fn router(state: AppState) -> Router {
                 .into_response()
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::refuse_oversized))
         // Every request gets an id (or keeps the caller's `x-request-id`), carried by its log
         // span and echoed in the response.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -101,10 +109,4 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
-}
-
-/// Prometheus metrics in the OpenMetrics text format.
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
-    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }

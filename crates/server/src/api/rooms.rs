@@ -3,19 +3,21 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use switchboard_protocol::codes::error as code;
 use switchboard_protocol::rest::{
-    AddMember, CreateRoom, ErrorBody, Member, MemberList, PublicRoomsQuery, RoomList,
+    AddMember, CreateRoom, ErrorBody, Invited, Member, MemberList, PublicRoomsQuery, RoomList,
 };
-use switchboard_protocol::{Room, RoomKind};
+use switchboard_protocol::{Room, RoomKind, ServerFrame};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::NewRoom;
+use crate::store::{AddOutcome, NewRoom};
 use crate::validate;
 
-/// Creates a room (the caller becomes owner), or returns the existing dm with that user (200).
+/// Creates a room (the caller becomes owner; `members` are added or invited, as each one's
+/// `add_policy` says), or returns the existing dm with that user (200). A dm has no owner.
 #[utoipa::path(post, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), request_body = CreateRoom,
     responses(
         (status = 201, body = Room), (status = 200, description = "The existing dm", body = Room),
@@ -40,6 +42,9 @@ pub async fn create(
         .store
         .create_room(NewRoom { creator: user.id, name, kind: body.kind, members: body.members })
         .await?;
+    for (to, invite) in created.invited {
+        state.hub.publish_to_user(&to, &ServerFrame::Invite { invite }).await;
+    }
     let status = if created.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(created.room)))
 }
@@ -85,10 +90,11 @@ pub async fn get(
     Ok(Json(state.store.room_for(&id, &user.id).await?))
 }
 
-/// Joins a public room (a no-op for a member).
+/// Joins a public room, or accepts an invite to any room (a no-op for a member).
 #[utoipa::path(post, path = "/v1/rooms/{id}/join", tag = "rooms", security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id")),
-    responses((status = 200, body = Room), (status = 404, description = "No such public room", body = ErrorBody)))]
+    responses((status = 200, body = Room), (status = 403, description = "Removed by a moderator", body = ErrorBody),
+        (status = 404, description = "No such public room or invite", body = ErrorBody)))]
 pub async fn join(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -115,26 +121,36 @@ pub async fn members(
     Ok(Json(MemberList { members }))
 }
 
-/// Adds a user to a room the caller is a member of (not a dm).
+/// Adds a user to a room, or invites them, as their `add_policy` says. In a private room only
+/// moderators and up may; in a public room any member may.
 #[utoipa::path(post, path = "/v1/rooms/{id}/members", tag = "rooms", security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id")), request_body = AddMember,
     responses(
         (status = 204, description = "Added (or already a member)"),
-        (status = 404, body = ErrorBody), (status = 409, description = "A dm", body = ErrorBody),
+        (status = 202, description = "Invited: they join when they accept", body = Invited),
+        (status = 403, description = "forbidden (role, or removed by a moderator), blocked, not_accepting", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "A dm, or too many pending invites", body = ErrorBody),
     ))]
 pub async fn add_member(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AddMember>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     validate::id(&id, "room")?;
     validate::id(&body.user_id, "user_id")?;
-    state.store.add_member(&id, &user.id, &body.user_id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    match state.store.add_member(&id, &user.id, &body.user_id).await? {
+        AddOutcome::Invited(invite) => {
+            let frame = ServerFrame::Invite { invite: invite.clone() };
+            state.hub.publish_to_user(&body.user_id, &frame).await;
+            Ok((StatusCode::ACCEPTED, Json(Invited { invite })).into_response())
+        }
+        AddOutcome::Added(_) | AddOutcome::AlreadyMember => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
-/// Removes a member: yourself (leave), or another if you own or moderate the room.
+/// Removes a member: yourself (leave), or another if you own or moderate the room (never in a
+/// dm). Someone a moderator removed comes back only when a moderator adds them again.
 #[utoipa::path(delete, path = "/v1/rooms/{id}/members/{user_id}", tag = "rooms", security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id"), ("user_id" = String, Path, description = "Member to remove")),
     responses(

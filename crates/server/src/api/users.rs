@@ -1,64 +1,69 @@
-//! Accounts: register, log in, look up.
+//! Accounts: register and look up.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use switchboard_protocol::User;
 use switchboard_protocol::codes::error as code;
-use switchboard_protocol::rest::{AuthResponse, Credentials, ErrorBody, UserLookup};
+use switchboard_protocol::rest::{AuthResponse, ErrorBody, Registration, UserLookup};
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, ClientIp};
 use crate::app::AppState;
 use crate::auth;
 use crate::error::ApiError;
 use crate::validate;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
-}
-
 /// Registers an account and returns a token.
-#[utoipa::path(post, path = "/v1/users", tag = "accounts", request_body = Credentials,
+#[utoipa::path(post, path = "/v1/users", tag = "accounts", request_body = Registration,
     responses(
         (status = 201, body = AuthResponse),
         (status = 400, description = "invalid_username, invalid_password, invalid_json", body = ErrorBody),
+        (status = 403, description = "registration_closed, invalid_invite", body = ErrorBody),
         (status = 409, description = "username_taken", body = ErrorBody),
+        (status = 429, description = "rate_limited (with Retry-After)", body = ErrorBody),
+        (status = 503, description = "unavailable: too many at once (with Retry-After)", body = ErrorBody),
     ))]
 pub async fn register(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<Credentials>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<Registration>,
 ) -> Result<(StatusCode, Json<AuthResponse>), ApiError> {
     let username = validate::username(&body.username)?;
     validate::password(&body.password)?;
-    let hash = blocking(move || auth::hash_password(&body.password)).await??;
+    match state.cfg.registration.as_str() {
+        "open" => {}
+        "invite" => {
+            let ok = body.invite.as_deref().is_some_and(|t| state.auth.invite_allows(t, &username));
+            if !ok {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    code::INVALID_INVITE,
+                    "sign-up needs a valid invite",
+                ));
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                code::REGISTRATION_CLOSED,
+                "sign-up is closed on this server",
+            ));
+        }
+    }
+    if let Err(e) = state.limits.signup(ip) {
+        state.metrics.throttle("signup");
+        return Err(e);
+    }
+    let password = body.password;
+    let hash = state.hasher.run(move || auth::hash_password(&password)).await.inspect_err(|e| {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            state.metrics.throttle("hash_queue");
+        }
+    })??;
     let user = state.store.create_user(&username, &hash).await?;
-    let token = state.auth.issue(&user)?;
+    let token = super::sessions::start(&state, &user).await?;
     tracing::info!(user = %user.id, "account registered");
     Ok((StatusCode::CREATED, Json(AuthResponse { user, token })))
-}
-
-/// Logs in with username and password.
-#[utoipa::path(post, path = "/v1/sessions", tag = "accounts", request_body = Credentials,
-    responses(
-        (status = 200, body = AuthResponse),
-        (status = 401, description = "invalid_credentials", body = ErrorBody),
-    ))]
-pub async fn login(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<Credentials>,
-) -> Result<Json<AuthResponse>, ApiError> {
-    let refused =
-        || ApiError::new(StatusCode::UNAUTHORIZED, code::INVALID_CREDENTIALS, "wrong username or password");
-    let creds = match validate::username(&body.username) {
-        Ok(name) => state.store.credentials(&name).await?,
-        Err(_) => None,
-    };
-    let hash = creds.as_ref().and_then(|c| c.password_hash.clone());
-    let ok = blocking(move || auth::verify_password(&body.password, hash.as_deref())).await?;
-    match creds {
-        Some(c) if ok => Ok(Json(AuthResponse { token: state.auth.issue(&c.user)?, user: c.user })),
-        _ => Err(refused()),
-    }
 }
 
 /// The caller's own account.

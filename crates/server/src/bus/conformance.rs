@@ -58,6 +58,7 @@ fn event(room: &str, seq: u64) -> BusEvent {
         origin: None,
         payload: Bytes::from(format!("{{\"op\":\"x\",\"seq\":{seq}}}")),
         published_us: 42,
+        control: None,
     }
 }
 
@@ -134,6 +135,7 @@ pub(crate) async fn events_arrive_intact(node: &impl Fn() -> Arc<dyn Bus>) {
         origin: Some("session-9".into()),
         payload: Bytes::from_static("{\"op\":\"member\",\"body\":\"✓ ünïcode\"}".as_bytes()),
         published_us: 7,
+        control: None,
     };
     a.publish(sent.clone()).await.unwrap();
     let got = wait_for(&seen, 1).await;

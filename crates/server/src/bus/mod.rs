@@ -22,7 +22,8 @@ use switchboard_protocol::MemberChange;
 pub enum Topic {
     /// Every event of a room.
     Room(String),
-    /// Member events about one user, in any room.
+    /// Member events about one user, in any room, and what concerns only them (invites,
+    /// sign-outs).
     User(String),
 }
 
@@ -46,6 +47,17 @@ pub struct BusEvent {
     /// When it was published, in microseconds since the Unix epoch (0 if unknown): the start
     /// of the fanout latency measured when a session writes the frame.
     pub published_us: u64,
+    /// An instruction for the receiving nodes instead of (or beside) a frame for clients.
+    pub control: Option<Control>,
+}
+
+/// What a node must do on hearing an event, beyond handing a frame to sessions. Carried on a
+/// user's topic, so it reaches every node that holds the user's sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Close the user's gateway sessions that belong to this signed-in session, or all of the
+    /// user's sessions when `None` (signed out; 4003).
+    EndSessions(Option<String>),
 }
 
 /// Now, in microseconds since the Unix epoch (the unit of [`BusEvent::published_us`]).

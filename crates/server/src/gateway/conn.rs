@@ -181,9 +181,11 @@ impl Conn {
 }
 
 fn classify_error(e: axum::Error) -> Inbound {
-    match e.into_inner().downcast::<tungstenite::Error>() {
-        Ok(boxed) if matches!(*boxed, tungstenite::Error::Capacity(_)) => {
-            Inbound::Close(close::TOO_LARGE, "frame too large")
+    match e.into_inner().downcast::<tungstenite::Error>().map(|b| *b) {
+        Ok(tungstenite::Error::Capacity(_)) => Inbound::Close(close::TOO_LARGE, "frame too large"),
+        Ok(tungstenite::Error::Utf8(_)) => Inbound::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8"),
+        Ok(tungstenite::Error::Protocol(_)) => {
+            Inbound::Close(close::PROTOCOL_ERROR, "WebSocket protocol error")
         }
         _ => Inbound::Ended,
     }

@@ -18,7 +18,7 @@ use switchboard_protocol::{MemberChange, ServerFrame};
 
 use super::outbox::{Outbox, Pushed};
 
-use crate::bus::{Bus, BusError, BusEvent, Topic};
+use crate::bus::{Bus, BusError, BusEvent, Control, Topic};
 use crate::metrics::Metrics;
 
 /// An encoded frame shared by every session that receives it.
@@ -41,6 +41,8 @@ pub struct Frame {
 pub enum Outbound {
     /// A frame to write (after the session's own `seq` checks for timeline events).
     Event(Arc<Frame>),
+    /// A frame for the user alone (an invite): written as it is.
+    Direct(Arc<Frame>),
     /// The user joined a room at `seq` (its member event follows on the queue).
     Joined {
         /// Room id.
@@ -57,6 +59,8 @@ pub struct SessionHandle {
     pub id: String,
     /// Authenticated user id.
     pub user: String,
+    /// The signed-in session its token belongs to, so that signing out closes it.
+    pub token_session: Option<String>,
     /// Frames on their way to the socket.
     pub outbox: Outbox,
     /// Counts slow-consumer closes when the overflow happens, not when the close gets out.
@@ -65,8 +69,14 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// A handle with an empty queue of at most `queue` items.
-    pub fn new(id: String, user: String, queue: usize, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(SessionHandle { id, user, outbox: Outbox::new(queue), metrics })
+    pub fn new(
+        id: String,
+        user: String,
+        token_session: Option<String>,
+        queue: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(SessionHandle { id, user, token_session, outbox: Outbox::new(queue), metrics })
     }
 
     fn push(&self, out: Outbound) {
@@ -88,10 +98,23 @@ struct Members {
     users: HashMap<String, Vec<Arc<SessionHandle>>>,
 }
 
+/// Why a session could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum AddSessionError {
+    /// The user holds as many sessions on this node as allowed.
+    #[error("too many sessions for this user")]
+    TooMany,
+    /// The bus could not subscribe the user's topic.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
 /// Local fanout and room subscriptions of one node.
 pub struct Hub {
     members: RwLock<Members>,
     bus: Arc<dyn Bus>,
+    /// Sessions one user may hold on this node (0 = no cap).
+    max_per_user: u32,
     /// Topics the bus is subscribed to; changed only under this lock so that concurrent joins
     /// and leaves cannot leave the node unsubscribed from a room or user it holds sessions for.
     interest: tokio::sync::Mutex<HashSet<Topic>>,
@@ -99,9 +122,13 @@ pub struct Hub {
 
 impl Hub {
     /// Creates the hub and registers it as the bus's handler.
-    pub fn new(bus: Arc<dyn Bus>) -> Arc<Self> {
-        let hub =
-            Arc::new(Hub { members: RwLock::default(), bus: bus.clone(), interest: Default::default() });
+    pub fn new(bus: Arc<dyn Bus>, max_per_user: u32) -> Arc<Self> {
+        let hub = Arc::new(Hub {
+            members: RwLock::default(),
+            bus: bus.clone(),
+            max_per_user,
+            interest: Default::default(),
+        });
         let weak: Weak<Hub> = Arc::downgrade(&hub);
         bus.set_handler(Arc::new(move |ev| {
             if let Some(hub) = weak.upgrade() {
@@ -113,6 +140,9 @@ impl Hub {
 
     /// Routes one bus event to the local sessions it concerns.
     pub fn deliver(self: &Arc<Self>, ev: BusEvent) {
+        if let (Some(Control::EndSessions(which)), Topic::User(user)) = (&ev.control, &ev.topic) {
+            return self.end_local_sessions(user, which.as_deref());
+        }
         let Ok(text) = Utf8Bytes::try_from(ev.payload) else {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
             return;
@@ -125,6 +155,9 @@ impl Hub {
             published_us: ev.published_us,
         });
         let on_room_topic = matches!(ev.topic, Topic::Room(_));
+        if let (Topic::User(user), 0, None) = (&ev.topic, frame.seq, &frame.member) {
+            return self.deliver_direct(&frame, user);
+        }
         match &frame.member {
             Some((user, MemberChange::Joined)) => {
                 self.on_joined(&frame, user);
@@ -149,6 +182,26 @@ impl Hub {
         };
         for s in members.users.get(user).into_iter().flatten() {
             s.push(Outbound::Event(frame.clone()));
+        }
+    }
+
+    fn deliver_direct(&self, frame: &Arc<Frame>, user: &str) {
+        let Ok(members) = self.members.read() else {
+            return;
+        };
+        for s in members.users.get(user).into_iter().flatten() {
+            s.push(Outbound::Direct(frame.clone()));
+        }
+    }
+
+    fn end_local_sessions(&self, user: &str, which: Option<&str>) {
+        let Ok(members) = self.members.read() else {
+            return;
+        };
+        for s in members.users.get(user).into_iter().flatten() {
+            if which.is_none() || s.token_session.as_deref() == which {
+                s.kick(close::BAD_TOKEN);
+            }
         }
     }
 
@@ -208,11 +261,16 @@ impl Hub {
 
     /// Registers a connected session so that rooms its user joins later reach it; returns once
     /// the bus delivers the user's member events to this node.
-    pub async fn add_session(&self, handle: &Arc<SessionHandle>) -> Result<(), BusError> {
+    /// Refused when the user already holds `max_per_user` sessions here.
+    pub async fn add_session(&self, handle: &Arc<SessionHandle>) -> Result<(), AddSessionError> {
         if let Ok(mut m) = self.members.write() {
-            m.users.entry(handle.user.clone()).or_default().push(handle.clone());
+            let mine = m.users.entry(handle.user.clone()).or_default();
+            if self.max_per_user > 0 && mine.len() >= self.max_per_user as usize {
+                return Err(AddSessionError::TooMany);
+            }
+            mine.push(handle.clone());
         }
-        self.reconcile(vec![Topic::User(handle.user.clone())]).await
+        Ok(self.reconcile(vec![Topic::User(handle.user.clone())]).await?)
     }
 
     /// Subscribes a session to rooms; returns once the bus delivers them to this node.
@@ -301,9 +359,52 @@ impl Hub {
             origin,
             payload: payload.into(),
             published_us: crate::bus::now_us(),
+            control: None,
         };
         if let Err(e) = self.bus.publish(ev).await {
             tracing::warn!(error = %e, room, "ephemeral publish failed");
+        }
+    }
+
+    /// Sends a frame to the user's sessions on every node (invites). Best effort, like any
+    /// ephemeral frame: what it announces can also be read over REST.
+    pub async fn publish_to_user(&self, user: &str, frame: &ServerFrame) {
+        let payload = match serde_json::to_vec(frame) {
+            Ok(p) => p,
+            Err(e) => return tracing::error!(error = %e, "cannot encode a frame for a user"),
+        };
+        let ev = BusEvent {
+            topic: Topic::User(user.to_owned()),
+            room: String::new(),
+            seq: 0,
+            member: None,
+            origin: None,
+            payload: payload.into(),
+            published_us: crate::bus::now_us(),
+            control: None,
+        };
+        if let Err(e) = self.bus.publish(ev).await {
+            tracing::warn!(error = %e, user, "publish to a user failed");
+        }
+    }
+
+    /// Closes the user's gateway sessions of one signed-in session (or all, with `None`) on
+    /// every node. Each session also re-checks its token at every heartbeat, so a lost bus
+    /// message delays the close by at most one heartbeat.
+    pub async fn end_sessions(&self, user: &str, session: Option<String>) {
+        self.end_local_sessions(user, session.as_deref());
+        let ev = BusEvent {
+            topic: Topic::User(user.to_owned()),
+            room: String::new(),
+            seq: 0,
+            member: None,
+            origin: None,
+            payload: bytes::Bytes::new(),
+            published_us: crate::bus::now_us(),
+            control: Some(Control::EndSessions(session)),
+        };
+        if let Err(e) = self.bus.publish(ev).await {
+            tracing::warn!(error = %e, user, "publishing a sign-out failed");
         }
     }
 

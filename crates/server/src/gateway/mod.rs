@@ -7,6 +7,7 @@ pub mod outbox;
 pub mod relay;
 mod session;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,6 +16,7 @@ use switchboard_protocol::codes::error as code;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::listener::ConnSlot;
 
 /// Read buffer per connection, held for the connection's life: a typical `send` frame (about
 /// 200 bytes) fits in one read, and a larger frame grows it. 128 KiB is the default; 4 KiB
@@ -41,6 +43,7 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 )]
 pub async fn upgrade(
     State(state): State<AppState>,
+    slot: Option<Extension<ConnSlot>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -79,6 +82,8 @@ pub async fn upgrade(
             move |socket| {
                 tokio::spawn(async move {
                     let _counted = counted;
+                    // The connection's place under its address's cap lasts as long as the session.
+                    let _slot = slot;
                     session::run(socket, state).await
                 });
                 std::future::ready(())

@@ -27,6 +27,7 @@ pub fn encode(ev: &TimelineEvent) -> Result<BusEvent, serde_json::Error> {
         origin: None,
         payload: Bytes::from(serde_json::to_vec(ev)?),
         published_us: crate::bus::now_us(),
+        control: None,
     })
 }
 

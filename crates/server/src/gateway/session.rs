@@ -15,14 +15,14 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
-use switchboard_protocol::{ClientFrame, Room, RoomKind, ServerFrame, User};
+use switchboard_protocol::{ClientFrame, RoomKind, ServerFrame, User};
 use tracing::Instrument;
 
 use super::conn::{Conn, Inbound, WriteFailed};
-use super::hub::{Hub, Outbound, SessionHandle};
+use super::hub::{AddSessionError, Hub, Outbound, SessionHandle};
 use super::outbox::Next;
 use crate::app::AppState;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Verified};
 use crate::error::ApiError;
 use crate::metrics::{Held, Metrics, SessionState};
 use crate::store::{Appended, Committing, NewMessage};
@@ -56,20 +56,34 @@ pub(crate) fn run(socket: axum::extract::ws::WebSocket, state: AppState) -> impl
 async fn connection(mut conn: Box<Conn>, state: AppState) {
     let _connection = Held::up(state.metrics.connections.clone());
     let handshake = Held::up(state.metrics.sessions_in(SessionState::Handshake));
-    let Some((user, since)) = Box::pin(hello(&mut conn, &state)).await else {
+    let Some((verified, since)) = Box::pin(hello(&mut conn, &state)).await else {
         return;
     };
+    let user = verified.user;
     drop(handshake);
     let _active = Held::up(state.metrics.sessions_in(SessionState::Active));
     let session_id = uuid::Uuid::now_v7().to_string();
     // A span costs a few hundred bytes for the connection's whole life, so it exists only with
     // debug logging on; warnings and errors name the session themselves.
     let span = tracing::debug_span!("session", session = %session_id, user = %user.id);
-    let handle = SessionHandle::new(session_id, user.id.clone(), state.cfg.send_queue, state.metrics.clone());
+    let handle = SessionHandle::new(
+        session_id,
+        user.id.clone(),
+        verified.session.clone(),
+        state.cfg.send_queue,
+        state.metrics.clone(),
+    );
     let registered = Registered(Some((state.hub.clone(), handle.clone())));
-    if Box::pin(state.hub.add_session(&handle)).await.is_err() {
+    if let Err(e) = Box::pin(state.hub.add_session(&handle)).await {
         handle.outbox.close();
-        Box::pin(conn.close(close::INTERNAL, "backend unavailable")).await;
+        let (code, reason) = match e {
+            AddSessionError::TooMany => {
+                state.metrics.throttle("sessions_per_user");
+                (close::TOO_MANY_SESSIONS, "too many sessions for this user")
+            }
+            AddSessionError::Bus(_) => (close::INTERNAL, "backend unavailable"),
+        };
+        Box::pin(conn.close(code, reason)).await;
         registered.leave().await;
         return;
     }
@@ -82,6 +96,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         conn,
         handle: handle.clone(),
         user,
+        token: TokenState { session: verified.session, valid_until: verified.valid_until },
         rooms: HashMap::new(),
         pending: InFlight::default(),
         written: Vec::new(),
@@ -122,7 +137,7 @@ impl Drop for Registered {
 }
 
 /// Waits for a valid `hello`; closes with 4001 or 4003 otherwise.
-async fn hello(conn: &mut Conn, state: &AppState) -> Option<(User, Option<BTreeMap<String, u64>>)> {
+async fn hello(conn: &mut Conn, state: &AppState) -> Option<(Verified, Option<BTreeMap<String, u64>>)> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(state.cfg.hello_timeout_ms);
     loop {
         let inbound = tokio::select! {
@@ -183,6 +198,7 @@ fn kick_reason(code: u16) -> &'static str {
     match code {
         close::SLOW_CONSUMER => "slow consumer: resume with since",
         close::GOING_AWAY => "server draining",
+        close::BAD_TOKEN => "session ended",
         _ => "closed by the server",
     }
 }
@@ -228,11 +244,20 @@ impl InFlight {
     }
 }
 
+/// What the session knows of the token it was opened with.
+struct TokenState {
+    /// The signed-in session, re-checked at every heartbeat.
+    session: Option<String>,
+    /// When REST stops accepting the token (seconds since the epoch).
+    valid_until: u64,
+}
+
 struct Session {
     state: AppState,
     conn: Box<Conn>,
     handle: Arc<SessionHandle>,
     user: User,
+    token: TokenState,
     rooms: HashMap<String, Position>,
     pending: InFlight,
     /// Publish times of the live frames in the batch being written, for the fanout metric.
@@ -294,7 +319,7 @@ impl Session {
                 from = until;
             }
             let id = room.id.clone();
-            self.rooms.insert(id.clone(), Position { seq: from, member: true, room });
+            self.rooms.insert(id.clone(), Position { seq: from, member: true, kind: room.kind });
             if last > from {
                 self.fill(&id, last).await?;
             }
@@ -358,7 +383,30 @@ impl Session {
         if reading && self.conn.last_recv.elapsed() > hb * 5 / 2 {
             return Err(Stop::Close(close::HEARTBEAT_TIMEOUT, "no heartbeat from client"));
         }
+        self.check_token(hb).await?;
         Ok(self.conn.ping().await?)
+    }
+
+    /// Closes the session (4003) before REST would refuse its token: at the last heartbeat
+    /// before the token expires, or once its signed-in session has ended (the bus normally says
+    /// so at once; this is the backstop when it did not).
+    async fn check_token(&mut self, hb: Duration) -> Result<(), Stop> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(u64::MAX);
+        if now.saturating_add(hb.as_secs().max(1)) >= self.token.valid_until {
+            return Err(Stop::Close(close::BAD_TOKEN, "token expired"));
+        }
+        if let Some(sid) = &self.token.session {
+            match self.state.store.session_user(sid).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(Stop::Close(close::BAD_TOKEN, "session ended")),
+                // A store that cannot answer proves nothing; the next beat asks again.
+                Err(e) => tracing::debug!(error = %e, "cannot re-check a session"),
+            }
+        }
+        Ok(())
     }
 
     async fn finish(&mut self, done: Option<ServerFrame>) -> Result<(), Stop> {
@@ -410,6 +458,7 @@ impl Session {
                 let own = own_change(frame.member.as_ref().map(|(u, c)| (u.as_str(), *c)), &self.user.id);
                 self.step(&frame.room, frame.seq, own, frame.text.clone()).await?;
             }
+            Outbound::Direct(frame) => self.conn.feed(frame.text.clone()).await?,
             Outbound::Joined { room, seq } => {
                 // Each join arrives twice (room and user topics): a marker the session has
                 // already gone past must not subscribe it again after a later leave.
@@ -422,24 +471,13 @@ impl Session {
                 if let Err(e) = self.state.hub.subscribe(&self.handle, std::slice::from_ref(&room)).await {
                     tracing::warn!(error = %e, room, session = %self.handle.id, "subscribing a joined room failed");
                 }
-                let info = self.state.store.room_for(&room, &self.user.id).await.unwrap_or_else(|_| Room {
-                    id: room.clone(),
-                    name: String::new(),
-                    kind: RoomKind::Private,
-                    last_seq: seq,
-                    role: None,
-                    read_seq: None,
-                    unread: None,
-                });
-                let upto = info.last_seq.max(seq);
-                let p = self.rooms.entry(room.clone()).or_insert(Position {
-                    seq: 0,
-                    member: false,
-                    room: info.clone(),
-                });
+                let info = self.state.store.room_for(&room, &self.user.id).await.ok();
+                let upto = info.as_ref().map_or(seq, |r| r.last_seq.max(seq));
+                let kind = info.as_ref().map_or(RoomKind::Private, |r| r.kind);
+                let p = self.rooms.entry(room.clone()).or_insert(Position { seq: 0, member: false, kind });
                 // What happened while the user was out is not theirs to see.
                 p.seq = p.seq.max(seq.saturating_sub(1));
-                p.room = info;
+                p.kind = kind;
                 self.fill(&room, upto).await?;
             }
         }
@@ -471,7 +509,7 @@ impl Session {
                 let checked = validate::id(&room, "room")
                     .and_then(|()| validate::client_msg_id(&client_msg_id))
                     .and_then(|()| validate::body(&body, self.state.cfg.max_body_chars));
-                match checked {
+                match checked.and_then(|()| self.state.limits.send(&self.user.id)) {
                     Err(e) => {
                         self.state.metrics.send_refused(&e);
                         Some(e.to_frame(Some(client_msg_id), Some(room)))

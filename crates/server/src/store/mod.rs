@@ -10,7 +10,8 @@ pub mod sqlite;
 pub(crate) mod conformance;
 
 use async_trait::async_trait;
-use switchboard_protocol::{Message, Role, Room, RoomKind, TimelineEvent, User};
+use switchboard_protocol::rest::UserSettings;
+use switchboard_protocol::{Invite, Message, Role, Room, RoomKind, TimelineEvent, User};
 use tokio::sync::mpsc;
 
 /// Why a store call failed. Callers map these once to client-facing codes.
@@ -25,6 +26,15 @@ pub enum StoreError {
     /// The caller is a member but lacks the role for this.
     #[error("not allowed")]
     Forbidden,
+    /// Not allowed, for a reason the caller may be told.
+    #[error("{0}")]
+    Denied(&'static str),
+    /// One of the two users has blocked the other.
+    #[error("blocked")]
+    Blocked,
+    /// The target's settings refuse being added to rooms.
+    #[error("not accepting adds")]
+    NotAccepting,
     /// A username is already registered.
     #[error("username already taken")]
     UsernameTaken,
@@ -77,6 +87,9 @@ pub struct CreatedRoom {
     pub room: Room,
     /// False when the dm for this pair already existed.
     pub created: bool,
+    /// Initial members who were invited rather than added (by their `add_policy`), with their
+    /// invites.
+    pub invited: Vec<(String, Invite)>,
 }
 
 /// Arguments of [`Store::append`].
@@ -90,6 +103,17 @@ pub struct NewMessage {
     pub client_msg_id: String,
     /// Text (validated by the caller).
     pub body: String,
+}
+
+/// What [`Store::add_member`] did, by the target's `add_policy`.
+#[derive(Debug, Clone)]
+pub enum AddOutcome {
+    /// The user is a member now (their member event).
+    Added(TimelineEvent),
+    /// The user was a member already: nothing changed.
+    AlreadyMember,
+    /// The user was invited (or already was): they join when they accept.
+    Invited(Invite),
 }
 
 /// Result of [`Store::append`]: `created` is false when the key had been used before.
@@ -133,6 +157,12 @@ pub type CommitStream = mpsc::UnboundedReceiver<TimelineEvent>;
 ///   member removed before a send commits cannot have that send accepted.
 /// - Every committed timeline event is emitted exactly once on the [`CommitStream`], in commit
 ///   order, so the node can publish it without reordering.
+/// - People decide which rooms they are in: only a user's own `join` (of a public room, or of a
+///   room they hold an invite to), or an add by someone allowed to add when the user's
+///   `add_policy` is `anyone`, makes them a member. A user removed by a moderator comes back
+///   only through a moderator. Blocks hold both ways for dms and one way for adds.
+/// - A session that has ended, or expired, never resolves to its user again.
+/// - Unread counts are kept by the writes: reading them costs the same whatever the backlog.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip to the backend, for `/readyz`.
@@ -148,8 +178,10 @@ pub trait Store: Send + Sync + 'static {
     /// Looks up login credentials by (normalised) username.
     async fn credentials(&self, username: &str) -> StoreResult<Option<Credentials>>;
 
-    /// Creates a room with the creator as owner and the given members, or returns the existing
-    /// dm between the same pair.
+    /// Creates a room with the creator as owner and the given members added or invited (as
+    /// each one's `add_policy` says; `nobody` or a block refuses the whole creation), or returns
+    /// the existing dm between the same pair. A dm has no owner, and is refused when either
+    /// person has blocked the other.
     async fn create_room(&self, new: NewRoom) -> StoreResult<CreatedRoom>;
     /// The user's rooms with `last_seq`, `read_seq` and `unread`.
     async fn rooms_for(&self, user: &str) -> StoreResult<Vec<Room>>;
@@ -163,10 +195,43 @@ pub trait Store: Send + Sync + 'static {
     async fn role(&self, room: &str, user: &str) -> StoreResult<Option<Role>>;
     /// Current members with their roles.
     async fn members(&self, room: &str) -> StoreResult<Vec<(User, Role)>>;
-    /// Joins a public room; `None` when already a member.
+    /// Joins a public room, or a room the user holds an invite to (accepting it); `None` when
+    /// already a member. A user a moderator removed cannot join again by themselves.
     async fn join(&self, room: &str, user: &str) -> StoreResult<Option<TimelineEvent>>;
-    /// A member adds another user; `None` when already a member.
-    async fn add_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<Option<TimelineEvent>>;
+    /// A member adds another user: in a private room only moderators and up may, in a public
+    /// one any member; the target's `add_policy` decides between adding and inviting, and a
+    /// user who blocked the actor, or whom a moderator removed (unless the actor moderates),
+    /// cannot be added.
+    async fn add_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<AddOutcome>;
+    /// The user's pending invites, newest first.
+    async fn invites(&self, user: &str) -> StoreResult<Vec<Invite>>;
+    /// Declines (drops) the user's invite to a room; a no-op when there is none.
+    async fn decline_invite(&self, room: &str, user: &str) -> StoreResult<()>;
+
+    /// The user's settings.
+    async fn settings(&self, user: &str) -> StoreResult<UserSettings>;
+    /// Replaces the user's settings.
+    async fn set_settings(&self, user: &str, settings: UserSettings) -> StoreResult<()>;
+    /// `user` blocks `target`: no dms between them, no adds or invites from `target`, and
+    /// `target`'s pending invites to `user` are dropped.
+    async fn block(&self, user: &str, target: &str) -> StoreResult<()>;
+    /// Lifts a block; a no-op when there is none.
+    async fn unblock(&self, user: &str, target: &str) -> StoreResult<()>;
+    /// Users `user` has blocked.
+    async fn blocks(&self, user: &str) -> StoreResult<Vec<User>>;
+
+    /// Starts a signed-in session expiring at `expires_at_ms`; beyond the user's `keep` newest
+    /// sessions, the oldest are ended. Returns the session id that tokens carry.
+    async fn create_session(&self, user: &str, expires_at_ms: i64, keep: u32) -> StoreResult<String>;
+    /// The user of a session that has neither ended nor expired.
+    async fn session_user(&self, session: &str) -> StoreResult<Option<User>>;
+    /// Ends one of the user's sessions.
+    async fn end_session(&self, user: &str, session: &str) -> StoreResult<()>;
+    /// Ends all of the user's sessions, and refuses from now on tokens without a session id
+    /// (external ones) issued before now.
+    async fn end_all_sessions(&self, user: &str) -> StoreResult<()>;
+    /// When the user last ended all sessions (ms since the epoch), if ever.
+    async fn sessions_ended_at(&self, user: &str) -> StoreResult<Option<i64>>;
     /// Removes a member: themselves (left), or another if the actor may moderate (removed).
     async fn remove_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<TimelineEvent>;
 

@@ -3,11 +3,12 @@
 //! room exactly once, in order, and nothing from outside a membership" is kept.
 
 use axum::extract::ws::Utf8Bytes;
-use switchboard_protocol::{MemberChange, Room, ServerFrame, TimelineEvent};
+use switchboard_protocol::{MemberChange, Room, RoomKind, ServerFrame, TimelineEvent};
 
 use super::{FETCH_PAGE, Session, Stop};
 use switchboard_protocol::codes::close;
 
+use crate::app::AppState;
 use crate::metrics::Backend;
 
 /// Where the session stands in one room.
@@ -17,8 +18,10 @@ pub(super) struct Position {
     pub(super) seq: u64,
     /// Whether the user is a member at `seq`: events are written only while this holds.
     pub(super) member: bool,
-    /// The room as last loaded, for `room` frames.
-    pub(super) room: Room,
+    /// The room's kind, for a `room` frame when the room cannot be read any more (after a
+    /// removal). Nothing else of the room is kept: a session's memory grows by this small
+    /// position per room, however many rooms the user is in.
+    pub(super) kind: RoomKind,
 }
 
 /// The user's own membership change carried by a timeline event, if any.
@@ -45,7 +48,6 @@ impl Session {
             return Ok(());
         }
         p.seq = seq;
-        p.room.last_seq = seq;
         let was_member = p.member;
         let notice = match own {
             Some(MemberChange::Joined) if !was_member => {
@@ -58,15 +60,15 @@ impl Session {
             }
             _ => None,
         };
-        let room_frame = |change| ServerFrame::Room { room: p.room.clone(), change, seq: Some(seq) };
+        let kind = p.kind;
         match notice {
             Some(MemberChange::Joined) => {
-                let f = room_frame(MemberChange::Joined);
+                let f = room_frame(&self.state, &self.user.id, room, kind, seq, MemberChange::Joined).await;
                 self.conn.feed_frame(&f).await?;
                 self.conn.feed(text).await?;
             }
             Some(change) => {
-                let f = room_frame(change);
+                let f = room_frame(&self.state, &self.user.id, room, kind, seq, change).await;
                 self.conn.feed(text).await?;
                 self.conn.feed_frame(&f).await?;
             }
@@ -135,4 +137,30 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The `room` frame for the user's own membership change at `seq`: the room as the store has
+/// it now, or (when it can no longer be read, after a removal) its id and kind.
+async fn room_frame(
+    state: &AppState,
+    user: &str,
+    room: &str,
+    kind: RoomKind,
+    seq: u64,
+    change: MemberChange,
+) -> ServerFrame {
+    let mut info = state.store.room_for(room, user).await.unwrap_or_else(|_| Room {
+        id: room.to_owned(),
+        name: String::new(),
+        kind,
+        last_seq: seq,
+        role: None,
+        read_seq: None,
+        unread: None,
+    });
+    info.last_seq = seq;
+    if change != MemberChange::Joined {
+        (info.role, info.read_seq, info.unread) = (None, None, None);
+    }
+    ServerFrame::Room { room: info, change, seq: Some(seq) }
 }

@@ -12,17 +12,21 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
-use switchboard_protocol::{Message, Role, Room, TimelineEvent, User};
+use switchboard_protocol::rest::UserSettings;
+use switchboard_protocol::{Invite, Message, Role, Room, TimelineEvent, User};
 use tokio::sync::mpsc;
 
 use super::{
-    Appended, CommitStream, Committing, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, Store,
-    StoreError, StoreResult,
+    AddOutcome, Appended, CommitStream, Committing, CreatedRoom, Credentials, HistoryPage, NewMessage,
+    NewRoom, Store, StoreError, StoreResult,
 };
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_messages_by_room.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_messages_by_room.sql"),
+    include_str!("migrations/0003_sessions_consent_unread.sql"),
+];
 
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -254,9 +258,69 @@ impl Store for SqliteStore {
         self.write(move |c| queries::join(c, &r, &u)).await
     }
 
-    async fn add_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<Option<TimelineEvent>> {
+    async fn add_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<AddOutcome> {
         let (r, a, u) = (room.to_owned(), actor.to_owned(), user.to_owned());
         self.write(move |c| queries::add_member(c, &r, &a, &u)).await
+    }
+
+    async fn invites(&self, user: &str) -> StoreResult<Vec<Invite>> {
+        let u = user.to_owned();
+        self.read(move |c| queries::invites(c, &u)).await
+    }
+
+    async fn decline_invite(&self, room: &str, user: &str) -> StoreResult<()> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.write(move |c| queries::decline_invite(c, &r, &u)).await
+    }
+
+    async fn settings(&self, user: &str) -> StoreResult<UserSettings> {
+        let u = user.to_owned();
+        self.read(move |c| queries::settings(c, &u)).await
+    }
+
+    async fn set_settings(&self, user: &str, settings: UserSettings) -> StoreResult<()> {
+        let u = user.to_owned();
+        self.write(move |c| queries::set_settings(c, &u, settings)).await
+    }
+
+    async fn block(&self, user: &str, target: &str) -> StoreResult<()> {
+        let (u, t) = (user.to_owned(), target.to_owned());
+        self.write(move |c| queries::block(c, &u, &t)).await
+    }
+
+    async fn unblock(&self, user: &str, target: &str) -> StoreResult<()> {
+        let (u, t) = (user.to_owned(), target.to_owned());
+        self.write(move |c| queries::unblock(c, &u, &t)).await
+    }
+
+    async fn blocks(&self, user: &str) -> StoreResult<Vec<User>> {
+        let u = user.to_owned();
+        self.read(move |c| queries::blocks(c, &u)).await
+    }
+
+    async fn create_session(&self, user: &str, expires_at_ms: i64, keep: u32) -> StoreResult<String> {
+        let u = user.to_owned();
+        self.write(move |c| queries::create_session(c, &u, expires_at_ms, keep)).await
+    }
+
+    async fn session_user(&self, session: &str) -> StoreResult<Option<User>> {
+        let s = session.to_owned();
+        self.read(move |c| queries::session_user(c, &s)).await
+    }
+
+    async fn end_session(&self, user: &str, session: &str) -> StoreResult<()> {
+        let (u, s) = (user.to_owned(), session.to_owned());
+        self.write(move |c| queries::end_session(c, &u, &s)).await
+    }
+
+    async fn end_all_sessions(&self, user: &str) -> StoreResult<()> {
+        let u = user.to_owned();
+        self.write(move |c| queries::end_all_sessions(c, &u)).await
+    }
+
+    async fn sessions_ended_at(&self, user: &str) -> StoreResult<Option<i64>> {
+        let u = user.to_owned();
+        self.read(move |c| queries::sessions_ended_at(c, &u)).await
     }
 
     async fn remove_member(&self, room: &str, actor: &str, user: &str) -> StoreResult<TimelineEvent> {

@@ -3,12 +3,18 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use switchboard_protocol::frames::{DeleteEvent, EditEvent, MemberEvent};
-use switchboard_protocol::{MemberChange, Message, Role, Room, RoomKind, TimelineEvent, User};
+use switchboard_protocol::rest::UserSettings;
+use switchboard_protocol::{
+    AddPolicy, Invite, MemberChange, Message, Role, Room, RoomKind, TimelineEvent, User,
+};
 
 use crate::store::{
-    Appended, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, StoreError, StoreResult, now_ms,
-    rfc3339_ms,
+    AddOutcome, Appended, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, StoreError,
+    StoreResult, now_ms, rfc3339_ms,
 };
+
+/// Pending invites one user may hold; past it, older ones must be answered first.
+const MAX_PENDING_INVITES: i64 = 200;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -118,10 +124,12 @@ fn room_row(r: &Row<'_>) -> rusqlite::Result<Room> {
     })
 }
 
+/// Unread is kept by the writes: messages after the marker (`msg_count - read_ord`), less the
+/// deleted ones after it, found through a partial index of deleted messages and capped.
 const ROOM_COLUMNS: &str = "r.id, r.name, r.kind, r.last_seq, mb.role, mb.read_seq,
     CASE WHEN mb.user_id IS NULL THEN NULL ELSE
-      (SELECT COUNT(*) FROM messages m WHERE m.room_id = r.id AND m.seq > mb.read_seq
-         AND m.author != mb.user_id AND m.deleted = 0) END";
+      MAX(0, r.msg_count - mb.read_ord - (SELECT COUNT(*) FROM (SELECT 1 FROM messages d
+         WHERE d.room_id = r.id AND d.deleted = 1 AND d.seq > mb.read_seq LIMIT 1000))) END";
 
 pub(super) fn rooms_for(c: &Connection, user: &str) -> StoreResult<Vec<Room>> {
     let sql = format!(
@@ -218,14 +226,164 @@ fn insert_member(c: &Connection, room: &str, user: &str, role: Role) -> StoreRes
         .execute(params![room, user, role.as_str()])?;
     let ev = member_event(c, room, user, MemberChange::Joined)?;
     // A new member has read everything up to and including their own arrival.
-    c.prepare_cached("UPDATE members SET read_seq = ?3 WHERE room_id = ?1 AND user_id = ?2")?
-        .execute(params![room, user, to_i64(ev.seq())])?;
+    c.prepare_cached(
+        "UPDATE members SET read_seq = ?3, read_ord = (SELECT msg_count FROM rooms WHERE id = ?1)
+         WHERE room_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![room, user, to_i64(ev.seq())])?;
+    c.prepare_cached("DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2")?.execute([room, user])?;
     Ok(ev)
 }
 
 fn dm_key(a: &str, b: &str) -> String {
     let (x, y) = if a <= b { (a, b) } else { (b, a) };
     serde_json::json!([x, y]).to_string()
+}
+
+/// Whether either user has blocked the other.
+fn blocked_either(c: &Connection, a: &str, b: &str) -> StoreResult<bool> {
+    Ok(c.prepare_cached(
+        "SELECT 1 FROM blocks WHERE (user_id = ?1 AND blocked = ?2) OR (user_id = ?2 AND blocked = ?1)",
+    )?
+    .query_row([a, b], |_| Ok(()))
+    .optional()?
+    .is_some())
+}
+
+fn has_blocked(c: &Connection, user: &str, target: &str) -> StoreResult<bool> {
+    Ok(c.prepare_cached("SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked = ?2")?
+        .query_row([user, target], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn add_policy(c: &Connection, user: &str) -> StoreResult<Option<AddPolicy>> {
+    let p: Option<String> = c
+        .prepare_cached("SELECT add_policy FROM users WHERE id = ?1")?
+        .query_row([user], |r| r.get(0))
+        .optional()?;
+    Ok(p.map(|p| AddPolicy::parse(&p).unwrap_or_default()))
+}
+
+fn removed_by_moderator(c: &Connection, room: &str, user: &str) -> StoreResult<bool> {
+    Ok(c.prepare_cached("SELECT 1 FROM removals WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row([room, user], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// What adding `target` to `room` by `actor` (whose role there is `actor_role`) will do; checks
+/// only, so that a refusal writes nothing.
+enum AddPlan {
+    Member,
+    Add,
+    Invite,
+}
+
+fn plan_add(
+    c: &Connection,
+    room: &str,
+    kind: RoomKind,
+    actor: &str,
+    actor_role: Role,
+    target: &str,
+) -> StoreResult<AddPlan> {
+    if kind == RoomKind::Dm {
+        return Err(StoreError::Conflict("a dm cannot take more members"));
+    }
+    if kind == RoomKind::Private && !actor_role.can_moderate() {
+        return Err(StoreError::Denied("only moderators may add people to a private room"));
+    }
+    let Some(policy) = add_policy(c, target)? else {
+        return Err(StoreError::NotFound);
+    };
+    if role(c, room, target)?.is_some() {
+        return Ok(AddPlan::Member);
+    }
+    if has_blocked(c, target, actor)? {
+        return Err(StoreError::Blocked);
+    }
+    if removed_by_moderator(c, room, target)? && !actor_role.can_moderate() {
+        return Err(StoreError::Denied("a moderator removed this user; only a moderator may add them again"));
+    }
+    match policy {
+        AddPolicy::Nobody => Err(StoreError::NotAccepting),
+        AddPolicy::Anyone => Ok(AddPlan::Add),
+        AddPolicy::Invite => {
+            let pending: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM invites WHERE user_id = ?1")?
+                .query_row([target], |r| r.get(0))?;
+            if pending >= MAX_PENDING_INVITES {
+                return Err(StoreError::Conflict("this user has too many pending invites"));
+            }
+            Ok(AddPlan::Invite)
+        }
+    }
+}
+
+fn carry_out_add(
+    c: &Connection,
+    room: &str,
+    actor: &str,
+    target: &str,
+    plan: AddPlan,
+) -> Written<AddOutcome> {
+    match plan {
+        AddPlan::Member => Ok((AddOutcome::AlreadyMember, Vec::new())),
+        AddPlan::Add => {
+            c.prepare_cached("DELETE FROM removals WHERE room_id = ?1 AND user_id = ?2")?
+                .execute([room, target])?;
+            let ev = insert_member(c, room, target, Role::Member)?;
+            Ok((AddOutcome::Added(ev.clone()), vec![ev]))
+        }
+        AddPlan::Invite => {
+            // An invite from a moderator also lifts the removal, once it is accepted.
+            c.prepare_cached(
+                "INSERT INTO invites (room_id, user_id, inviter, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (room_id, user_id) DO NOTHING",
+            )?
+            .execute(params![room, target, actor, now_ms()])?;
+            let invite = invite(c, room, target)?.ok_or(StoreError::NotFound)?;
+            Ok((AddOutcome::Invited(invite), Vec::new()))
+        }
+    }
+}
+
+fn invite(c: &Connection, room: &str, user: &str) -> StoreResult<Option<Invite>> {
+    let sql = format!("{INVITE_SELECT} WHERE i.room_id = ?1 AND i.user_id = ?2");
+    Ok(c.prepare_cached(&sql)?.query_row([room, user], invite_row).optional()?)
+}
+
+const INVITE_SELECT: &str = "SELECT r.id, r.name, r.kind, r.last_seq, u.id, u.username, i.created_at
+    FROM invites i JOIN rooms r ON r.id = i.room_id JOIN users u ON u.id = i.inviter";
+
+fn invite_row(r: &Row<'_>) -> rusqlite::Result<Invite> {
+    let kind: String = r.get(2)?;
+    Ok(Invite {
+        room: Room {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            kind: RoomKind::parse(&kind).unwrap_or(RoomKind::Private),
+            last_seq: seq_of(r.get(3)?),
+            role: None,
+            read_seq: None,
+            unread: None,
+        },
+        inviter: User { id: r.get(4)?, username: r.get(5)? },
+        created_at: rfc3339_ms(r.get(6)?),
+    })
+}
+
+pub(super) fn invites(c: &Connection, user: &str) -> StoreResult<Vec<Invite>> {
+    let sql = format!("{INVITE_SELECT} WHERE i.user_id = ?1 ORDER BY i.created_at DESC, r.id LIMIT ?2");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![user, MAX_PENDING_INVITES], invite_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn decline_invite(c: &Connection, room: &str, user: &str) -> Written<()> {
+    c.prepare_cached("DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2")?.execute([room, user])?;
+    Ok(((), Vec::new()))
 }
 
 pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> {
@@ -245,6 +403,9 @@ pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> 
             let [other] = others.as_slice() else {
                 return Err(StoreError::Invalid("a dm has exactly one other member"));
             };
+            if blocked_either(c, &new.creator, other)? {
+                return Err(StoreError::Blocked);
+            }
             let key = dm_key(&new.creator, other);
             let existing: Option<String> = c
                 .prepare_cached("SELECT id FROM rooms WHERE dm_key = ?1")?
@@ -259,74 +420,204 @@ pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> 
                     }
                 }
                 let room = room_for(c, &id, &new.creator)?;
-                return Ok((CreatedRoom { room, created: false }, events));
+                return Ok((CreatedRoom { room, created: false, invited: Vec::new() }, events));
             }
             Some(key)
         }
         _ => None,
     };
     let id = new_id();
+    // Everyone else is added as they would be later: by their own add policy (checked before
+    // anything is written, so a refusal leaves no room behind).
+    let mut plans = Vec::new();
+    if new.kind != RoomKind::Dm {
+        for m in &others {
+            if has_blocked(c, m, &new.creator)? {
+                return Err(StoreError::Blocked);
+            }
+            let plan = match add_policy(c, m)?.unwrap_or_default() {
+                AddPolicy::Nobody => return Err(StoreError::NotAccepting),
+                AddPolicy::Anyone => AddPlan::Add,
+                AddPolicy::Invite => AddPlan::Invite,
+            };
+            plans.push((*m, plan));
+        }
+    }
     c.prepare_cached(
         "INSERT INTO rooms (id, name, kind, created_by, last_seq, dm_key, created_at)
          VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
     )?
     .execute(params![id, new.name, new.kind.as_str(), new.creator, key, now_ms()])?;
-    let mut events = vec![insert_member(c, &id, &new.creator, Role::Owner)?];
-    for m in others {
-        events.push(insert_member(c, &id, m, Role::Member)?);
+    // A dm has no owner: neither person can remove the other or delete their messages.
+    let creator_role = if new.kind == RoomKind::Dm { Role::Member } else { Role::Owner };
+    let mut events = vec![insert_member(c, &id, &new.creator, creator_role)?];
+    if new.kind == RoomKind::Dm {
+        for m in others {
+            events.push(insert_member(c, &id, m, Role::Member)?);
+        }
+    }
+    let mut invited = Vec::new();
+    for (m, plan) in plans {
+        let (outcome, evs) = carry_out_add(c, &id, &new.creator, m, plan)?;
+        events.extend(evs);
+        if let AddOutcome::Invited(i) = outcome {
+            invited.push((m.to_owned(), i));
+        }
     }
     let room = room_for(c, &id, &new.creator)?;
-    Ok((CreatedRoom { room, created: true }, events))
+    Ok((CreatedRoom { room, created: true, invited }, events))
 }
 
 pub(super) fn join(c: &Connection, room: &str, user: &str) -> Written<Option<TimelineEvent>> {
     if role(c, room, user)?.is_some() {
         return Ok((None, Vec::new()));
     }
-    if room_kind(c, room)? != Some(RoomKind::Public) {
-        return Err(StoreError::NotFound);
+    let invited = c
+        .prepare_cached("SELECT 1 FROM invites WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row([room, user], |_| Ok(()))
+        .optional()?
+        .is_some();
+    match room_kind(c, room)? {
+        Some(RoomKind::Public) | Some(RoomKind::Private) if invited => {}
+        Some(RoomKind::Public) => {
+            if removed_by_moderator(c, room, user)? {
+                return Err(StoreError::Denied("a moderator removed you from this room"));
+            }
+        }
+        _ => return Err(StoreError::NotFound),
     }
+    c.prepare_cached("DELETE FROM removals WHERE room_id = ?1 AND user_id = ?2")?.execute([room, user])?;
     let ev = insert_member(c, room, user, Role::Member)?;
     Ok((Some(ev.clone()), vec![ev]))
 }
 
-pub(super) fn add_member(
-    c: &Connection,
-    room: &str,
-    actor: &str,
-    target: &str,
-) -> Written<Option<TimelineEvent>> {
-    require_member(c, room, actor)?;
-    if room_kind(c, room)? == Some(RoomKind::Dm) {
-        return Err(StoreError::Conflict("a dm cannot take more members"));
-    }
-    if user(c, target)?.is_none() {
-        return Err(StoreError::NotFound);
-    }
-    if role(c, room, target)?.is_some() {
-        return Ok((None, Vec::new()));
-    }
-    let ev = insert_member(c, room, target, Role::Member)?;
-    Ok((Some(ev.clone()), vec![ev]))
+pub(super) fn add_member(c: &Connection, room: &str, actor: &str, target: &str) -> Written<AddOutcome> {
+    let actor_role = require_member(c, room, actor)?;
+    let kind = room_kind(c, room)?.ok_or(StoreError::NotFound)?;
+    let plan = plan_add(c, room, kind, actor, actor_role, target)?;
+    carry_out_add(c, room, actor, target, plan)
 }
 
 pub(super) fn remove_member(c: &Connection, room: &str, actor: &str, target: &str) -> Written<TimelineEvent> {
     let actor_role = require_member(c, room, actor)?;
+    let kind = room_kind(c, room)?.ok_or(StoreError::NotFound)?;
     let change = if actor == target {
         MemberChange::Left
-    } else if actor_role.can_moderate() {
+    } else if kind != RoomKind::Dm && actor_role.can_moderate() {
         MemberChange::Removed
     } else {
         return Err(StoreError::Forbidden);
     };
-    let n = c
-        .prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")?
-        .execute([room, target])?;
-    if n == 0 {
+    if role(c, room, target)?.is_none() {
         return Err(StoreError::NotFound);
+    }
+    c.prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")?.execute([room, target])?;
+    if change == MemberChange::Removed {
+        c.prepare_cached(
+            "INSERT INTO removals (room_id, user_id, by_user, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (room_id, user_id) DO UPDATE SET by_user = excluded.by_user, at = excluded.at",
+        )?
+        .execute(params![room, target, actor, now_ms()])?;
+        // A pending invite from before the removal no longer stands.
+        c.prepare_cached("DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2")?
+            .execute([room, target])?;
     }
     let ev = member_event(c, room, target, change)?;
     Ok((ev.clone(), vec![ev]))
+}
+
+// ---- settings, blocks, sessions ----
+
+pub(super) fn settings(c: &Connection, user: &str) -> StoreResult<UserSettings> {
+    Ok(UserSettings { add_policy: add_policy(c, user)?.ok_or(StoreError::NotFound)? })
+}
+
+pub(super) fn set_settings(c: &Connection, user: &str, s: UserSettings) -> Written<()> {
+    let n = c
+        .prepare_cached("UPDATE users SET add_policy = ?2 WHERE id = ?1")?
+        .execute([user, s.add_policy.as_str()])?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(((), Vec::new()))
+}
+
+pub(super) fn block(c: &Connection, user_id: &str, target: &str) -> Written<()> {
+    if user_id == target {
+        return Err(StoreError::Invalid("you cannot block yourself"));
+    }
+    if user(c, target)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    c.prepare_cached(
+        "INSERT INTO blocks (user_id, blocked, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![user_id, target, now_ms()])?;
+    c.prepare_cached("DELETE FROM invites WHERE user_id = ?1 AND inviter = ?2")?
+        .execute([user_id, target])?;
+    Ok(((), Vec::new()))
+}
+
+pub(super) fn unblock(c: &Connection, user: &str, target: &str) -> Written<()> {
+    c.prepare_cached("DELETE FROM blocks WHERE user_id = ?1 AND blocked = ?2")?.execute([user, target])?;
+    Ok(((), Vec::new()))
+}
+
+pub(super) fn blocks(c: &Connection, user: &str) -> StoreResult<Vec<User>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT u.id, u.username FROM blocks b JOIN users u ON u.id = b.blocked
+         WHERE b.user_id = ?1 ORDER BY u.username LIMIT 10000",
+    )?;
+    let rows = stmt.query_map([user], |r| Ok(User { id: r.get(0)?, username: r.get(1)? }))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(super) fn create_session(c: &Connection, user: &str, expires_at: i64, keep: u32) -> Written<String> {
+    let now = now_ms();
+    // Expired and ended sessions are of no further use.
+    c.prepare_cached(
+        "DELETE FROM sessions WHERE user_id = ?1 AND (expires_at < ?2 OR ended_at IS NOT NULL)",
+    )?
+    .execute(params![user, now])?;
+    let id = new_id();
+    c.prepare_cached("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, user, now, expires_at])?;
+    // Past the cap, the oldest sessions end (as a browser that signs in again and again would
+    // otherwise pile them up).
+    c.prepare_cached(
+        "DELETE FROM sessions WHERE user_id = ?1 AND id NOT IN
+           (SELECT id FROM sessions WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2)",
+    )?
+    .execute(params![user, i64::from(keep.max(1))])?;
+    Ok((id, Vec::new()))
+}
+
+pub(super) fn session_user(c: &Connection, session: &str) -> StoreResult<Option<User>> {
+    Ok(c.prepare_cached(
+        "SELECT u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.id = ?1 AND s.ended_at IS NULL AND s.expires_at > ?2",
+    )?
+    .query_row(params![session, now_ms()], |r| Ok(User { id: r.get(0)?, username: r.get(1)? }))
+    .optional()?)
+}
+
+pub(super) fn end_session(c: &Connection, user: &str, session: &str) -> Written<()> {
+    c.prepare_cached("DELETE FROM sessions WHERE id = ?1 AND user_id = ?2")?.execute([session, user])?;
+    Ok(((), Vec::new()))
+}
+
+pub(super) fn end_all_sessions(c: &Connection, user: &str) -> Written<()> {
+    c.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?.execute([user])?;
+    c.prepare_cached("UPDATE users SET sessions_ended_at = ?2 WHERE id = ?1")?
+        .execute(params![user, now_ms()])?;
+    Ok(((), Vec::new()))
+}
+
+pub(super) fn sessions_ended_at(c: &Connection, user: &str) -> StoreResult<Option<i64>> {
+    Ok(c.prepare_cached("SELECT sessions_ended_at FROM users WHERE id = ?1")?
+        .query_row([user], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten())
 }
 
 // ---- messages and the timeline ----
@@ -353,6 +644,28 @@ fn message(c: &Connection, room: &str, id: &str) -> StoreResult<Option<Message>>
     Ok(c.prepare_cached(&sql)?.query_row([id, room], message_row).optional()?)
 }
 
+/// The author's role and, for a dm, the other person: what a send must check before it writes.
+fn sender_standing(c: &Connection, room: &str, author: &str) -> StoreResult<(Role, Option<String>)> {
+    let found: Option<(String, String, Option<String>)> = c
+        .prepare_cached(
+            "SELECT mb.role, r.kind, r.dm_key FROM members mb JOIN rooms r ON r.id = mb.room_id
+             WHERE mb.room_id = ?1 AND mb.user_id = ?2",
+        )?
+        .query_row([room, author], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((role, kind, key)) = found else {
+        return Err(require_member(c, room, author).err().unwrap_or(StoreError::NotFound));
+    };
+    let role = Role::parse(&role).unwrap_or(Role::Member);
+    let other = match (RoomKind::parse(&kind), key) {
+        (Some(RoomKind::Dm), Some(key)) => serde_json::from_str::<Vec<String>>(&key)
+            .ok()
+            .and_then(|pair| pair.into_iter().find(|u| u != author)),
+        _ => None,
+    };
+    Ok((role, other))
+}
+
 pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE author = ?1 AND client_msg_id = ?2");
     let existing =
@@ -361,21 +674,40 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
         if first.room != m.room {
             return Err(StoreError::IdempotencyConflict);
         }
+        // A retry answers only to a member: someone removed since cannot read the room
+        // through their old keys.
+        require_member(c, &m.room, &m.author)?;
         return Ok((Appended { message: first, created: false }, Vec::new()));
     }
-    require_member(c, &m.room, &m.author)?;
-    let seq = next_seq(c, &m.room)?;
+    let (_, dm_peer) = sender_standing(c, &m.room, &m.author)?;
+    if let Some(peer) = dm_peer
+        && blocked_either(c, &m.author, &peer)?
+    {
+        return Err(StoreError::Blocked);
+    }
+    let (seq, ord): (i64, i64) = c
+        .prepare_cached(
+            "UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + 1 WHERE id = ?1
+             RETURNING last_seq, msg_count",
+        )?
+        .query_row([&m.room], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
     let id = new_id();
     let ts = now_ms();
     c.prepare_cached(
-        "INSERT INTO messages (id, room_id, seq, author, client_msg_id, body, ts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO messages (id, room_id, seq, author, client_msg_id, body, ts, ord)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![id, m.room, to_i64(seq), m.author, m.client_msg_id, m.body, ts])?;
+    .execute(params![id, m.room, seq, m.author, m.client_msg_id, m.body, ts, ord])?;
+    // Writing in a room reads it: the author's marker moves to their message, which is also
+    // what keeps their own messages out of their unread count.
+    c.prepare_cached("UPDATE members SET read_seq = ?3, read_ord = ?4 WHERE room_id = ?1 AND user_id = ?2")?
+        .execute(params![m.room, m.author, seq, ord])?;
     let message = Message {
         id,
         room: m.room,
-        seq,
+        seq: seq_of(seq),
         author: m.author,
         body: m.body,
         ts: rfc3339_ms(ts),
@@ -516,7 +848,11 @@ pub(super) fn timeline(
 pub(super) fn mark_read(c: &Connection, room: &str, user: &str, seq: u64) -> Written<u64> {
     let read: Option<i64> = c
         .prepare_cached(
-            "UPDATE members SET read_seq = MAX(read_seq, MIN(?3, (SELECT last_seq FROM rooms WHERE id = ?1)))
+            "UPDATE members SET
+               read_seq = MAX(read_seq, MIN(?3, (SELECT last_seq FROM rooms WHERE id = ?1))),
+               read_ord = MAX(read_ord, COALESCE((SELECT m.ord FROM messages m WHERE m.room_id = ?1
+                   AND m.seq <= MIN(?3, (SELECT last_seq FROM rooms WHERE id = ?1))
+                   ORDER BY m.seq DESC LIMIT 1), 0))
              WHERE room_id = ?1 AND user_id = ?2 RETURNING read_seq",
         )?
         .query_row(params![room, user, to_i64(seq)], |r| r.get(0))

@@ -1,0 +1,305 @@
+//! Throttles on what strangers can make the node do: sign-ups and logins per client address,
+//! growing backoff after failed logins, and sends per user across all of their connections and
+//! REST. Each refusal says when to retry (`429 rate_limited` with `Retry-After`, or an `error`
+//! frame with `retry_after_ms`).
+//!
+//! Failed logins back off per account *and address* pair, so a stranger's failures against a
+//! victim's account slow the stranger down, never the victim. Two wider tiers catch the rest:
+//! one address guessing across many accounts, and many addresses guessing one account; the
+//! second is softer (at most a minute) and skips addresses the account signed in from lately,
+//! so even a distributed attack cannot lock the owner out of their usual devices.
+//!
+//! All state lives in this node's memory with a bound on its keys, swept once a minute. Across
+//! nodes each node throttles on its own, so a cluster of N allows N times the rate; accounts
+//! stay safe because every node applies the same backoff to the attempts it sees.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Most keys one table keeps; past it, idle keys are swept first and new ones are not tracked.
+const MAX_KEYS: usize = 100_000;
+/// A failure record is forgotten after this long without a new failure.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Longest wait imposed on one account and address pair, or on one address.
+const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// Longest wait imposed on an account for failures from all addresses together.
+const MAX_ACCOUNT_BACKOFF: Duration = Duration::from_secs(60);
+/// Failures across all addresses before the account-wide tier starts to slow new addresses.
+const ACCOUNT_FREE_FAILURES: u32 = 50;
+/// Failures from one address across all accounts before that address backs off.
+const ADDRESS_FREE_FAILURES: u32 = 30;
+/// Addresses remembered per account as ones it signed in from.
+const KNOWN_PER_ACCOUNT: usize = 8;
+
+/// The client address as throttles see it: IPv4 as is, IPv6 by its /64 (one subscriber's
+/// share, which a single attacker can fill with addresses at will).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Failures per key with a wait that doubles past a free allowance.
+struct Backoff<K> {
+    entries: Mutex<HashMap<K, Strikes>>,
+    free: u32,
+    max: Duration,
+}
+
+#[derive(Clone, Copy)]
+struct Strikes {
+    failures: u32,
+    until: Instant,
+    last: Instant,
+}
+
+impl<K: Hash + Eq + Clone> Backoff<K> {
+    fn new(free: u32, max: Duration) -> Self {
+        Backoff { entries: Mutex::new(HashMap::new()), free, max }
+    }
+
+    /// How long `key` must still wait, if at all.
+    fn wait(&self, key: &K, now: Instant) -> Option<Duration> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(key).and_then(|s| (s.until > now).then(|| s.until - now))
+    }
+
+    fn fail(&self, key: K, now: Instant) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.len() >= MAX_KEYS && !entries.contains_key(&key) {
+            entries.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
+            if entries.len() >= MAX_KEYS {
+                return;
+            }
+        }
+        let s = entries.entry(key).or_insert(Strikes { failures: 0, until: now, last: now });
+        if now.duration_since(s.last) >= FORGET_AFTER {
+            s.failures = 0;
+        }
+        s.failures = s.failures.saturating_add(1);
+        s.last = now;
+        if s.failures > self.free {
+            let doublings = (s.failures - self.free - 1).min(20);
+            let wait = Duration::from_secs(1).saturating_mul(1 << doublings).min(self.max);
+            s.until = now + wait;
+        }
+    }
+
+    fn clear(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
+    fn sweep(&self, now: Instant) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER || s.until > now);
+            entries.shrink_to_fit();
+        }
+    }
+}
+
+fn quota(per: Duration, n: u32, burst: u32) -> Quota {
+    let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(n);
+    Quota::with_period(per / n.get()).unwrap_or_else(|| Quota::per_second(n)).allow_burst(burst)
+}
+
+/// The node's throttles.
+pub struct Limits {
+    signups: DefaultKeyedRateLimiter<IpAddr>,
+    login_attempts: DefaultKeyedRateLimiter<IpAddr>,
+    sends: DefaultKeyedRateLimiter<String>,
+    login_pairs: Backoff<(String, IpAddr)>,
+    login_addresses: Backoff<IpAddr>,
+    login_accounts: Backoff<String>,
+    known: Mutex<HashMap<String, Vec<IpAddr>>>,
+    clock: DefaultClock,
+}
+
+impl Limits {
+    /// Throttles sized by the configuration.
+    pub fn new(cfg: &Config) -> Limits {
+        let signups = cfg.signups_per_ip_per_hour;
+        let logins = cfg.logins_per_ip_per_min;
+        Limits {
+            signups: RateLimiter::keyed(quota(Duration::from_secs(3600), signups, signups)),
+            login_attempts: RateLimiter::keyed(quota(Duration::from_secs(60), logins, logins.div_ceil(3))),
+            sends: RateLimiter::keyed(quota(
+                Duration::from_secs(1),
+                cfg.user_sends_per_sec,
+                cfg.user_sends_burst,
+            )),
+            login_pairs: Backoff::new(cfg.login_free_failures, MAX_BACKOFF),
+            login_addresses: Backoff::new(ADDRESS_FREE_FAILURES.max(cfg.login_free_failures), MAX_BACKOFF),
+            login_accounts: Backoff::new(ACCOUNT_FREE_FAILURES, MAX_ACCOUNT_BACKOFF),
+            known: Mutex::new(HashMap::new()),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    fn keyed<K: Hash + Eq + Clone>(
+        &self,
+        limiter: &DefaultKeyedRateLimiter<K>,
+        key: &K,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            ApiError::rate_limited(wait, format!("too many {what}; retry later"))
+        })
+    }
+
+    /// A sign-up from `ip`.
+    pub fn signup(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.keyed(&self.signups, &client_key(ip), "sign-ups from your address")
+    }
+
+    /// A message from `user`, on any connection or REST.
+    pub fn send(&self, user: &str) -> Result<(), ApiError> {
+        self.sends.check_key(&user.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            ApiError::rate_limited(wait, "you are sending too fast; slow down")
+        })
+    }
+
+    /// Checked before a password is hashed: whether `ip` may try `account` now.
+    pub fn login(&self, account: &str, ip: IpAddr) -> Result<(), ApiError> {
+        let ip = client_key(ip);
+        self.keyed(&self.login_attempts, &ip, "sign-in attempts from your address")?;
+        let now = Instant::now();
+        let account_wide = if self.is_known(account, ip) {
+            None
+        } else {
+            self.login_accounts.wait(&account.to_owned(), now)
+        };
+        let wait = [
+            self.login_pairs.wait(&(account.to_owned(), ip), now),
+            self.login_addresses.wait(&ip, now),
+            account_wide,
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        match wait {
+            Some(w) => Err(ApiError::rate_limited(w, "too many failed sign-ins; wait before trying again")),
+            None => Ok(()),
+        }
+    }
+
+    /// Records how a login checked by [`Limits::login`] ended.
+    pub fn login_result(&self, account: &str, ip: IpAddr, ok: bool) {
+        let ip = client_key(ip);
+        let now = Instant::now();
+        if ok {
+            self.login_pairs.clear(&(account.to_owned(), ip));
+            self.remember(account, ip);
+        } else {
+            self.login_pairs.fail((account.to_owned(), ip), now);
+            self.login_addresses.fail(ip, now);
+            self.login_accounts.fail(account.to_owned(), now);
+        }
+    }
+
+    fn is_known(&self, account: &str, ip: IpAddr) -> bool {
+        self.known.lock().map(|k| k.get(account).is_some_and(|ips| ips.contains(&ip))).unwrap_or(false)
+    }
+
+    fn remember(&self, account: &str, ip: IpAddr) {
+        let Ok(mut known) = self.known.lock() else { return };
+        if known.len() >= MAX_KEYS && !known.contains_key(account) {
+            return;
+        }
+        let ips = known.entry(account.to_owned()).or_default();
+        ips.retain(|k| *k != ip);
+        ips.push(ip);
+        if ips.len() > KNOWN_PER_ACCOUNT {
+            ips.remove(0);
+        }
+    }
+
+    /// Drops idle keys so that memory follows recent traffic, not all traffic ever seen.
+    pub fn sweep(&self) {
+        for l in [&self.signups, &self.login_attempts] {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        self.sends.retain_recent();
+        self.sends.shrink_to_fit();
+        let now = Instant::now();
+        self.login_pairs.sweep(now);
+        self.login_addresses.sweep(now);
+        self.login_accounts.sweep(now);
+    }
+
+    /// Sweeps once a minute until `stop`.
+    pub async fn run(self: std::sync::Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.sweep(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(free: u32) -> Limits {
+        Limits::new(&Config { login_free_failures: free, logins_per_ip_per_min: 10_000, ..Config::default() })
+    }
+
+    #[test]
+    fn failures_back_off_per_account_and_address_but_not_for_others() {
+        let l = limits(3);
+        let (attacker, victim) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(l.login("alice", attacker).is_ok());
+            l.login_result("alice", attacker, false);
+        }
+        assert!(l.login("alice", attacker).is_ok(), "three free failures");
+        l.login_result("alice", attacker, false);
+        let refused = l.login("alice", attacker).unwrap_err();
+        assert_eq!(refused.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.retry_after.is_some_and(|w| w <= Duration::from_secs(1)));
+        assert!(l.login("alice", victim).is_ok(), "the owner's address is not slowed");
+        assert!(l.login("bob", attacker).is_ok(), "other accounts from the address are not yet slowed");
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let a = client_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = client_key("2001:db8:1:2:bbbb::9".parse().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(client_key("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn sends_are_counted_per_user() {
+        let l = Limits::new(&Config { user_sends_per_sec: 1, user_sends_burst: 2, ..Config::default() });
+        assert!(l.send("u1").is_ok());
+        assert!(l.send("u1").is_ok());
+        assert!(l.send("u1").unwrap_err().retry_after.is_some());
+        assert!(l.send("u2").is_ok());
+    }
+}
