@@ -70,8 +70,14 @@ pub async fn build(
             async move {
                 let others: Vec<String> = members[1..].iter().map(|m| users.ids[*m].clone()).collect();
                 let kind = if members.len() == 2 { "dm" } else { "private" };
-                let (id, last) =
+                let (id, mut last) =
                     rest.room(&users.tokens[members[0]], kind, &format!("room {i}"), &others).await?;
+                if kind != "dm" {
+                    // Group members are invited, as people are; each accepts by joining.
+                    for m in &members[1..] {
+                        last = last.max(rest.join(&users.tokens[*m], &id).await?);
+                    }
+                }
                 Ok((id, last, members))
             }
         })

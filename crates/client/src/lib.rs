@@ -27,6 +27,8 @@ pub enum ClientError {
         code: String,
         /// Human text.
         message: String,
+        /// When a throttle or overload says to retry (ms).
+        retry_after_ms: Option<u64>,
     },
     /// HTTP transport failure.
     #[error("http: {0}")]
@@ -50,6 +52,22 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a REST refusal (0 for a WebSocket `error` frame).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked to wait before retrying, if it did.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ClientError::Api { retry_after_ms, .. } => *retry_after_ms,
             _ => None,
         }
     }

@@ -4,10 +4,11 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_protocol::rest::{
-    AddMember, AuthResponse, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery, MarkRead,
-    MemberList, MessageList, PostMessage, PublicRoomsQuery, ReadState, RoomList, UserLookup,
+    AddMember, AuthResponse, BlockList, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery,
+    InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage, PublicRoomsQuery, ReadState,
+    Registration, RoomList, UserLookup, UserSettings,
 };
-use switchboard_protocol::{Message, Room, RoomKind, TimelineEvent, User};
+use switchboard_protocol::{AddPolicy, Invite, Message, Room, RoomKind, TimelineEvent, User};
 
 use crate::ClientError;
 
@@ -60,13 +61,17 @@ impl Client {
             return Ok(serde_json::from_slice(&bytes)?);
         }
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(e) => {
-                ClientError::Api { status: status.as_u16(), code: e.error.code, message: e.error.message }
-            }
+            Ok(e) => ClientError::Api {
+                status: status.as_u16(),
+                code: e.error.code,
+                message: e.error.message,
+                retry_after_ms: e.error.retry_after_ms,
+            },
             Err(_) => ClientError::Api {
                 status: status.as_u16(),
                 code: "unknown".into(),
                 message: String::from_utf8_lossy(&bytes).into_owned(),
+                retry_after_ms: None,
             },
         })
     }
@@ -89,7 +94,7 @@ impl Client {
 
     /// Registers an account; returns the user and a token.
     pub async fn register(&self, username: &str, password: &str) -> Result<AuthResponse, ClientError> {
-        let body = Credentials { username: username.into(), password: password.into() };
+        let body = Registration { username: username.into(), password: password.into(), invite: None };
         self.send_json(Method::POST, "/v1/users", &body).await
     }
 
@@ -150,13 +155,72 @@ impl Client {
         Self::decode(self.request(Method::POST, &format!("/v1/rooms/{room}/join")).send().await?).await
     }
 
-    /// Adds a member.
-    pub async fn add_member(&self, room: &str, user: &str) -> Result<(), ClientError> {
+    /// Registers with an invite token (servers whose sign-ups are invite-only).
+    pub async fn register_with_invite(
+        &self,
+        username: &str,
+        password: &str,
+        invite: &str,
+    ) -> Result<AuthResponse, ClientError> {
+        let body = Registration {
+            username: username.into(),
+            password: password.into(),
+            invite: Some(invite.into()),
+        };
+        self.send_json(Method::POST, "/v1/users", &body).await
+    }
+
+    /// Adds a member, or invites them (as their `add_policy` says): `Some` is the invite.
+    pub async fn add_member(&self, room: &str, user: &str) -> Result<Option<Invite>, ClientError> {
         let body = AddMember { user_id: user.into() };
-        Self::empty(
-            self.request(Method::POST, &format!("/v1/rooms/{room}/members")).json(&body).send().await?,
-        )
-        .await
+        let resp =
+            self.request(Method::POST, &format!("/v1/rooms/{room}/members")).json(&body).send().await?;
+        if resp.status().as_u16() == 202 {
+            return Ok(Some(Self::decode::<Invited>(resp).await?.invite));
+        }
+        Self::empty(resp).await.map(|()| None)
+    }
+
+    /// Pending invites.
+    pub async fn invites(&self) -> Result<Vec<Invite>, ClientError> {
+        Ok(Self::decode::<InviteList>(self.request(Method::GET, "/v1/invites").send().await?).await?.invites)
+    }
+
+    /// Declines an invite.
+    pub async fn decline_invite(&self, room: &str) -> Result<(), ClientError> {
+        Self::empty(self.request(Method::DELETE, &format!("/v1/invites/{room}")).send().await?).await
+    }
+
+    /// Sets who may put this user into rooms.
+    pub async fn set_add_policy(&self, add_policy: AddPolicy) -> Result<(), ClientError> {
+        let _: UserSettings =
+            self.send_json(Method::PUT, "/v1/me/settings", &UserSettings { add_policy }).await?;
+        Ok(())
+    }
+
+    /// Blocks a user.
+    pub async fn block(&self, user: &str) -> Result<(), ClientError> {
+        Self::empty(self.request(Method::PUT, &format!("/v1/me/blocks/{user}")).send().await?).await
+    }
+
+    /// Lifts a block.
+    pub async fn unblock(&self, user: &str) -> Result<(), ClientError> {
+        Self::empty(self.request(Method::DELETE, &format!("/v1/me/blocks/{user}")).send().await?).await
+    }
+
+    /// Users this user has blocked.
+    pub async fn blocks(&self) -> Result<Vec<User>, ClientError> {
+        Ok(Self::decode::<BlockList>(self.request(Method::GET, "/v1/me/blocks").send().await?).await?.users)
+    }
+
+    /// Ends this token's session (signs out).
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        Self::empty(self.request(Method::DELETE, "/v1/sessions/current").send().await?).await
+    }
+
+    /// Ends every session of this account.
+    pub async fn logout_everywhere(&self) -> Result<(), ClientError> {
+        Self::empty(self.request(Method::DELETE, "/v1/sessions").send().await?).await
     }
 
     /// Removes a member (or leaves, with one's own id).

@@ -259,12 +259,19 @@ async fn drive(
                                     let _ = p.reply.send(Ok(ack));
                                 }
                             }
-                            ServerFrame::Error { client_msg_id: Some(cmid), code, message, .. } => {
+                            ServerFrame::Error { client_msg_id: Some(cmid), code, message, retry_after_ms, .. } => {
                                 if retryable(code) {
-                                    retry_at.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(500));
+                                    // As long as the server asks (a throttle says how long), or half a second.
+                                    let wait = Duration::from_millis(retry_after_ms.unwrap_or(500).clamp(10, 60_000));
+                                    retry_at.get_or_insert(tokio::time::Instant::now() + wait);
                                 } else if let Some(i) = pending.iter().position(|p| &p.client_msg_id == cmid) {
                                     let p = pending.remove(i);
-                                    let err = ClientError::Api { status: 0, code: code.clone(), message: message.clone() };
+                                    let err = ClientError::Api {
+                                        status: 0,
+                                        code: code.clone(),
+                                        message: message.clone(),
+                                        retry_after_ms: *retry_after_ms,
+                                    };
                                     let _ = p.reply.send(Err(err));
                                 }
                             }

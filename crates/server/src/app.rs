@@ -65,6 +65,8 @@ fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
 pub struct Server {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     state: AppState,
     http: JoinHandle<()>,
     relay: JoinHandle<()>,
@@ -89,13 +91,17 @@ impl Server {
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let metrics_http = match cfg.metrics_listen {
+        let (metrics_http, metrics_addr) = match cfg.metrics_listen {
             Some(at) => {
                 let l = tokio::net::TcpListener::bind(at).await.with_context(|| format!("binding {at}"))?;
-                tracing::info!(addr = %l.local_addr()?, "metrics listening");
-                Some(tokio::spawn(listener::serve_metrics(l, metrics.clone(), shutdown.clone())))
+                let bound = l.local_addr()?;
+                tracing::info!(addr = %bound, "metrics listening");
+                (
+                    Some(tokio::spawn(listener::serve_metrics(l, metrics.clone(), shutdown.clone()))),
+                    Some(bound),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         let sweeper = tokio::spawn(limits.clone().run(shutdown.clone()));
         let listener_cfg = ListenerConfig {
@@ -118,7 +124,7 @@ impl Server {
         let http =
             tokio::spawn(listener::serve(listener, app, listener_cfg, state.shutdown.clone(), metrics));
         tracing::info!(%addr, "switchboard listening");
-        Ok(Server { addr, state, http, relay, metrics_http, sweeper })
+        Ok(Server { addr, metrics_addr, state, http, relay, metrics_http, sweeper })
     }
 
     /// Cancel this to start draining; [`Server::wait`] carries the drain out (it tells the

@@ -130,6 +130,9 @@ pub struct Metrics {
     pub throttled: Family<ReasonLabel, Counter>,
 }
 
+/// What the `throttled` family counts.
+const THROTTLES: [&str; 5] = ["login", "signup", "send", "hash_queue", "sessions_per_user"];
+
 fn latency_buckets() -> impl Iterator<Item = f64> {
     // 50 µs to about 1.6 s.
     exponential_buckets(0.000_05, 2.0, 16)
@@ -216,6 +219,9 @@ impl Metrics {
         }
         for backend in [Backend::Store, Backend::Bus] {
             drop(m.backend_errors.get_or_create(&backend.label()));
+        }
+        for reason in THROTTLES {
+            drop(m.throttled.get_or_create(&ReasonLabel { reason }));
         }
         Metrics { registry, ..m }
     }

@@ -8,7 +8,7 @@ use common::{TestServer, expect_frame};
 use switchboard_client::protocol::{RoomKind, ServerFrame};
 
 async fn scrape(server: &TestServer) -> String {
-    let resp = reqwest::get(format!("{}/metrics", server.base)).await.unwrap();
+    let resp = reqwest::get(format!("{}/metrics", server.metrics)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"].to_str().unwrap().contains("openmetrics-text"));
     resp.text().await.unwrap()
@@ -40,14 +40,21 @@ async fn every_metric_is_exported_and_moves_with_traffic() {
         "switchboard_resumes_total",
         "switchboard_replayed_events_total",
         "switchboard_gaps_total",
+        "switchboard_connections_refused_total",
+        "switchboard_accept_errors_total",
     ] {
         assert!(before.lines().any(|l| l.starts_with(name)), "{name} missing:\n{before}");
     }
+    // Not on the client listener: how busy the node is, is not a stranger's business.
+    let public = reqwest::get(format!("{}/metrics", server.base)).await.unwrap();
+    assert_eq!(public.status(), 404);
     for series in [
         "switchboard_sessions{state=\"handshake\"}",
         "switchboard_sessions{state=\"active\"}",
         "switchboard_backend_errors_total{backend=\"store\"}",
         "switchboard_backend_errors_total{backend=\"bus\"}",
+        "switchboard_throttled_total{reason=\"login\"}",
+        "switchboard_throttled_total{reason=\"send\"}",
     ] {
         assert!(before.contains(series), "{series} missing:\n{before}");
     }

@@ -29,6 +29,8 @@ async fn spawn(data: &Path, port: u16) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(data)
+        // These tests send as fast as they can from one address.
+        .args(["--user-sends-per-sec", "100000", "--user-sends-burst", "100000"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -169,6 +171,11 @@ async fn the_sdk_resends_and_resumes_across_a_server_crash() {
     let b = anon.register("bob", "correct horse battery").await.unwrap();
     let alice = anon.with_token(&a.token);
     let room = alice.create_room("crash", RoomKind::Private, &[&b.user.id]).await.unwrap();
+    // Bob accepts the invite.
+    let room = {
+        anon.with_token(&b.token).join(&room.id).await.unwrap();
+        alice.room(&room.id).await.unwrap()
+    };
     let connect = |token: &str| {
         let cfg = SessionConfig {
             url: anon.ws_url(),

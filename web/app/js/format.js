@@ -53,16 +53,27 @@ export function errorText(err, context = '') {
       return 'You are not allowed to do that.';
     case 'not_member':
       return 'Join the room first.';
+    case 'blocked':
+      return "You can't message this person.";
+    case 'not_accepting':
+      return 'They do not accept being added to rooms.';
     case 'invalid_request':
       return err.message || 'That request was not valid.';
     case 'rate_limited':
-      return 'Slow down a little and try again.';
+      return err.retryAfterMs ? `Slow down a little. Try again in ${waitText(err.retryAfterMs)}.` : 'Slow down a little and try again.';
     case 'unavailable':
     case 'draining':
-      return 'The server is busy. Try again in a moment.';
+      return err.retryAfterMs ? `The server is busy. Try again in ${waitText(err.retryAfterMs)}.` : 'The server is busy. Try again in a moment.';
     default:
       return (err && err.message) || 'Something went wrong.';
   }
+}
+
+/** A wait as people say it, rounded up: "3 s", or "5 min" once it is two minutes or more
+ * (a sign-up throttle can ask for most of an hour). */
+export function waitText(ms) {
+  const secs = Math.max(1, Math.ceil(ms / 1000));
+  return secs < 120 ? `${secs} s` : `${Math.ceil(secs / 60)} min`;
 }
 
 /**

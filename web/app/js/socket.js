@@ -4,12 +4,19 @@
 // first message), and reports its state so the UI can show "reconnecting".
 //
 // Events (CustomEvent.detail):
-//   state  {state: 'connecting'|'online'|'reconnecting'}   connection changes
+//   state  {state: 'connecting'|'online'|'reconnecting'|'limited'}
+//                                                           connection changes; 'limited': the
+//                                                           account has too many connections
+//                                                           open (close 4012), retried slowly
 //   frame  {frame, stale?}                                  every server frame, after bookkeeping;
 //                                                           with `ready`, the rooms the server
 //                                                           will not replay from what we hold
 //   failed {client_msg_id, code, message}                  a send refused for good
-//   auth   {}                                               the token was refused (close 4003)
+//   retrying {client_msg_id, code, retryAt}                a send refused for now (throttled or
+//                                                           overloaded): it goes again at retryAt
+//   auth   {reason}                                         the token was refused, the session
+//                                                           ended or the token expired (close
+//                                                           4003; `reason` is the close reason)
 
 const RETRYABLE = new Set(['rate_limited', 'unavailable', 'draining']);
 const TIMELINE_OPS = new Set(['message', 'edit', 'delete', 'member']);
@@ -23,12 +30,17 @@ const PONG_MS = 10000;
 /** Backoff starts over only after a connection stayed up this long: a server that says `ready`
  * and then closes (a store error or a slow consumer during the replay) must not be hammered. */
 const STABLE_MS = 30000;
-// The server reads 50 frames/s with a burst of 100 and closes with 4008 after 20 refusals in a
-// row. Sends go out at half that rate, leaving room for typing, read and ping frames, and at
-// most MAX_IN_FLIGHT at once, so a long outbox drains at `ready` without tripping either.
-const MAX_IN_FLIGHT = 50;
-const SEND_BURST = 50;
-const SEND_PER_SEC = 25;
+// The server reads 50 frames/s per connection with a burst of 100 and closes with 4008 after 20
+// refusals in a row; and it takes 20 messages/s per user (all their connections and REST) with
+// a burst of 60, refusing more with `rate_limited` and a `retry_after_ms`. Sends go out under
+// both by default (15/s, burst 40), leaving room for typing, read and ping frames and for
+// another tab, and at most MAX_IN_FLIGHT at once, so a long outbox drains at `ready` without
+// being refused. A server with lower limits refuses some: they wait and go again (see `error`).
+const MAX_IN_FLIGHT = 40;
+const SEND_BURST = 40;
+const SEND_PER_SEC = 15;
+/** After a close with 4012 (too many connections for the account): wait this long and more. */
+const TOO_MANY_MS = 30000;
 /** Our close code for a connection we gave up on (no `ready`, no pong). */
 const GAVE_UP = 4000;
 
@@ -54,6 +66,9 @@ export class Socket extends EventTarget {
     this.inFlight = new Set();
     this.tokens = SEND_BURST;
     this.tokensAt = 0;
+    /** No send goes out before this (a `rate_limited` refusal: the user's budget is shared by
+     * all their sends, so the next ones would be refused too, and order would be lost). */
+    this.sendsPausedUntil = 0;
     this.state = 'connecting';
     this.ws = null;
     this.ready = false;
@@ -146,7 +161,8 @@ export class Socket extends EventTarget {
 
   connect() {
     if (this.stopped) return;
-    this.setState(this.everReady || this.attempt > 0 ? 'reconnecting' : 'connecting');
+    // 'limited' stays up while the next try is on its way: it says why we are not online.
+    if (this.state !== 'limited') this.setState(this.everReady || this.attempt > 0 ? 'reconnecting' : 'connecting');
     const ws = new WebSocket(this.url);
     this.ws = ws;
     this.timers.handshake = setTimeout(() => this.onClose(GAVE_UP), HANDSHAKE_MS);
@@ -165,7 +181,7 @@ export class Socket extends EventTarget {
       this.onFrame(frame);
     });
     ws.addEventListener('close', (e) => {
-      if (ws === this.ws) this.onClose(e.code);
+      if (ws === this.ws) this.onClose(e.code, e.reason);
     });
   }
 
@@ -197,10 +213,16 @@ export class Socket extends EventTarget {
         if (!item) break;
         this.inFlight.delete(cmid);
         if (RETRYABLE.has(frame.code)) {
-          // Only this send waits and goes again: the others in flight were not refused.
+          // It waits and goes again with the same client_msg_id: as long as the server asks
+          // (retry_after_ms), else with a growing backoff.
           item.tries += 1;
           const base = Math.min(10000, 500 * 2 ** (item.tries - 1));
-          item.retryAt = Date.now() + base / 2 + (Math.random() * base) / 2;
+          const asked = Number.isFinite(frame.retry_after_ms) && frame.retry_after_ms >= 0 ? frame.retry_after_ms : null;
+          const wait = asked !== null ? Math.min(60000, asked) + Math.random() * 100 : base / 2 + (Math.random() * base) / 2;
+          item.retryAt = Date.now() + wait;
+          // Over the user's send budget: every send waits, so they still go out in order.
+          if (frame.code === 'rate_limited') this.sendsPausedUntil = Math.max(this.sendsPausedUntil, item.retryAt);
+          this.emit('retrying', { client_msg_id: cmid, code: frame.code, retryAt: item.retryAt });
         } else {
           this.outbox.delete(cmid);
           this.emit('failed', { client_msg_id: cmid, code: frame.code, message: frame.message });
@@ -264,6 +286,10 @@ export class Socket extends EventTarget {
     const now = Date.now();
     this.tokens = Math.min(SEND_BURST, this.tokens + ((now - this.tokensAt) * SEND_PER_SEC) / 1000);
     this.tokensAt = now;
+    if (this.sendsPausedUntil > now) {
+      if (this.outbox.size) this.timers.pump = setTimeout(() => this.pump(), this.sendsPausedUntil - now);
+      return;
+    }
     let wake = Infinity;
     for (const [cmid, item] of this.outbox) {
       // More goes out as acks come in.
@@ -297,21 +323,27 @@ export class Socket extends EventTarget {
     if (ws && ws.readyState <= WebSocket.OPEN) ws.close(code, code === GAVE_UP ? 'no answer' : 'bye');
   }
 
-  onClose(code) {
+  onClose(code, reason = '') {
     const wasReady = this.ready;
     const inFlight = [...this.inFlight];
     this.detach(GAVE_UP);
     if (this.stopped) return;
     if (code === 4003) {
-      this.stopped = true;
-      this.emit('auth', {});
+      // The token is no good any more (signed out, here or on another device, or expired):
+      // reconnecting with it would only be refused again.
+      this.stop();
+      this.emit('auth', { reason });
       return;
     }
     if (code === 1009) this.tooLarge(wasReady, inFlight);
     this.attempt += 1;
     const base = Math.min(10000, 300 * 2 ** (this.attempt - 1));
-    const wait = code === 4008 ? 5000 + Math.random() * 5000 : base / 2 + (Math.random() * base) / 2;
-    this.setState('reconnecting');
+    let wait = base / 2 + (Math.random() * base) / 2;
+    if (code === 4008) wait = 5000 + Math.random() * 5000;
+    // Too many connections for the account: one more a second later would be refused too.
+    // Wait long (another tab or device may close meanwhile); "Retry now" can cut it short.
+    if (code === 4012) wait = TOO_MANY_MS + Math.random() * 5000;
+    this.setState(code === 4012 ? 'limited' : 'reconnecting');
     clearTimeout(this.timers.reconnect);
     this.timers.reconnect = setTimeout(() => this.connect(), wait);
   }

@@ -14,7 +14,12 @@
 //   room       {room}                   one room's unread count, read marker or name changed
 //   timeline   {room, type, msgs?, replaced?}  type: loaded | reset | older | insert | update;
 //                                       replaced: client_msg_ids of pending sends now confirmed
-//   pending    {room, item, type}       an optimistic send: add | update | remove
+//   pending    {room, item, type}       an optimistic send: add | update | remove; its
+//                                       item.state is 'sending', 'throttled' (refused for now,
+//                                       going again by itself) or 'failed' (refused for good)
+//   invites    {}                       the invitations waiting for us changed
+//   invited    {invite}                 a new invitation arrived live
+//   blocks     {}                       the users we blocked changed
 //   typing     {room}                   who is typing changed
 //   members    {room}                   the member list changed
 //   user       {id}                     a username became known
@@ -82,6 +87,12 @@ export class Store extends EventTarget {
     this.users = new Map([[me.id, me.username]]);
     this.userFetches = new Map();
     this.pendingRoom = new Map();
+    /** Invitations waiting for us, by room id (wire `invite` objects), newest first. */
+    this.invites = new Map();
+    /** Changes to `invites` while a reload of the list is on its way: {added, gone}. */
+    this.inviteChanges = null;
+    /** Users we blocked: id -> username. */
+    this.blocked = new Map();
     /** The room on screen (never trimmed). */
     this.focused = null;
     this.connection = socket.state;
@@ -89,6 +100,7 @@ export class Store extends EventTarget {
     socket.keepSince = (id) => !!this.rooms.get(id)?.loaded;
     socket.addEventListener('frame', (e) => this.onFrame(e.detail.frame, e.detail.stale));
     socket.addEventListener('failed', (e) => this.onSendFailed(e.detail));
+    socket.addEventListener('retrying', (e) => this.onSendRetrying(e.detail));
     socket.addEventListener('state', (e) => {
       this.connection = e.detail.state;
       this.emit('connection', { state: e.detail.state });
@@ -230,9 +242,119 @@ export class Store extends EventTarget {
     this.dropRoom(id, 'left');
   }
 
+  /** Adds `user` to a room; resolves to 'invited' (they join when they accept) or 'added'. */
   async invite(roomId, user) {
     this.learnUser(user);
-    await this.api.addMember(roomId, user.id);
+    const res = await this.api.addMember(roomId, user.id);
+    return res && res.invite ? 'invited' : 'added';
+  }
+
+  // ---- invitations -------------------------------------------------------------------------
+
+  /** Invitations, newest first. */
+  sortedInvites() {
+    return [...this.invites.values()].sort((a, b) => (b.created_at || '').localeCompare(a.created_at || ''));
+  }
+
+  /**
+   * Reloads the invitations (at every `ready`: some may have come, gone or been answered on
+   * another device while we were away). Live ones that arrive, and ones answered here, while
+   * the answer is on its way are applied on top of it, whichever the answer already has.
+   */
+  async loadInvites() {
+    const changes = { added: new Map(), gone: new Set() };
+    this.inviteChanges = changes;
+    let list;
+    try {
+      list = await this.api.invites();
+    } catch {
+      // Kept as they were; the next `ready` tries again.
+      if (this.inviteChanges === changes) this.inviteChanges = null;
+      return;
+    }
+    if (this.inviteChanges !== changes) return;
+    this.inviteChanges = null;
+    this.invites = new Map();
+    for (const inv of list) this.invites.set(inv.room.id, inv);
+    for (const [id, inv] of changes.added) this.invites.set(id, inv);
+    for (const id of changes.gone) this.invites.delete(id);
+    // One for a room we are in is stale (accepted elsewhere just now).
+    for (const id of this.rooms.keys()) this.invites.delete(id);
+    for (const inv of this.invites.values()) this.learnUser(inv.inviter);
+    this.emit('invites');
+  }
+
+  onInvite(inv) {
+    if (!inv || !inv.room || this.rooms.has(inv.room.id)) return;
+    const isNew = !this.invites.has(inv.room.id);
+    this.invites.set(inv.room.id, inv);
+    if (this.inviteChanges) {
+      this.inviteChanges.added.set(inv.room.id, inv);
+      this.inviteChanges.gone.delete(inv.room.id);
+    }
+    this.learnUser(inv.inviter);
+    this.emit('invites');
+    if (isNew) this.emit('invited', { invite: inv });
+  }
+
+  dropInvite(roomId) {
+    if (this.inviteChanges) {
+      this.inviteChanges.gone.add(roomId);
+      this.inviteChanges.added.delete(roomId);
+    }
+    if (this.invites.delete(roomId)) this.emit('invites');
+  }
+
+  /** Accepts an invitation: we join the room (resolves to it). One that is no longer there
+   * (withdrawn, or we were removed meanwhile) goes from the list, and the error is thrown. */
+  async acceptInvite(roomId) {
+    try {
+      const r = await this.joinRoom(roomId);
+      this.dropInvite(roomId);
+      return r;
+    } catch (err) {
+      if (err.status === 403 || err.status === 404) this.dropInvite(roomId);
+      throw err;
+    }
+  }
+
+  async declineInvite(roomId) {
+    await this.api.declineInvite(roomId);
+    this.dropInvite(roomId);
+  }
+
+  // ---- blocks --------------------------------------------------------------------------------
+
+  async loadBlocks() {
+    let users;
+    try {
+      users = await this.api.blocks();
+    } catch {
+      return;
+    }
+    this.blocked = new Map(users.map((u) => [u.id, u.username]));
+    for (const u of users) this.learnUser(u);
+    this.emit('blocks');
+  }
+
+  /** The other person of a dm (null until its members are known, or for other rooms). */
+  dmPeer(r) {
+    if (r.kind !== 'dm' || !r.members) return null;
+    return [...r.members.keys()].find((id) => id !== this.me.id) || null;
+  }
+
+  async block(userId) {
+    await this.api.block(userId);
+    this.blocked.set(userId, this.users.get(userId) || '');
+    // Their invitations to us are dropped by the server.
+    for (const inv of [...this.invites.values()]) if (inv.inviter.id === userId) this.dropInvite(inv.room.id);
+    this.emit('blocks');
+  }
+
+  async unblock(userId) {
+    await this.api.unblock(userId);
+    this.blocked.delete(userId);
+    this.emit('blocks');
   }
 
   loadMembers(r, { force = false } = {}) {
@@ -498,6 +620,16 @@ export class Store extends EventTarget {
     this.emit('pending', { room: r.id, item, type: 'update' });
   }
 
+  /** Refused for now (sending too fast, or the server busy): the socket sends it again. */
+  onSendRetrying({ client_msg_id: cmid, code }) {
+    const r = this.rooms.get(this.pendingRoom.get(cmid));
+    const item = r && r.pending.get(cmid);
+    if (!item || item.state === 'throttled') return;
+    item.state = 'throttled';
+    item.error = code === 'rate_limited' ? 'Sending too fast — retrying…' : 'The server is busy — retrying…';
+    this.emit('pending', { room: r.id, item, type: 'update' });
+  }
+
   // ---- typing and read markers -------------------------------------------------------------
 
   /** Tells the room we are typing, at most every few seconds. */
@@ -591,6 +723,8 @@ export class Store extends EventTarget {
     }
     this.emit('rooms');
     this.emit('ready');
+    this.loadInvites();
+    this.loadBlocks();
   }
 
   onFrame(f, stale) {
@@ -626,8 +760,14 @@ export class Store extends EventTarget {
         if (r && f.user === this.me.id) this.onOwnRead(r, f.seq);
         break;
       case 'room':
-        if (f.change === 'joined') this.upsertRoom(f.room, { fromServerCount: !this.rooms.has(f.room.id) });
-        else this.dropRoom(f.room.id, f.change);
+        if (f.change === 'joined') {
+          this.upsertRoom(f.room, { fromServerCount: !this.rooms.has(f.room.id) });
+          // Accepted (here or on another device), or added by someone at once.
+          this.dropInvite(f.room.id);
+        } else this.dropRoom(f.room.id, f.change);
+        break;
+      case 'invite':
+        this.onInvite(f.invite);
         break;
       case 'gap': {
         const g = this.rooms.get(f.room);
@@ -654,6 +794,10 @@ function sendErrorText(code, message) {
     case 'not_member':
     case 'not_found':
       return 'You are not in this room any more.';
+    case 'blocked':
+      return "You can't message this person.";
+    case 'forbidden':
+      return 'You are not allowed to write here.';
     default:
       return message || 'Not sent.';
   }

@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use switchboard_protocol::{MemberChange, Role, RoomKind, TimelineEvent};
+use switchboard_protocol::rest::UserSettings;
+use switchboard_protocol::{AddPolicy, MemberChange, Role, RoomKind, TimelineEvent};
 
-use super::{HistoryPage, NewMessage, NewRoom, Store, StoreError};
+use super::{AddOutcome, HistoryPage, NewMessage, NewRoom, Store, StoreError};
 
 /// Generates one `#[tokio::test]` per contract check for a store factory.
 #[macro_export]
@@ -26,7 +27,14 @@ macro_rules! store_conformance {
             history_pages_both_ways,
             membership_rules_hold,
             read_markers_move_forward_only,
-            commits_stream_in_seq_order
+            commits_stream_in_seq_order,
+            adds_follow_the_targets_policy,
+            removed_members_come_back_only_through_moderators,
+            blocks_hold_for_dms_and_adds,
+            dms_have_no_owner,
+            sessions_end_and_expire,
+            unread_is_kept_by_the_writes,
+            a_removed_member_cannot_read_through_an_old_key
         );
     };
     (@tests $factory:path, $($name:ident),+) => {
@@ -40,7 +48,15 @@ macro_rules! store_conformance {
     };
 }
 
+/// A user who accepts direct adds, as the older checks assume.
 async fn user(store: &Arc<dyn Store>, name: &str) -> String {
+    let id = plain_user(store, name).await;
+    store.set_settings(&id, UserSettings { add_policy: AddPolicy::Anyone }).await.expect("settings");
+    id
+}
+
+/// A user with the default settings: adds become invites.
+async fn plain_user(store: &Arc<dyn Store>, name: &str) -> String {
     store.create_user(name, "hash").await.expect("create user").id
 }
 
@@ -277,10 +293,13 @@ pub(crate) async fn membership_rules_hold(store: Arc<dyn Store>) {
     assert!(store.join(&public, &b).await.unwrap().is_some());
     assert!(store.join(&public, &b).await.unwrap().is_none(), "joining twice is a no-op");
     assert!(matches!(store.add_member(&private, &b, &c).await, Err(StoreError::NotFound)));
-    assert!(store.add_member(&private, &a, &b).await.unwrap().is_some());
+    assert!(matches!(store.add_member(&private, &a, &b).await.unwrap(), AddOutcome::Added(_)));
+    assert!(matches!(store.add_member(&private, &a, &b).await.unwrap(), AddOutcome::AlreadyMember));
     assert!(matches!(store.add_member(&private, &a, "ghost").await, Err(StoreError::NotFound)));
-    // Members can add, but only moderators remove others.
-    assert!(store.add_member(&private, &b, &c).await.unwrap().is_some());
+    // In a private room only moderators add; in a public one any member may.
+    assert!(matches!(store.add_member(&private, &b, &c).await, Err(StoreError::Denied(_))));
+    assert!(matches!(store.add_member(&public, &b, &c).await.unwrap(), AddOutcome::Added(_)));
+    assert!(matches!(store.add_member(&private, &a, &c).await.unwrap(), AddOutcome::Added(_)));
     assert!(matches!(store.remove_member(&private, &b, &c).await, Err(StoreError::Forbidden)));
     let removed = store.remove_member(&private, &a, &c).await.unwrap();
     assert!(matches!(&removed, TimelineEvent::Member(m) if m.change == MemberChange::Removed && m.user == c));
@@ -293,20 +312,188 @@ pub(crate) async fn membership_rules_hold(store: Arc<dyn Store>) {
     assert_eq!(members[0].0.id, a);
 }
 
+pub(crate) async fn adds_follow_the_targets_policy(store: Arc<dyn Store>) {
+    let (a, b) = (user(&store, "a").await, plain_user(&store, "b").await);
+    let r = room(&store, &a, RoomKind::Private, &[]).await;
+    // The default is an invite: b is not a member until they accept.
+    let AddOutcome::Invited(invite) = store.add_member(&r, &a, &b).await.unwrap() else {
+        panic!("expected an invite");
+    };
+    assert_eq!((invite.room.id.as_str(), invite.inviter.id.as_str()), (r.as_str(), a.as_str()));
+    assert_eq!(store.role(&r, &b).await.unwrap(), None);
+    assert!(matches!(send(&store, &r, &b, "early").await, Err(StoreError::NotFound)));
+    assert_eq!(store.invites(&b).await.unwrap().len(), 1);
+    assert!(matches!(store.add_member(&r, &a, &b).await.unwrap(), AddOutcome::Invited(_)), "idempotent");
+    assert_eq!(store.invites(&b).await.unwrap().len(), 1);
+    // Accepting is joining (even a private room), and uses up the invite.
+    assert!(store.join(&r, &b).await.unwrap().is_some());
+    assert_eq!(store.role(&r, &b).await.unwrap(), Some(Role::Member));
+    assert!(store.invites(&b).await.unwrap().is_empty());
+    // Declined invites are gone; `nobody` refuses adds and invites; initial members of a new
+    // room are invited the same way.
+    let (c, d) = (plain_user(&store, "c").await, plain_user(&store, "d").await);
+    let r2 = room(&store, &a, RoomKind::Private, &[&c]).await;
+    assert_eq!(store.role(&r2, &c).await.unwrap(), None);
+    assert_eq!(store.invites(&c).await.unwrap()[0].room.id, r2);
+    store.decline_invite(&r2, &c).await.unwrap();
+    assert!(store.invites(&c).await.unwrap().is_empty());
+    assert!(matches!(store.join(&r2, &c).await, Err(StoreError::NotFound)));
+    store.set_settings(&d, UserSettings { add_policy: AddPolicy::Nobody }).await.unwrap();
+    assert_eq!(store.settings(&d).await.unwrap().add_policy, AddPolicy::Nobody);
+    assert!(matches!(store.add_member(&r, &a, &d).await, Err(StoreError::NotAccepting)));
+    let refused =
+        NewRoom { creator: a.clone(), name: "x".into(), kind: RoomKind::Private, members: vec![d.clone()] };
+    assert!(matches!(store.create_room(refused).await, Err(StoreError::NotAccepting)));
+    assert_eq!(store.rooms_for(&a).await.unwrap().len(), 2, "a refused creation leaves no room");
+}
+
+pub(crate) async fn removed_members_come_back_only_through_moderators(store: Arc<dyn Store>) {
+    let (owner, m, x) = (user(&store, "owner").await, user(&store, "m").await, user(&store, "x").await);
+    let public = room(&store, &owner, RoomKind::Public, &[&m, &x]).await;
+    store.remove_member(&public, &owner, &x).await.unwrap();
+    // Neither a rejoin nor another member brings them back.
+    assert!(matches!(store.join(&public, &x).await, Err(StoreError::Denied(_))));
+    assert!(matches!(store.add_member(&public, &m, &x).await, Err(StoreError::Denied(_))));
+    assert_eq!(store.role(&public, &x).await.unwrap(), None);
+    // A moderator can.
+    assert!(matches!(store.add_member(&public, &owner, &x).await.unwrap(), AddOutcome::Added(_)));
+    assert!(store.role(&public, &x).await.unwrap().is_some());
+    // Leaving of one's own accord leaves no such mark.
+    store.remove_member(&public, &m, &m).await.unwrap();
+    assert!(store.join(&public, &m).await.unwrap().is_some());
+}
+
+pub(crate) async fn blocks_hold_for_dms_and_adds(store: Arc<dyn Store>) {
+    let (a, b) = (user(&store, "a").await, plain_user(&store, "b").await);
+    let dm = |creator: &str, other: &str| NewRoom {
+        creator: creator.to_owned(),
+        name: String::new(),
+        kind: RoomKind::Dm,
+        members: vec![other.to_owned()],
+    };
+    let existing = store.create_room(dm(&a, &b)).await.unwrap().room.id;
+    let group = room(&store, &a, RoomKind::Private, &[]).await;
+    assert!(matches!(store.add_member(&group, &a, &b).await.unwrap(), AddOutcome::Invited(_)));
+    store.block(&b, &a).await.unwrap();
+    assert_eq!(
+        store.blocks(&b).await.unwrap().iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
+        vec![a.clone()]
+    );
+    assert!(store.invites(&b).await.unwrap().is_empty(), "the blocked user's invites are dropped");
+    assert!(matches!(store.add_member(&group, &a, &b).await, Err(StoreError::Blocked)));
+    assert!(matches!(store.create_room(dm(&a, &b)).await, Err(StoreError::Blocked)));
+    // Both ways in the dm they already had.
+    assert!(matches!(send(&store, &existing, &a, "k1").await, Err(StoreError::Blocked)));
+    assert!(matches!(send(&store, &existing, &b, "k2").await, Err(StoreError::Blocked)));
+    assert!(matches!(store.block(&b, &b).await, Err(StoreError::Invalid(_))));
+    store.unblock(&b, &a).await.unwrap();
+    assert!(send(&store, &existing, &a, "k3").await.unwrap().created);
+    assert!(store.blocks(&b).await.unwrap().is_empty());
+}
+
+pub(crate) async fn dms_have_no_owner(store: Arc<dyn Store>) {
+    let (a, b) = (user(&store, "a").await, user(&store, "b").await);
+    let new =
+        NewRoom { creator: a.clone(), name: String::new(), kind: RoomKind::Dm, members: vec![b.clone()] };
+    let dm = store.create_room(new).await.unwrap().room.id;
+    assert_eq!(store.role(&dm, &a).await.unwrap(), Some(Role::Member));
+    let theirs = send(&store, &dm, &b, "theirs").await.unwrap().message;
+    assert!(matches!(store.delete(&dm, &a, &theirs.id).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.remove_member(&dm, &a, &b).await, Err(StoreError::Forbidden)));
+    assert!(store.delete(&dm, &b, &theirs.id).await.is_ok());
+}
+
+pub(crate) async fn sessions_end_and_expire(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let far = super::now_ms() + 3_600_000;
+    let s1 = store.create_session(&a, far, 3).await.unwrap();
+    let s2 = store.create_session(&a, far, 3).await.unwrap();
+    assert_eq!(store.session_user(&s1).await.unwrap().map(|u| u.id), Some(a.clone()));
+    store.end_session(&a, &s1).await.unwrap();
+    assert!(store.session_user(&s1).await.unwrap().is_none());
+    assert!(store.session_user(&s2).await.unwrap().is_some(), "other sessions go on");
+    let past = store.create_session(&a, super::now_ms() - 1, 3).await.unwrap();
+    assert!(store.session_user(&past).await.unwrap().is_none(), "an expired session is no session");
+    // Past the cap, the oldest end.
+    let newer: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(store.create_session(&a, far, 3).await.unwrap());
+        }
+        v
+    };
+    assert!(store.session_user(&s2).await.unwrap().is_none());
+    for s in &newer {
+        assert!(store.session_user(s).await.unwrap().is_some());
+    }
+    assert!(store.sessions_ended_at(&a).await.unwrap().is_none());
+    store.end_all_sessions(&a).await.unwrap();
+    for s in &newer {
+        assert!(store.session_user(s).await.unwrap().is_none());
+    }
+    assert!(store.sessions_ended_at(&a).await.unwrap().is_some());
+}
+
+pub(crate) async fn unread_is_kept_by_the_writes(store: Arc<dyn Store>) {
+    let (a, b) = (user(&store, "a").await, user(&store, "b").await);
+    let r = room(&store, &a, RoomKind::Private, &[&b]).await;
+    let unread = |who: String| {
+        let store = store.clone();
+        async move { store.rooms_for(&who).await.unwrap()[0].unread }
+    };
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(send(&store, &r, &a, &format!("k{i}")).await.unwrap().message);
+    }
+    assert_eq!(unread(b.clone()).await, Some(10));
+    assert_eq!(unread(a.clone()).await, Some(0), "one's own messages are never unread");
+    // Deleting an unread message takes it out of the count; one already read does not count.
+    store.delete(&r, &a, &ids[9].id).await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(9));
+    store.mark_read(&r, &b, ids[4].seq).await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(4));
+    store.delete(&r, &a, &ids[0].id).await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(4));
+    // Edits and member events are not messages.
+    store.edit(&r, &a, &ids[5].id, "edited").await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(4));
+    // Writing marks the room read for the writer.
+    send(&store, &r, &b, "reply").await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(0));
+    assert_eq!(unread(a.clone()).await, Some(1));
+    // A newcomer starts with nothing unread.
+    let c = user(&store, "c").await;
+    store.add_member(&r, &a, &c).await.unwrap();
+    assert_eq!(unread(c.clone()).await, Some(0));
+    assert_eq!(store.room_for(&r, &c).await.unwrap().unread, Some(0));
+}
+
+pub(crate) async fn a_removed_member_cannot_read_through_an_old_key(store: Arc<dyn Store>) {
+    let (a, b) = (user(&store, "a").await, user(&store, "b").await);
+    let r = room(&store, &a, RoomKind::Private, &[&b]).await;
+    send(&store, &r, &b, "old").await.unwrap();
+    store.remove_member(&r, &a, &b).await.unwrap();
+    assert!(matches!(send(&store, &r, &b, "old").await, Err(StoreError::NotFound)));
+}
+
 pub(crate) async fn read_markers_move_forward_only(store: Arc<dyn Store>) {
     let (a, b) = (user(&store, "a").await, user(&store, "b").await);
     let r = room(&store, &a, RoomKind::Private, &[&b]).await;
     for i in 0..5 {
         send(&store, &r, &a, &format!("k{i}")).await.unwrap();
     }
-    send(&store, &r, &b, "mine").await.unwrap();
     let rooms = store.rooms_for(&b).await.unwrap();
     assert_eq!((rooms[0].read_seq, rooms[0].unread), (Some(2), Some(5)));
     assert_eq!(store.mark_read(&r, &b, 5).await.unwrap(), 5);
     assert_eq!(store.mark_read(&r, &b, 3).await.unwrap(), 5, "never moves back");
-    assert_eq!(store.mark_read(&r, &b, 1_000).await.unwrap(), 8, "capped at last_seq");
+    assert_eq!(store.rooms_for(&b).await.unwrap()[0].unread, Some(2));
+    assert_eq!(store.mark_read(&r, &b, 1_000).await.unwrap(), 7, "capped at last_seq");
     let rooms = store.rooms_for(&b).await.unwrap();
     assert_eq!(rooms[0].unread, Some(0));
+    // Sending moves the sender's marker to their message.
+    send(&store, &r, &a, "more").await.unwrap();
+    send(&store, &r, &b, "mine").await.unwrap();
+    assert_eq!(store.rooms_for(&b).await.unwrap()[0].read_seq, Some(9));
 }
 
 pub(crate) async fn commits_stream_in_seq_order(store: Arc<dyn Store>) {

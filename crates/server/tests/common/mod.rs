@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// A server on 127.0.0.1:0 with its own data directory, drained when dropped.
 pub struct TestServer {
     pub base: String,
+    /// Base URL of the metrics listener.
+    pub metrics: String,
     pub shutdown: CancellationToken,
     pub data: tempfile::TempDir,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -36,14 +38,22 @@ impl TestServer {
             data: data.path().to_path_buf(),
             commit_batch: 256,
             drain_timeout_ms: 2_000,
+            // Tests make many users and messages from one address in a moment; the tests of
+            // the throttles themselves set these back.
+            signups_per_ip_per_hour: 100_000,
+            logins_per_ip_per_min: 100_000,
+            user_sends_per_sec: 100_000,
+            user_sends_burst: 100_000,
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Config::default()
         };
         adjust(&mut cfg);
         let server = Server::start(cfg).await.expect("server starts");
         let base = format!("http://{}", server.addr);
+        let metrics = server.metrics_addr.map(|a| format!("http://{a}")).unwrap_or_default();
         let shutdown = server.shutdown_token();
         let done = tokio::spawn(server.wait());
-        TestServer { base, shutdown, data, done: Some(done) }
+        TestServer { base, metrics, shutdown, data, done: Some(done) }
     }
 
     pub fn client(&self) -> Client {
@@ -54,8 +64,16 @@ impl TestServer {
         self.client().ws_url()
     }
 
-    /// Registers `name` and returns an authenticated client and the user.
+    /// Registers `name` and returns an authenticated client and the user, who accepts being
+    /// added to rooms directly (`add_policy` = `anyone`), as most tests assume.
     pub async fn user(&self, name: &str) -> (Client, User) {
+        let (c, u) = self.user_with_defaults(name).await;
+        c.set_add_policy(switchboard_client::protocol::AddPolicy::Anyone).await.expect("add policy");
+        (c, u)
+    }
+
+    /// Registers `name` with the default settings (adds become invites).
+    pub async fn user_with_defaults(&self, name: &str) -> (Client, User) {
         let auth = self.client().register(name, "correct horse battery").await.expect("register");
         (self.client().with_token(&auth.token), auth.user)
     }

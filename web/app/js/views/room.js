@@ -1,4 +1,5 @@
-// The open room around the message list: its header (name, kind, members, invite and leave),
+// The open room around the message list: its header (name, kind, members, invite and leave;
+// block or unblock the other person of a dm),
 // the composer (Enter sends, Shift+Enter is a newline, drafts kept per room, typing
 // notifications) and the "alice is typing…" line.
 
@@ -11,7 +12,7 @@ import { autosize } from './timeline.js';
 const MAX_BODY = 4000;
 
 export class RoomView {
-  constructor(store, timeline, { onInvite, onLeave }) {
+  constructor(store, timeline, { onInvite, onLeave, onBlock }) {
     this.store = store;
     this.timeline = timeline;
     this.room = null;
@@ -21,6 +22,7 @@ export class RoomView {
     this.kindIcon = $('#room-kind');
     this.invite = $('#invite-button');
     this.leave = $('#leave-button');
+    this.block = $('#block-button');
     this.form = $('#composer');
     this.input = $('#composer-input');
     this.error = $('#composer-error');
@@ -28,6 +30,10 @@ export class RoomView {
 
     this.invite.addEventListener('click', () => this.room && onInvite(this.room));
     this.leave.addEventListener('click', () => this.room && onLeave(this.room));
+    this.block.addEventListener('click', () => {
+      const peer = this.room && this.store.dmPeer(this.room);
+      if (peer) onBlock(peer, !this.store.blocked.has(peer));
+    });
     this.form.addEventListener('submit', (e) => {
       e.preventDefault();
       this.submit();
@@ -50,6 +56,7 @@ export class RoomView {
       if (this.room && e.detail.room === this.room.id) this.renderTyping();
     });
     store.addEventListener('user', () => this.room && this.renderTyping());
+    store.addEventListener('blocks', () => this.room && this.renderHeader());
   }
 
   open(r) {
@@ -72,12 +79,17 @@ export class RoomView {
     this.kindIcon.replaceChildren(icon(r.kind === 'dm' ? 'chat' : r.kind === 'private' ? 'lock' : 'hash'));
     const kind = { public: 'Public room', private: 'Private room', dm: 'Direct message' }[r.kind] || '';
     const n = r.members ? r.members.size : null;
-    this.meta.textContent = n === null ? kind : `${kind} · ${n} member${n === 1 ? '' : 's'}`;
+    const peer = this.store.dmPeer(r);
+    const blocked = !!peer && this.store.blocked.has(peer);
+    this.meta.textContent = (n === null ? kind : `${kind} · ${n} member${n === 1 ? '' : 's'}`) + (blocked ? ' · Blocked' : '');
     if (r.members) {
       const names = [...r.members.keys()].map((id) => this.store.users.get(id) || '…');
       this.meta.title = names.join(', ');
     }
     this.invite.hidden = r.kind === 'dm';
+    // Only in a dm, once we know who the other person is.
+    this.block.hidden = !peer;
+    this.block.textContent = blocked ? 'Unblock' : 'Block';
     this.input.placeholder = r.kind === 'dm' ? `Message ${isolate(title)}` : `Message #${isolate(title)}`;
   }
 

@@ -1,17 +1,22 @@
-// The room list: rooms and direct messages, each a real link to the room (#/r/<id>) with its
-// unread count. The list is rebuilt only when rooms come or go; a new message or a read
-// marker updates just that room's entry.
+// The room list: invitations waiting for an answer (Accept / Decline), then rooms and direct
+// messages, each a real link to the room (#/r/<id>) with its unread count. The list is rebuilt
+// only when rooms come or go; a new message or a read marker updates just that room's entry.
 
 import { h } from '../dom.js';
 import { icon } from '../icons.js';
 import { hueClass, initial } from '../format.js';
 
 export class Sidebar {
-  constructor(store, els) {
+  /** `actions`: {accept(invite), decline(invite)}, each resolving when done (or failed). */
+  constructor(store, els, actions) {
     this.store = store;
-    this.els = els; // {rooms, dms, roomsEmpty, dmsEmpty}
+    this.els = els; // {rooms, dms, roomsEmpty, dmsEmpty, invites, invitesSection}
+    this.actions = actions;
     this.items = new Map();
     this.active = null;
+    /** Invitations being answered (their buttons stay disabled across re-renders). */
+    this.answering = new Set();
+    store.addEventListener('invites', () => this.renderInvites());
     store.addEventListener('rooms', () => this.render());
     store.addEventListener('room', (e) => this.update(e.detail.room));
     // A username matters here only as the name of a dm.
@@ -42,6 +47,60 @@ export class Sidebar {
     this.els.roomsEmpty.hidden = rooms.length > 0;
     this.els.dmsEmpty.hidden = dms.length > 0;
     if (focusedId && this.items.has(focusedId)) this.items.get(focusedId).link.focus();
+  }
+
+  renderInvites() {
+    const list = this.store.sortedInvites();
+    const el = this.els.invites;
+    // Keep keyboard focus in the list when the item that had it goes (answered): on the next
+    // one, or, with none left, on the first room.
+    const focusedLi = document.activeElement && el.contains(document.activeElement) ? document.activeElement.closest('li') : null;
+    const focusedRoom = focusedLi ? focusedLi.dataset.room : null;
+    const index = focusedLi ? [...el.children].indexOf(focusedLi) : -1;
+    const focusedAction = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.action : null;
+    el.replaceChildren(...list.map((inv) => this.inviteItem(inv)));
+    this.els.invitesSection.hidden = list.length === 0;
+    if (!focusedLi) return;
+    const same = [...el.children].find((li) => li.dataset.room === focusedRoom);
+    const next = same || el.children[Math.min(index, el.children.length - 1)];
+    const target = next
+      ? next.querySelector(`button[data-action="${same ? focusedAction : 'accept'}"]`) || next.querySelector('button')
+      : document.querySelector('#room-list .room-link, #dm-list .room-link, #new-room-button');
+    if (target) target.focus();
+  }
+
+  inviteItem(inv) {
+    const id = `invite-${inv.room.id}`;
+    const busy = this.answering.has(inv.room.id);
+    const answer = (action) => async () => {
+      this.answering.add(inv.room.id);
+      for (const b of li.querySelectorAll('button')) b.disabled = true;
+      try {
+        await this.actions[action](inv);
+      } finally {
+        this.answering.delete(inv.room.id);
+        for (const b of li.querySelectorAll('button')) b.disabled = false;
+      }
+    };
+    // The buttons are named just "Accept" and "Decline"; the item's text says what for (and
+    // is their description, so a screen reader on the button hears it too).
+    const li = h(
+      'li',
+      { class: 'invite-item', dataset: { room: inv.room.id } },
+      h(
+        'div',
+        { class: 'invite-text', id },
+        icon(inv.room.kind === 'private' ? 'lock' : 'hash', 'room-icon'),
+        h('span', { class: 'invite-words' }, h('bdi', { class: 'room-name' }, inv.room.name || 'Unnamed room'), h('span', { class: 'hint invite-from' }, 'from ', h('bdi', {}, inv.inviter.username))),
+      ),
+      h(
+        'div',
+        { class: 'invite-buttons' },
+        h('button', { type: 'button', class: 'button primary small', dataset: { action: 'accept' }, 'aria-describedby': id, disabled: busy, on: { click: answer('accept') } }, 'Accept'),
+        h('button', { type: 'button', class: 'button subtle small', dataset: { action: 'decline' }, 'aria-describedby': id, disabled: busy, on: { click: answer('decline') } }, 'Decline'),
+      ),
+    );
+    return li;
   }
 
   item(r) {

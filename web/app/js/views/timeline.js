@@ -194,7 +194,9 @@ export class TimelineView {
   actionsFor(m, own) {
     if (m.deleted) return null;
     const r = this.room;
-    const moderator = r.role === 'owner' || r.role === 'moderator';
+    // A dm has no owner: neither person may delete the other's messages (whatever role an
+    // older server gave its creator).
+    const moderator = r.kind !== 'dm' && (r.role === 'owner' || r.role === 'moderator');
     if (!own && !moderator) return null;
     return h(
       'div',
@@ -216,16 +218,24 @@ export class TimelineView {
   fillPending(li, item) {
     const me = this.store.me;
     const failed = item.state === 'failed';
+    const throttled = item.state === 'throttled';
     li.classList.toggle('failed', failed);
-    const status = failed
-      ? h(
-          'div',
-          { class: 'msg-status', role: 'alert' },
-          h('span', {}, `Not sent: ${item.error || 'error'}`),
-          h('button', { type: 'button', class: 'link-button', dataset: { action: 'retry' } }, 'Retry'),
-          h('button', { type: 'button', class: 'link-button', dataset: { action: 'discard' } }, 'Discard'),
-        )
-      : h('div', { class: 'msg-status' }, 'Sending…');
+    li.classList.toggle('throttled', throttled);
+    let status;
+    if (failed) {
+      status = h(
+        'div',
+        { class: 'msg-status', role: 'alert' },
+        h('span', {}, `Not sent: ${item.error || 'error'}`),
+        h('button', { type: 'button', class: 'link-button', dataset: { action: 'retry' } }, 'Retry'),
+        h('button', { type: 'button', class: 'link-button', dataset: { action: 'discard' } }, 'Discard'),
+      );
+    } else if (throttled) {
+      // Nothing for the user to do: it goes by itself once the server takes it.
+      status = h('div', { class: 'msg-status' }, item.error || 'Retrying…');
+    } else {
+      status = h('div', { class: 'msg-status' }, 'Sending…');
+    }
     li.replaceChildren(
       h('span', { class: `avatar ${hueClass(me.id)}`, 'aria-hidden': 'true' }, initial(me.username)),
       h(
