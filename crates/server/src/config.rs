@@ -158,6 +158,23 @@ pub struct Cli {
 pub enum Command {
     /// Serve the chat API, WebSocket gateway and browser client (the default).
     Serve(ServeArgs),
+    /// Print an invite token for sign-ups when `registration` is `invite` (signed with this
+    /// node's secret, so it takes the same `--data`/`--jwt-secret` as `serve`).
+    Invite(InviteArgs),
+}
+
+/// Flags of `invite`.
+#[derive(Debug, Clone, Args)]
+pub struct InviteArgs {
+    /// How long the invite is good for, in seconds.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub ttl_secs: u64,
+    /// Let the invite register only this username.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Where the node's secret comes from (same flags as `serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// Flags of `serve`; each may also come from its environment variable or the config file.

@@ -4,7 +4,8 @@
 use anyhow::Context;
 use clap::Parser;
 use switchboard::app::Server;
-use switchboard::config::{Cli, Command, Config};
+use switchboard::auth::Auth;
+use switchboard::config::{Cli, Command, Config, InviteArgs};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -39,10 +40,26 @@ async fn wait_for_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// `switchboard invite`: an invite token on standard output.
+fn print_invite(args: &InviteArgs) -> anyhow::Result<()> {
+    let cfg = args.serve.resolve()?;
+    let auth = Auth::from_config(&cfg).context("setting up tokens")?;
+    let username = match &args.username {
+        Some(u) => Some(switchboard::validate::username(u).map_err(|e| anyhow::anyhow!(e.message))?),
+        None => None,
+    };
+    let token = auth
+        .issue_invite(std::time::Duration::from_secs(args.ttl_secs), username.as_deref())
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    println!("{token}");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Invite(invite)) => return print_invite(&invite),
         None => cli.serve,
     };
     let cfg = args.resolve()?;

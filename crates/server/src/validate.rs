@@ -33,6 +33,45 @@ pub fn username(raw: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Bidirectional controls: they reorder the text around them, so a name holding one can show
+/// as something else (`U+202E` turns `exe.txt` round). Refused in names and ids.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Characters that show nothing: whitespace, zero-width and other format characters, and the
+/// "blank" letters (Hangul fillers, the braille blank) that pass for text. A body or name made
+/// only of these is empty to the eye.
+pub fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || is_bidi_control(c)
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180E}'
+                | '\u{200B}'..='\u{200D}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{1D159}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+fn blank(raw: &str) -> bool {
+    raw.chars().all(is_invisible)
+}
+
 /// 8–256 characters.
 pub fn password(raw: &str) -> Result<(), ApiError> {
     if PASSWORD_LEN.contains(&raw.chars().count()) {
@@ -42,9 +81,9 @@ pub fn password(raw: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Not empty or whitespace-only, no NUL, at most `max` characters.
+/// Not empty or only invisible characters, no NUL, at most `max` characters.
 pub fn body(raw: &str, max: usize) -> Result<(), ApiError> {
-    if raw.trim().is_empty() {
+    if blank(raw) {
         return Err(ApiError::bad_request(code::EMPTY_BODY, "message body is empty"));
     }
     if raw.chars().count() > max {
@@ -69,26 +108,30 @@ pub fn client_msg_id(raw: &str) -> Result<(), ApiError> {
     }
 }
 
-/// An id-shaped string: 1–128 printable characters. Anything else cannot name a resource.
+/// An id-shaped string: 1–128 printable characters without bidi controls or blanks only.
+/// Anything else cannot name a resource (external ids come from tokens, and show in logs).
 pub fn id(raw: &str, what: &str) -> Result<(), ApiError> {
     let n = raw.chars().count();
-    if (1..=ID_MAX).contains(&n) && !raw.chars().any(char::is_control) {
+    if (1..=ID_MAX).contains(&n) && !raw.chars().any(|c| c.is_control() || is_bidi_control(c)) && !blank(raw)
+    {
         Ok(())
     } else {
         Err(ApiError::bad_request(code::INVALID_REQUEST, format!("{what} is not a valid id")))
     }
 }
 
-/// Trimmed, 1–100 characters, no control characters (may be empty for a dm).
+/// Trimmed, 1–100 characters, something visible, no control or bidi characters (may be empty
+/// for a dm).
 pub fn room_name(raw: &str, allow_empty: bool) -> Result<String, ApiError> {
     let name = raw.trim().to_owned();
     let n = name.chars().count();
-    if (n == 0 && allow_empty) || ((1..=ROOM_NAME_MAX).contains(&n) && !name.chars().any(char::is_control)) {
+    let clean = !name.chars().any(|c| c.is_control() || is_bidi_control(c));
+    if (n == 0 && allow_empty) || ((1..=ROOM_NAME_MAX).contains(&n) && clean && !blank(&name)) {
         Ok(name)
     } else {
         Err(ApiError::bad_request(
             code::INVALID_REQUEST,
-            "room name must be 1-100 characters without control characters",
+            "room name must be 1-100 characters, not all blank, without control or bidi characters",
         ))
     }
 }
@@ -117,6 +160,11 @@ mod tests {
         assert_eq!(body(&zalgo, 4000).unwrap_err().code, code::BODY_TOO_LONG);
         assert!(body("a\0b", 10).is_err());
         assert!(body("<img src=x onerror=alert(1)>", 100).is_ok(), "markup is just text");
+        for blank in ["\u{200B}", "\u{3164}\u{3164}", "\u{2800}", " \u{FEFF}\u{200D} ", "\u{202E}"] {
+            assert_eq!(body(blank, 10).unwrap_err().code, code::EMPTY_BODY, "{blank:?}");
+        }
+        assert!(body("a\u{200B}b", 10).is_ok(), "zero-width inside text is fine");
+        assert!(body("\u{202E}abc", 10).is_ok(), "bidi in a body is the author's business");
     }
 
     #[test]
@@ -126,6 +174,11 @@ mod tests {
         assert!(client_msg_id("k\n").is_err());
         assert!(id(&"x".repeat(129), "room").is_err());
         assert!(room_name("   ", false).is_err());
+        assert!(room_name("\u{200B}\u{3164}", false).is_err());
+        assert!(room_name("evil\u{202E}txt.exe", false).is_err());
+        assert!(room_name("café ☕", false).is_ok());
+        assert!(id("user\u{202E}1", "sub").is_err());
+        assert!(id("\u{2800}", "sub").is_err());
         assert_eq!(room_name("", true).unwrap(), "");
     }
 }

@@ -1,6 +1,11 @@
 // Entry point of the browser client: signs in (token in localStorage), then wires the REST
 // client, the resuming socket, the store and the views together, and routes #/r/<room id>
 // to the open room. On narrow screens the room list and the open room are separate panes.
+//
+// A session ends when the user logs out (here, or everywhere from any device), or when the
+// server refuses the token: a 401 from REST, or the socket closed with 4003 (signed out
+// elsewhere, or the token expired). Either way the token and every bit of state go, and the
+// sign-in screen says why. Anything else (a 503, the network gone) keeps the session.
 
 import { $ } from './dom.js';
 import { createApi } from './api.js';
@@ -17,15 +22,19 @@ import { hueClass, initial, errorText, isolate } from './format.js';
 const TOKEN_KEY = 'switchboard.token';
 const USER_KEY = 'switchboard.user';
 const LAST_ROOM_KEY = 'switchboard.lastRoom';
-const SESSION_ENDED = 'Your session has ended. Please log in again.';
+const SESSION_ENDED = 'Your session ended. Sign in again.';
+const SESSION_EXPIRED = 'Your session expired. Sign in again.';
+const LOGGED_OUT_EVERYWHERE = 'You are logged out on all your devices.';
 /** How long a room that went may take to come back before we say it went (see `removed`). */
 const REMOVED_GRACE_MS = 1500;
 const wide = window.matchMedia('(min-width: 760px)');
 
 let token = localStorage.getItem(TOKEN_KEY);
 let session = null;
+/** Set while we log out ourselves: the 401s and the 4003 that causes are not news. */
+let leaving = false;
 
-const api = createApi({ getToken: () => token, onUnauthorized: () => signOut(SESSION_ENDED) });
+const api = createApi({ getToken: () => token, onUnauthorized: () => sessionEnded(SESSION_ENDED) });
 const auth = mountAuth({ api, onAuthed: ({ user, token: t }) => signIn(user, t) });
 
 function showScreen(name) {
@@ -41,10 +50,20 @@ function signIn(user, t) {
   startChat(user);
 }
 
+/** The server refused our token: the session is over (unless we are ending it ourselves). */
+function sessionEnded(message) {
+  if (leaving) return;
+  signOut(message);
+}
+
 function signOut(message) {
-  localStorage.removeItem(TOKEN_KEY);
-  localStorage.removeItem(USER_KEY);
-  localStorage.removeItem(LAST_ROOM_KEY);
+  // Another tab of this browser may have signed in again since, with a new token (after "Log
+  // out everywhere", say): that one is not ours to forget.
+  if (localStorage.getItem(TOKEN_KEY) === token) {
+    localStorage.removeItem(TOKEN_KEY);
+    localStorage.removeItem(USER_KEY);
+    localStorage.removeItem(LAST_ROOM_KEY);
+  }
   token = null;
   if (session) {
     // Start from a clean page: no state of the old account survives.
@@ -55,7 +74,33 @@ function signOut(message) {
     return;
   }
   showScreen('auth');
-  auth.show(message);
+  auth.notice(message);
+}
+
+/**
+ * Logs out: ends this session on the server (or, `everywhere`, all of the account's sessions,
+ * whose sockets the server closes), then forgets it here. The socket stops first, so the
+ * 4003 our own request causes is not taken for a session ended from elsewhere.
+ */
+async function logOut(everywhere) {
+  if (!session || leaving) return;
+  leaving = true;
+  const { socket } = session;
+  socket.stop();
+  try {
+    await (everywhere ? api.logoutEverywhere() : api.logout());
+  } catch (err) {
+    // Ended already (401): done. "Log out" forgets the token here even when the server could
+    // not be told (it then lapses at its expiry); "Log out everywhere" that did not reach the
+    // server did nothing, and must say so.
+    if (everywhere && err.status !== 401) {
+      leaving = false;
+      socket.start();
+      notify(`Could not log out everywhere. ${errorText(err)}`);
+      return;
+    }
+  }
+  signOut(everywhere ? LOGGED_OUT_EVERYWHERE : null);
 }
 
 function notify(text) {
@@ -77,12 +122,6 @@ function startChat(me) {
   const store = new Store(api, socket, me);
   session = { socket, store };
 
-  const sidebar = new Sidebar(store, {
-    rooms: $('#room-list'),
-    dms: $('#dm-list'),
-    roomsEmpty: $('#rooms-empty'),
-    dmsEmpty: $('#dms-empty'),
-  });
   const timeline = new TimelineView(
     store,
     { scroller: $('#timeline'), list: $('#messages'), pending: $('#pending'), status: $('#history-status'), jump: $('#jump'), announcer: $('#announcer') },
@@ -94,14 +133,32 @@ function startChat(me) {
     else route();
   };
   const actions = createActions({ store, api, navigate, notify });
-  const roomView = new RoomView(store, timeline, { onInvite: actions.invite, onLeave: actions.leave });
+  const roomView = new RoomView(store, timeline, { onInvite: actions.invite, onLeave: actions.leave, onBlock: actions.setBlocked });
+  const sidebar = new Sidebar(
+    store,
+    {
+      rooms: $('#room-list'),
+      dms: $('#dm-list'),
+      roomsEmpty: $('#rooms-empty'),
+      dmsEmpty: $('#dms-empty'),
+      invites: $('#invite-list'),
+      invitesSection: $('#invites-section'),
+    },
+    { accept: actions.acceptInvite, decline: actions.declineInvite },
+  );
+  store.addEventListener('invited', (e) => {
+    const { room, inviter } = e.detail.invite;
+    notify(`${inviter.username} invited you to ${isolate(room.name || 'a room')}.`);
+  });
 
   // Who am I.
   $('#me-name').textContent = me.username;
   const avatar = $('#me-avatar');
   avatar.textContent = initial(me.username);
   avatar.classList.add(hueClass(me.id));
-  $('#logout-button').addEventListener('click', () => signOut());
+  $('#logout-button').addEventListener('click', () => logOut(false));
+  $('#logout-all-button').addEventListener('click', () => logOut(true));
+  $('#settings-button').addEventListener('click', () => actions.settings());
   for (const [sel, fn] of [
     ['#new-room-button', actions.newRoom],
     ['#new-dm-button', actions.newDirect],
@@ -125,7 +182,10 @@ function startChat(me) {
       return;
     }
     const showIt = () => {
-      bannerText.textContent = state === 'connecting' ? 'Connecting…' : navigator.onLine ? 'Reconnecting…' : 'You are offline. Reconnecting when the network is back…';
+      if (state === 'connecting') bannerText.textContent = 'Connecting…';
+      else if (state === 'limited') bannerText.textContent = 'Your account has too many open connections. Close a tab or another device; trying again in about 30 s…';
+      else if (navigator.onLine) bannerText.textContent = 'Reconnecting…';
+      else bannerText.textContent = 'You are offline. Reconnecting when the network is back…';
       banner.hidden = false;
     };
     // Don't flash "connecting" for a connection that is about to succeed.
@@ -203,7 +263,7 @@ function startChat(me) {
       if (isOpen()) navigate(null);
     }, REMOVED_GRACE_MS);
   });
-  socket.addEventListener('auth', () => signOut(SESSION_ENDED));
+  socket.addEventListener('auth', (e) => sessionEnded(e.detail.reason === 'token expired' ? SESSION_EXPIRED : SESSION_ENDED));
 
   $('#room-pane').hidden = true;
   $('#empty-pane').hidden = false;
@@ -216,7 +276,7 @@ async function boot() {
   sessionStorage.removeItem('switchboard.notice');
   if (!token) {
     showScreen('auth');
-    auth.show(notice);
+    auth.notice(notice);
     return;
   }
   let cached = null;
@@ -232,7 +292,7 @@ async function boot() {
     // 401 had another code). Offline, or a server restarting: carry on with the account we
     // know, and the socket keeps trying; without one, offer to try again.
     if (err.status === 401) {
-      if (token) signOut(SESSION_ENDED);
+      if (token) sessionEnded(SESSION_ENDED);
     } else if (cached) startChat(cached);
     else {
       showScreen('auth');

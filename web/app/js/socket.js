@@ -35,7 +35,9 @@ const STABLE_MS = 30000;
 // a burst of 60, refusing more with `rate_limited` and a `retry_after_ms`. Sends go out under
 // both by default (15/s, burst 40), leaving room for typing, read and ping frames and for
 // another tab, and at most MAX_IN_FLIGHT at once, so a long outbox drains at `ready` without
-// being refused. A server with lower limits refuses some: they wait and go again (see `error`).
+// being refused. A server with lower limits refuses some: they wait as long as it asks and go
+// again, and our own rate halves (creeping back up with each ack), so a long outbox does not
+// turn into rounds of frames refused by the hundred (which would get us closed with 4008).
 const MAX_IN_FLIGHT = 40;
 const SEND_BURST = 40;
 const SEND_PER_SEC = 15;
@@ -66,6 +68,8 @@ export class Socket extends EventTarget {
     this.inFlight = new Set();
     this.tokens = SEND_BURST;
     this.tokensAt = 0;
+    /** Sends per second, lowered by `rate_limited` refusals (see above). */
+    this.sendRate = SEND_PER_SEC;
     /** No send goes out before this (a `rate_limited` refusal: the user's budget is shared by
      * all their sends, so the next ones would be refused too, and order would be lost). */
     this.sendsPausedUntil = 0;
@@ -203,6 +207,7 @@ export class Socket extends EventTarget {
         stale = this.onReady(frame);
         break;
       case 'ack':
+        this.sendRate = Math.min(SEND_PER_SEC, this.sendRate + 0.1);
         this.outbox.delete(frame.client_msg_id);
         this.inFlight.delete(frame.client_msg_id);
         this.pump();
@@ -220,8 +225,16 @@ export class Socket extends EventTarget {
           const asked = Number.isFinite(frame.retry_after_ms) && frame.retry_after_ms >= 0 ? frame.retry_after_ms : null;
           const wait = asked !== null ? Math.min(60000, asked) + Math.random() * 100 : base / 2 + (Math.random() * base) / 2;
           item.retryAt = Date.now() + wait;
-          // Over the user's send budget: every send waits, so they still go out in order.
-          if (frame.code === 'rate_limited') this.sendsPausedUntil = Math.max(this.sendsPausedUntil, item.retryAt);
+          // Over the user's send budget: every send waits, so they still go out in order, and
+          // slower afterwards (once for the sends refused together: they are one burst).
+          if (frame.code === 'rate_limited') {
+            if (this.sendsPausedUntil <= Date.now()) {
+              this.sendRate = Math.max(1, this.sendRate / 2);
+              this.tokens = Math.min(this.tokens, 0);
+              this.tokensAt = Date.now();
+            }
+            this.sendsPausedUntil = Math.max(this.sendsPausedUntil, item.retryAt);
+          }
           this.emit('retrying', { client_msg_id: cmid, code: frame.code, retryAt: item.retryAt });
         } else {
           this.outbox.delete(cmid);
@@ -284,7 +297,7 @@ export class Socket extends EventTarget {
     this.timers.pump = 0;
     if (!this.ready) return;
     const now = Date.now();
-    this.tokens = Math.min(SEND_BURST, this.tokens + ((now - this.tokensAt) * SEND_PER_SEC) / 1000);
+    this.tokens = Math.min(SEND_BURST, this.tokens + ((now - this.tokensAt) * this.sendRate) / 1000);
     this.tokensAt = now;
     if (this.sendsPausedUntil > now) {
       if (this.outbox.size) this.timers.pump = setTimeout(() => this.pump(), this.sendsPausedUntil - now);
@@ -300,7 +313,7 @@ export class Socket extends EventTarget {
         continue;
       }
       if (this.tokens < 1) {
-        wake = Math.min(wake, now + ((1 - this.tokens) * 1000) / SEND_PER_SEC);
+        wake = Math.min(wake, now + ((1 - this.tokens) * 1000) / this.sendRate);
         break;
       }
       this.tokens -= 1;

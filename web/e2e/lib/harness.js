@@ -82,7 +82,10 @@ export class Server {
 
   async start() {
     this.stopping = false;
-    const args = ['--listen', `127.0.0.1:${this.port}`, '--data', this.dataDir, '--heartbeat-ms', '5000', ...this.args];
+    // Every user of a test signs up from 127.0.0.1: lift the per-address sign-up throttle,
+    // unless the test is about throttles and sets its own (a flag may be given only once).
+    const defaults = Object.entries(DEFAULT_FLAGS).flatMap(([flag, value]) => (this.args.includes(flag) ? [] : [flag, value]));
+    const args = ['--listen', `127.0.0.1:${this.port}`, '--data', this.dataDir, '--heartbeat-ms', '5000', ...defaults, ...this.args];
     const proc = spawn(BIN, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
@@ -147,6 +150,30 @@ export class Server {
   register(username, password = PASSWORD) {
     return this.api('POST', '/v1/users', { body: { username, password } });
   }
+
+  /**
+   * Creates a room as `owner` with `members` in it (both as `register` returns them): they
+   * are invited, as `members` of a new room are, and each accepts. Not for dms (whose other
+   * person is in at once).
+   */
+  async roomWith(owner, { name, kind = 'public', members = [] }) {
+    const room = await this.api('POST', '/v1/rooms', { token: owner.token, body: { name, kind, members: members.map((m) => m.user.id) } });
+    for (const m of members) await this.api('POST', `/v1/rooms/${room.id}/join`, { token: m.token });
+    return room;
+  }
+}
+
+/** Flags every test server gets unless its test passes them itself. */
+const DEFAULT_FLAGS = { '--signups-per-ip-per-hour': '10000' };
+
+/**
+ * A regexp for `openPage`'s `allow` that matches the console error the browser logs for one
+ * expected refusal: a response with `status` to a request whose path (and query) is `path`
+ * (a string, matched exactly, or a RegExp source for the path).
+ */
+export function allowStatus(status, path) {
+  const p = typeof path === 'string' ? path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') : path.source;
+  return new RegExp(`^Failed to load resource: the server responded with a status of ${status} \\([^)]*\\) \\(http://[^/]+${p}\\)$`);
 }
 
 /** The test file's server and browser (live bindings, set by `useServerAndBrowser`). */

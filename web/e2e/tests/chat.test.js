@@ -1,5 +1,6 @@
 // Two people in two browser contexts: alice signs up, creates a private room and invites bob
-// (who signed up too); both write, and each sees all messages in the same order.
+// (who signed up too); bob sees the invitation live and accepts it; both write, and each sees
+// all messages in the same order.
 
 import assert from 'node:assert/strict';
 import { pageTest, openPage, signUpViaUI, logInViaUI, openRoom, send, messageBodies, until, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
@@ -27,12 +28,21 @@ pageTest('two users create a room, invite, and chat in order', async () => {
   assert.equal(await alice.getByRole('dialog').locator('.form-error').textContent(), 'There is no user called “\u2068nobody\u2069”.');
   await alice.getByRole('dialog').getByLabel('Username').fill('bob');
   await alice.getByRole('dialog').getByRole('button', { name: 'Invite' }).click();
-  await alice.locator('#toast', { hasText: 'bob was added' }).waitFor();
-  await alice.locator('#room-meta', { hasText: '2 members' }).waitFor();
+  // bob has the default setting: he is invited, not added.
+  await alice.locator('#toast', { hasText: 'Invitation sent to bob.' }).waitFor();
+  await alice.locator('#room-meta', { hasText: 'Private room · 1 member' }).waitFor();
 
-  // The room appears in bob's list live, with no reload.
+  // The invitation appears in bob's list live, with no reload; accepting opens the room.
+  const invite = bob.locator('#invite-list > li', { hasText: 'project-x' });
+  await invite.waitFor();
+  assert.match(await invite.textContent(), /from alice/);
+  assert.equal(await bob.locator('.room-link', { hasText: 'project-x' }).count(), 0);
+  await invite.getByRole('button', { name: 'Accept' }).click();
+  await bob.locator('#room-title', { hasText: 'project-x' }).waitFor();
+  await bob.locator('#invites-section').waitFor({ state: 'hidden' });
   await bob.locator('.room-link', { hasText: 'project-x' }).waitFor();
-  await openRoom(bob, 'project-x');
+  await bob.waitForFunction(() => document.querySelector('#history-status')?.dataset.state !== 'loading');
+  await alice.locator('#room-meta', { hasText: '2 members' }).waitFor();
 
   const script = [
     [alice, 'hi bob'],
@@ -125,7 +135,7 @@ pageTest('wrong password is refused with a message; log out returns to the sign-
   await page.reload();
   await page.locator('#me-name', { hasText: 'erin' }).waitFor();
   // ...until logging out.
-  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('button', { name: 'Log out', exact: true }).click();
   await page.locator('#auth').waitFor({ state: 'visible' });
   assert.equal(await page.evaluate(() => localStorage.getItem('switchboard.token')), null);
 });

@@ -22,7 +22,7 @@ async function history(token, roomId) {
 pageTest('resumes after a SIGKILL and restart with nothing missing or doubled', async () => {
   const alice = await server.register('alice');
   const bob = await server.register('bob');
-  const room = await server.api('POST', '/v1/rooms', { token: bob.token, body: { name: 'ops', kind: 'private', members: [alice.user.id] } });
+  const room = await server.roomWith(bob, { name: 'ops', kind: 'private', members: [alice] });
   let n = 0;
   const bobSays = (body) =>
     server.api('POST', `/v1/rooms/${room.id}/messages`, { token: bob.token, body: { client_msg_id: `b${(n += 1)}`, body } });
@@ -96,7 +96,7 @@ pageTest('resumes after a SIGKILL and restart with nothing missing or doubled', 
 pageTest('a resume past the replay limit pages the gap over REST', async () => {
   const carol = await server.register('carol');
   const dan = await server.register('dan');
-  const room = await server.api('POST', '/v1/rooms', { token: dan.token, body: { name: 'busy', kind: 'private', members: [carol.user.id] } });
+  const room = await server.roomWith(dan, { name: 'busy', kind: 'private', members: [carol] });
   const post = (via, i) =>
     via.api('POST', `/v1/rooms/${room.id}/messages`, { token: dan.token, body: { client_msg_id: `g${i}`, body: `busy ${i}` } });
   for (let i = 1; i <= 5; i += 1) await post(server, i);

@@ -13,13 +13,12 @@ useServerAndBrowser([], async () => {
   const alice = await server.register('alice');
   const bob = await server.register('bob');
   const carol = await server.register('carol');
-  room = await server.api('POST', '/v1/rooms', {
-    token: alice.token,
-    body: { name: 'design-review', kind: 'public', members: [bob.user.id, carol.user.id] },
-  });
-  await server.api('POST', '/v1/rooms', { token: bob.token, body: { name: 'random', kind: 'public', members: [alice.user.id] } });
-  await server.api('POST', '/v1/rooms', { token: carol.token, body: { name: 'launch-plans', kind: 'private', members: [alice.user.id] } });
+  room = await server.roomWith(alice, { name: 'design-review', kind: 'public', members: [bob, carol] });
+  await server.roomWith(bob, { name: 'random', kind: 'public', members: [alice] });
+  await server.roomWith(carol, { name: 'launch-plans', kind: 'private', members: [alice] });
   await server.api('POST', '/v1/rooms', { token: bob.token, body: { name: '', kind: 'dm', members: [alice.user.id] } });
+  // One invitation alice has not answered yet, so the screenshots show the Invites section.
+  await server.api('POST', '/v1/rooms', { token: carol.token, body: { name: 'book-club', kind: 'private', members: [alice.user.id] } });
   const lines = [
     [bob, 'Morning! The new onboarding flow is up on staging.'],
     [bob, 'Link: https://example.com/staging/onboarding (needs VPN)'],
@@ -54,6 +53,7 @@ for (const scheme of ['light', 'dark']) {
     // Names resolved, and the unread badge of another room visible.
     await until(async () => !(await page.locator('.author', { hasText: '…' }).count()), { what: 'names' });
     await page.locator('.room-link', { hasText: 'random' }).locator('.badge').waitFor();
+    await page.locator('#invite-list > li', { hasText: 'book-club' }).waitFor();
     await page.mouse.move(0, 0);
     await shoot(page, `desktop-${scheme}.png`);
   });
@@ -71,6 +71,7 @@ pageTest('phone screenshots (390x844)', async () => {
   await logInViaUI(page, server, 'alice');
   await page.locator('.room-link', { hasText: 'design-review' }).waitFor();
   await until(async () => !(await page.locator('.room-link', { hasText: 'Direct message' }).count()), { what: 'dm named' });
+  await page.locator('#invite-list > li', { hasText: 'book-club' }).waitFor();
   await shoot(page, 'phone-rooms.png');
   await openRoom(page, 'design-review');
   await until(async () => (await messageBodies(page)).length === 7, { what: '7 messages' });

@@ -51,7 +51,7 @@ pageTest('a room joined while the socket is down gets what was posted before it 
 pageTest('a live message the open room already showed leaves no unread badge', async () => {
   const quinn = await server.register('quinn');
   const rita = await server.register('rita');
-  const room = await server.api('POST', '/v1/rooms', { token: quinn.token, body: { name: 'quiet', kind: 'private', members: [rita.user.id] } });
+  const room = await server.roomWith(quinn, { name: 'quiet', kind: 'private', members: [rita] });
 
   const page = await openPage(browser);
   const ws = await routeSocket(page);
@@ -111,7 +111,7 @@ pageTest('a send whose ack was lost is shown once when a page of history has it'
 pageTest('deleting an unread message that was never loaded lowers the unread count', async () => {
   const uma = await server.register('uma');
   const tess = await server.register('tess');
-  const room = await server.api('POST', '/v1/rooms', { token: uma.token, body: { name: 'digest', kind: 'public', members: [tess.user.id] } });
+  const room = await server.roomWith(uma, { name: 'digest', kind: 'public', members: [tess] });
   // Posted before the page opens, and the room is never opened: the page has only the count.
   const sent = [];
   for (const body of ['d1', 'd2', 'd3']) sent.push(await post(uma, room, body));

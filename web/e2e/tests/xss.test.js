@@ -1,8 +1,8 @@
 // Hostile message text is shown as text and runs nothing: markup, script tags, javascript:
 // "links" (bare and markdown-style), an RTL override and zalgo text. Checked both for messages
 // arriving live and for messages loaded from history after a reload. A hostile room name, too:
-// in the room list, the header, the composer's placeholder, dialog titles and toasts, where it
-// must also not reorder the words around it. (What really protects the page is that it builds
+// in the room list, the header, the composer's placeholder, dialog titles, toasts and an
+// invitation, where it must also not reorder the words around it. (What really protects the page is that it builds
 // nothing from HTML strings and the CSP; every test here also fails on any console error,
 // which is where a CSP violation would show.)
 
@@ -32,7 +32,7 @@ let alice;
 useServerAndBrowser([], async () => {
   mallory = await server.register('mallory');
   alice = await server.register('alice');
-  await server.api('POST', '/v1/rooms', { token: mallory.token, body: { name: 'lobby', kind: 'public', members: [alice.user.id] } });
+  await server.roomWith(mallory, { name: 'lobby', kind: 'public', members: [alice] });
 });
 
 async function checkInert(page) {
@@ -139,8 +139,10 @@ function endsOnTheRight(page, selector) {
 }
 
 pageTest('a hostile room name is text, and does not reorder the sentences around it', async () => {
-  const room = await server.api('POST', '/v1/rooms', { token: mallory.token, body: { name: NAME, kind: 'public', members: [alice.user.id] } });
-  await server.register('nina');
+  const room = await server.roomWith(mallory, { name: NAME, kind: 'public', members: [alice] });
+  // nina lets people add her at once, so the toast names the room.
+  const nina = await server.register('nina');
+  await server.api('PUT', '/v1/me/settings', { token: nina.token, body: { add_policy: 'anyone' } });
   const page = await openPage(browser);
   await logInViaUI(page, server, 'alice');
   const link = page.locator(`.room-link[data-room="${room.id}"]`);
@@ -170,6 +172,17 @@ pageTest('a hostile room name is text, and does not reorder the sentences around
   await page.locator('#toast', { hasText: 'You were removed' }).waitFor();
   assert.equal(await page.locator('#toast').textContent(), inSentence('You were removed from ', '.'));
   assert.ok(await endsOnTheRight(page, '#toast'), 'removal toast ends on the right');
+
+  // An invitation to a room with that name: the toast and the Invites list show it as text.
+  await server.api('POST', '/v1/rooms', { token: mallory.token, body: { name: NAME, kind: 'private', members: [alice.user.id] } });
+  const invite = page.locator('#invite-list > li');
+  await invite.waitFor();
+  assert.equal(await invite.locator('bdi.room-name').textContent(), NAME);
+  await page.locator('#toast', { hasText: 'invited you to' }).waitFor();
+  assert.equal(await page.locator('#toast').textContent(), inSentence('mallory invited you to ', '.'));
+  assert.ok(await endsOnTheRight(page, '#toast'), 'invitation toast ends on the right');
+  await invite.getByRole('button', { name: 'Decline' }).click();
+  await page.locator('#invites-section').waitFor({ state: 'hidden' });
 
   // Nothing was built from the name: the only images are the page's own logos.
   const report = await page.evaluate(() => ({

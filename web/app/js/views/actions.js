@@ -1,10 +1,27 @@
 // The dialogs behind the sidebar's and the room header's buttons: create a room, start a
-// direct message, browse and join public rooms, invite someone, leave a room.
+// direct message, browse and join public rooms, invite someone, leave a room, answer an
+// invitation, block or unblock someone, and the account's settings.
 
 import { h } from '../dom.js';
 import { icon } from '../icons.js';
 import { errorText, isolate } from '../format.js';
-import { formDialog, textField, confirmDialog } from './dialogs.js';
+import { formDialog, textField, selectField, confirmDialog } from './dialogs.js';
+
+/** What to say when adding `name` to a room was refused (the codes of POST .../members). */
+function addErrorText(err, name) {
+  switch (err && err.code) {
+    case 'forbidden':
+      return `You can't add ${name}: only moderators can add people to a private room, or bring back someone a moderator removed.`;
+    case 'blocked':
+      return `You can't add ${name}: one of you has blocked the other.`;
+    case 'not_accepting':
+      return `${name} does not accept being added to rooms.`;
+    case 'conflict':
+      return `You can't invite ${name} now: too many invitations are waiting for them.`;
+    default:
+      return errorText(err, 'user');
+  }
+}
 
 export function createActions({ store, api, navigate, notify }) {
   async function findUser(name, fail) {
@@ -82,13 +99,20 @@ export function createActions({ store, api, navigate, notify }) {
       onSubmit: async (_form, fail) => {
         const u = await findUser(user.input.value, fail);
         if (!u) return false;
-        try {
-          await store.invite(r.id, u);
-        } catch (err) {
-          fail(errorText(err, 'user'));
+        if (r.members && r.members.has(u.id)) {
+          fail(`${u.username} is in this room already.`);
           return false;
         }
-        notify(`${u.username} was added to ${isolate(store.title(r))}.`);
+        let outcome;
+        try {
+          outcome = await store.invite(r.id, u);
+        } catch (err) {
+          fail(addErrorText(err, u.username));
+          return false;
+        }
+        // Most people are invited (they join when they accept); some let others add them.
+        if (outcome === 'invited') notify(`Invitation sent to ${u.username}.`);
+        else notify(`${u.username} was added to ${isolate(store.title(r))}.`);
         return true;
       },
     });
@@ -156,5 +180,116 @@ export function createActions({ store, api, navigate, notify }) {
     return formDialog({ title: 'Public rooms', fields: [filter.wrap, dialog], submitLabel: null, cancelLabel: 'Close', onSubmit: async () => false });
   }
 
-  return { newRoom, newDirect, invite, leave, browse };
+  async function acceptInvite(inv) {
+    try {
+      const r = await store.acceptInvite(inv.room.id);
+      navigate(r.id);
+    } catch (err) {
+      const name = isolate(inv.room.name || 'that room');
+      if (err.code === 'not_found') notify(`The invitation to ${name} is no longer there.`);
+      else if (err.code === 'forbidden') notify(`You can't join ${name}: a moderator removed you.`);
+      else notify(errorText(err));
+    }
+  }
+
+  async function declineInvite(inv) {
+    try {
+      await store.declineInvite(inv.room.id);
+    } catch (err) {
+      notify(errorText(err));
+    }
+  }
+
+  /** Blocks (`block` true) or unblocks the user `id`. */
+  async function setBlocked(id, block) {
+    const name = store.users.get(id) || store.blocked.get(id) || 'this person';
+    if (block) {
+      let ok = false;
+      await formDialog({
+        title: `Block ${name}?`,
+        description: 'Neither of you will be able to message the other, and they will not be able to add you to rooms.',
+        fields: [],
+        submitLabel: 'Block',
+        submitClass: 'danger',
+        onSubmit: async () => {
+          await store.block(id);
+          ok = true;
+          return true;
+        },
+      });
+      if (ok) notify(`You blocked ${name}.`);
+      return;
+    }
+    try {
+      await store.unblock(id);
+      notify(`You unblocked ${name}.`);
+    } catch (err) {
+      notify(errorText(err));
+    }
+  }
+
+  function settings() {
+    const policy = selectField('Who can add me to rooms', [
+      ['invite', 'Anyone (invite first)'],
+      ['anyone', 'Anyone, directly'],
+      ['nobody', 'Nobody'],
+    ]);
+    const hint = h('p', { class: 'hint field-hint' }, 'With “invite first”, you join a room only when you accept the invitation.');
+    policy.wrap.append(hint);
+    policy.select.disabled = true;
+    const status = h('p', { class: 'hint', role: 'status' }, 'Loading…');
+    let loaded = false;
+    api
+      .settings()
+      .then((s) => {
+        policy.select.value = s.add_policy;
+        policy.select.disabled = false;
+        loaded = true;
+        status.textContent = '';
+        status.hidden = true;
+      })
+      .catch((err) => {
+        status.textContent = `Could not load your settings. ${errorText(err)}`;
+      });
+
+    // The people we blocked, each with an "Unblock" button.
+    const blockedList = h('ul', { class: 'blocked-list', 'aria-labelledby': 'blocked-heading' });
+    const blockedEmpty = h('p', { class: 'hint' }, 'You have not blocked anyone.');
+    const renderBlocked = () => {
+      const users = [...store.blocked].map(([id, name]) => ({ id, name: store.users.get(id) || name || id }));
+      users.sort((a, b) => a.name.localeCompare(b.name));
+      blockedList.replaceChildren(
+        ...users.map((u) => {
+          const button = h('button', { type: 'button', class: 'button subtle small', 'aria-label': `Unblock ${u.name}` }, 'Unblock');
+          button.addEventListener('click', async () => {
+            button.disabled = true;
+            await setBlocked(u.id, false);
+            button.disabled = false;
+          });
+          return h('li', { class: 'blocked-item' }, h('bdi', { class: 'room-name' }, u.name), button);
+        }),
+      );
+      blockedEmpty.hidden = users.length > 0;
+    };
+    renderBlocked();
+    store.addEventListener('blocks', renderBlocked);
+    const blocked = h('section', { class: 'blocked' }, h('h3', { id: 'blocked-heading', class: 'field-title' }, 'Blocked people'), blockedEmpty, blockedList);
+
+    return formDialog({
+      title: 'Settings',
+      fields: [policy.wrap, status, blocked],
+      submitLabel: 'Save',
+      onSubmit: async (_form, fail) => {
+        if (!loaded) {
+          fail('Your settings are not loaded yet.');
+          return false;
+        }
+        await api.setSettings({ add_policy: policy.select.value });
+        notify('Settings saved.');
+        return true;
+      },
+    }).finally(() => store.removeEventListener('blocks', renderBlocked));
+  }
+
+  return { newRoom, newDirect, invite, leave, browse, acceptInvite, declineInvite, setBlocked, settings };
 }

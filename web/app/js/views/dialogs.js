@@ -89,6 +89,14 @@ export function textField(label, attrs = {}) {
   return { wrap, input };
 }
 
+/** A labelled <select> of `options` ([value, label] pairs); returns {wrap, select}. */
+export function selectField(label, options) {
+  const id = `fld-${(seq += 1)}`;
+  const select = h('select', { id }, ...options.map(([value, text]) => h('option', { value }, text)));
+  const wrap = h('div', { class: 'field' }, h('label', { for: id }, label), select);
+  return { wrap, select };
+}
+
 /** Asks a yes/no question; resolves true for yes. */
 export function confirmDialog(text, okLabel = 'OK', danger = false) {
   let ok = false;
