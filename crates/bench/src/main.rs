@@ -11,9 +11,11 @@
 //! - [`rooms`]: many small rooms with Poisson senders: acked send→deliver latency.
 //! - [`storm`]: a reconnect storm: time until every client has resumed and caught up.
 //! - [`track`]: per-room `seq` checks (lost, duplicated) and latency for multi-room scenarios.
+//! - [`abuse`]: login, sign-up and slow-connection floods: peak RSS, refusals, others' latency.
 //! - [`baseline`]: the baseline server.
 //! - [`report`]: latency histograms, progress lines, the one-line summary and JSON results.
 
+mod abuse;
 mod baseline;
 mod connections;
 mod fanout;
@@ -42,6 +44,8 @@ enum Command {
     Rooms(rooms::Args),
     /// K clients drop and resume with `since` at once: time until all caught up, nothing missing.
     ReconnectStorm(storm::Args),
+    /// Login, sign-up and slow-connection floods: peak server RSS, refusals, others' latency.
+    Abuse(abuse::Args),
     /// The minimal WebSocket fanout server to compare against (no auth, no store).
     BaselineServer(baseline::Args),
 }
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             Command::Fanout(a) => fanout::run(a).await,
             Command::Rooms(a) => rooms::run(a).await,
             Command::ReconnectStorm(a) => storm::run(a).await,
+            Command::Abuse(a) => abuse::run(a).await,
             Command::BaselineServer(a) => baseline::run(a).await,
         }
     })

@@ -425,6 +425,28 @@ async fn in_a_dm_each_person_deletes_only_their_own_and_nobody_removes_the_other
     bob.delete_message(&dm.id, &msg.id).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_stops_typing_and_read_markers_in_the_dm_too() {
+    let server = TestServer::start().await;
+    let (amy, _) = server.user("amy").await;
+    let (bo, bo_user) = server.user("bo").await;
+    let dm = amy.create_room("", RoomKind::Dm, &[&bo_user.id]).await.unwrap();
+    let mut bo_ws = server.session(&bo, BTreeMap::new()).await;
+    let amy_ws = server.session(&amy, BTreeMap::new()).await;
+    let typing = switchboard_client::protocol::ClientFrame::Typing { room: dm.id.clone() };
+    amy_ws.send_frame(&typing).unwrap();
+    common::expect_frame(&mut bo_ws, |f| matches!(f, ServerFrame::Typing { .. })).await;
+    bo.block(&amy.me().await.unwrap().id).await.unwrap();
+    amy_ws.send_frame(&typing).unwrap();
+    amy_ws
+        .send_frame(&switchboard_client::protocol::ClientFrame::Read { room: dm.id.clone(), seq: 2 })
+        .unwrap();
+    common::expect_none(&mut bo_ws, 500, |f| {
+        matches!(f, ServerFrame::Typing { .. } | ServerFrame::Read { .. })
+    })
+    .await;
+}
+
 // ---- 8. sends are limited per user, across connections and REST ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -288,9 +288,10 @@ async function boot() {
   try {
     startChat(await api.me());
   } catch (err) {
-    // Only a refused token ends the session (onUnauthorized has signed out already, unless the
-    // 401 had another code). Offline, or a server restarting: carry on with the account we
-    // know, and the socket keeps trying; without one, offer to try again.
+    // Only a refused token ends the session (onUnauthorized has signed out already; this is in
+    // case it could not, the token having changed meanwhile). Offline, or a server restarting
+    // or busy (503): carry on with the account we know, and the socket keeps trying; without
+    // one, offer to try again.
     if (err.status === 401) {
       if (token) sessionEnded(SESSION_ENDED);
     } else if (cached) startChat(cached);

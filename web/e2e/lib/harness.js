@@ -82,8 +82,9 @@ export class Server {
 
   async start() {
     this.stopping = false;
-    // Every user of a test signs up from 127.0.0.1: lift the per-address sign-up throttle,
-    // unless the test is about throttles and sets its own (a flag may be given only once).
+    // Every user of a test signs up from 127.0.0.1, and fixtures post hundreds of messages
+    // over REST: lift the sign-up and per-user send throttles, unless the test is about them
+    // and sets its own (a flag may be given only once).
     const defaults = Object.entries(DEFAULT_FLAGS).flatMap(([flag, value]) => (this.args.includes(flag) ? [] : [flag, value]));
     const args = ['--listen', `127.0.0.1:${this.port}`, '--data', this.dataDir, '--heartbeat-ms', '5000', ...defaults, ...this.args];
     const proc = spawn(BIN, args, {
@@ -164,7 +165,7 @@ export class Server {
 }
 
 /** Flags every test server gets unless its test passes them itself. */
-const DEFAULT_FLAGS = { '--signups-per-ip-per-hour': '10000' };
+const DEFAULT_FLAGS = { '--signups-per-ip-per-hour': '10000', '--user-sends-per-sec': '10000', '--user-sends-burst': '10000' };
 
 /**
  * A regexp for `openPage`'s `allow` that matches the console error the browser logs for one
@@ -330,7 +331,7 @@ export function artifactsDir() {
  *   the page as a 1006: its close frame is lost to a TCP reset);
  * - `sent`, `received`: the frames so far (parsed); `closes`: the server's close codes;
  *   `connections`: how many the page opened;
- * - `close(code)`: closes the current connection as if the server had, with `code`.
+ * - `close(code, reason)`: closes the current connection as if the server had, with `code`.
  */
 export async function routeSocket(page) {
   const validCode = (c) => c === 1000 || c === 1001 || c === 1008 || c === 1009 || c === 1011 || (c >= 3000 && c < 5000);
@@ -347,12 +348,12 @@ export async function routeSocket(page) {
     release() {
       for (const { ws, m } of ctl.held.splice(0)) ws.send(m);
     },
-    async close(code = 1011) {
+    async close(code = 1011, reason = 'closed by the test') {
       const c = ctl.current;
       if (!c) return;
       ctl.current = null;
       c.closing = true;
-      await c.ws.close({ code, reason: 'closed by the test' }).catch(() => {});
+      await c.ws.close({ code, reason }).catch(() => {});
       await c.server.close({ code: 1000 }).catch(() => {});
     },
   };

@@ -74,8 +74,8 @@ pageTest('"Log out everywhere" signs out another browser too: its socket closes 
 pageTest('a 401 from REST in the middle of a session signs out with a notice', async () => {
   const ray = await server.register('ray');
   const room = await server.api('POST', '/v1/rooms', { token: ray.token, body: { name: 'after-hours', kind: 'public', members: [] } });
-  // The browser logs the refused page of messages.
-  const page = await openPage(browser, { allow: [allowStatus(401, new RegExp(`/v1/rooms/${room.id}/messages\\?limit=50`))] });
+  // The browser logs the refused requests of opening the room (its members, its messages).
+  const page = await openPage(browser, { allow: [allowStatus(401, new RegExp(`/v1/rooms/${room.id}/(members|messages\\?limit=50)`))] });
   const ws = await routeSocket(page);
   await logInViaUI(page, server, 'ray');
   // The socket is down (so no 4003 can say it first) when the session is ended elsewhere.
@@ -86,6 +86,19 @@ pageTest('a 401 from REST in the middle of a session signs out with a notice', a
   await page.locator('.room-link', { hasText: 'after-hours' }).click();
   await page.locator('#auth').waitFor({ state: 'visible' });
   await page.locator('#auth-notice', { hasText: 'Your session ended. Sign in again.' }).waitFor();
+  assert.equal(await tokenOf(page), null);
+});
+
+pageTest('a token that expires while connected (4003 "token expired") signs out saying so', async () => {
+  await server.register('tia');
+  const page = await openPage(browser);
+  const ws = await routeSocket(page);
+  await logInViaUI(page, server, 'tia');
+  // As the server closes a connection whose token runs out (played by the test: a real one
+  // would take the token's lifetime).
+  await ws.close(4003, 'token expired');
+  await page.locator('#auth').waitFor({ state: 'visible' });
+  await page.locator('#auth-notice', { hasText: 'Your session expired. Sign in again.' }).waitFor();
   assert.equal(await tokenOf(page), null);
 });
 

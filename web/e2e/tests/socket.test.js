@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pageTest, openPage, logInViaUI, openRoom, messageBodies, until, waitOnline, routeSocket, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
-useServerAndBrowser();
+// The server's default per-user send limit (the harness lifts it for fixtures): the client's
+// pacing must stay under it.
+useServerAndBrowser(['--user-sends-per-sec', '20', '--user-sends-burst', '60']);
 
 /** Submits each of `bodies` from the composer in one go (no await in between). */
 function submitAll(page, bodies) {

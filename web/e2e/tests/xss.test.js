@@ -116,8 +116,10 @@ pageTest('hostile messages are shown as text and run nothing', async () => {
   assert.equal(await other.locator('#messages img').count(), 0);
 });
 
-// Markup, and a right-to-left override that is never closed.
-const NAME = '<img src=x onerror="window.__pwned=1">\u202Eevil';
+// Markup, and right-to-left text with digits at its end. (The server refuses bidi controls in
+// room names now, so an override that is never closed can only come from an older database;
+// the isolates around names in sentences are there for it as much as for this.)
+const NAME = '<img src=x onerror="window.__pwned=1">\u05E9\u05DC\u05D5\u05DD 42';
 
 /** Whether the last visible character of `selector`'s text is drawn rightmost on its line. */
 function endsOnTheRight(page, selector) {

@@ -118,7 +118,9 @@ pub async fn read(
 ) -> Result<Json<ReadState>, ApiError> {
     validate::id(&room, "room")?;
     let read_seq = state.store.mark_read(&room, &user.id, body.seq).await?;
-    let frame = ServerFrame::Read { room: room.clone(), user: user.id, seq: read_seq };
-    state.hub.publish_ephemeral(&room, &frame, None).await;
+    if !state.store.dm_blocked(&room, &user.id).await.unwrap_or(true) {
+        let frame = ServerFrame::Read { room: room.clone(), user: user.id, seq: read_seq };
+        state.hub.publish_ephemeral(&room, &frame, None).await;
+    }
     Ok(Json(ReadState { read_seq }))
 }

@@ -83,7 +83,9 @@ impl Conn {
             Message::Close(_) => return Inbound::Ended,
             _ => {}
         }
-        if self.limiter.check().is_err() {
+        if let Err(not_until) = self.limiter.check() {
+            let wait = not_until
+                .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             self.strikes += 1;
             if self.strikes > MAX_STRIKES {
                 return Inbound::Close(close::RATE_LIMITED, "rate limit exceeded");
@@ -98,7 +100,8 @@ impl Conn {
             if client_msg_id.is_some() {
                 self.metrics.refused(code::RATE_LIMITED);
             }
-            let err = ApiError::bad_request(code::RATE_LIMITED, "too many frames; slow down");
+            let err =
+                ApiError::bad_request(code::RATE_LIMITED, "too many frames; slow down").retry_after(wait);
             return Inbound::Reply(Box::new(err.to_frame(client_msg_id, None)));
         }
         self.strikes = 0;

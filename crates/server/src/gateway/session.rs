@@ -544,7 +544,14 @@ impl Session {
                 Err(e) => Some(e.to_frame(None, Some(room))),
                 Ok(()) => {
                     let frame = ServerFrame::Typing { room: room.clone(), user: self.user.id.clone() };
-                    self.pending.push_back(publish(&self.state, room, frame, self.handle.id.clone()));
+                    let in_dm = self.rooms.get(&room).is_some_and(|p| p.kind == RoomKind::Dm);
+                    self.pending.push_back(publish_unless_blocked(
+                        &self.state,
+                        room,
+                        frame,
+                        self.handle.id.clone(),
+                        in_dm.then(|| self.user.id.clone()),
+                    ));
                     None
                 }
             },
@@ -598,13 +605,40 @@ fn publish(state: &AppState, room: String, frame: ServerFrame, origin: String) -
     })
 }
 
-/// Moves the read marker, then tells the room (and the user's other devices).
+/// Publishes an ephemeral frame, except in a dm where either person blocked the other
+/// (`dm_user` is the sender, set for dms only): not even typing passes a block.
+fn publish_unless_blocked(
+    state: &AppState,
+    room: String,
+    frame: ServerFrame,
+    origin: String,
+    dm_user: Option<String>,
+) -> Pending {
+    let state = state.clone();
+    Box::pin(async move {
+        if let Some(user) = dm_user {
+            // Unknown (store unreachable) counts as blocked: typing is best effort anyway.
+            if state.store.dm_blocked(&room, &user).await.unwrap_or(true) {
+                return None;
+            }
+        }
+        publish(&state, room, frame, origin).await
+    })
+}
+
+/// Moves the read marker, then tells the room (and the user's other devices), except across a
+/// block in a dm.
 fn mark_read(state: &AppState, room: String, user: String, seq: u64, origin: String) -> Pending {
     let store = state.store.clone();
     let state = state.clone();
     Box::pin(async move {
         match store.mark_read(&room, &user, seq).await {
-            Ok(seq) => publish(&state, room.clone(), ServerFrame::Read { room, user, seq }, origin).await,
+            Ok(seq) => {
+                if store.dm_blocked(&room, &user).await.unwrap_or(true) {
+                    return None;
+                }
+                publish(&state, room.clone(), ServerFrame::Read { room, user, seq }, origin).await
+            }
             Err(e) => Some(ApiError::from(e).to_frame(None, Some(room))),
         }
     })

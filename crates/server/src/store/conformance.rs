@@ -386,7 +386,11 @@ pub(crate) async fn blocks_hold_for_dms_and_adds(store: Arc<dyn Store>) {
     assert!(matches!(send(&store, &existing, &a, "k1").await, Err(StoreError::Blocked)));
     assert!(matches!(send(&store, &existing, &b, "k2").await, Err(StoreError::Blocked)));
     assert!(matches!(store.block(&b, &b).await, Err(StoreError::Invalid(_))));
+    assert!(store.dm_blocked(&existing, &a).await.unwrap());
+    assert!(store.dm_blocked(&existing, &b).await.unwrap());
+    assert!(!store.dm_blocked(&group, &a).await.unwrap(), "only dms");
     store.unblock(&b, &a).await.unwrap();
+    assert!(!store.dm_blocked(&existing, &a).await.unwrap());
     assert!(send(&store, &existing, &a, "k3").await.unwrap().created);
     assert!(store.blocks(&b).await.unwrap().is_empty());
 }

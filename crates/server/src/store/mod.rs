@@ -219,6 +219,9 @@ pub trait Store: Send + Sync + 'static {
     async fn unblock(&self, user: &str, target: &str) -> StoreResult<()>;
     /// Users `user` has blocked.
     async fn blocks(&self, user: &str) -> StoreResult<Vec<User>>;
+    /// Whether `room` is a dm of `user` with someone either of them has blocked: then not even
+    /// typing or read markers pass between them.
+    async fn dm_blocked(&self, room: &str, user: &str) -> StoreResult<bool>;
 
     /// Starts a signed-in session expiring at `expires_at_ms`; beyond the user's `keep` newest
     /// sessions, the oldest are ended. Returns the session id that tokens carry.

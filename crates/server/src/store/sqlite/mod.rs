@@ -298,6 +298,11 @@ impl Store for SqliteStore {
         self.read(move |c| queries::blocks(c, &u)).await
     }
 
+    async fn dm_blocked(&self, room: &str, user: &str) -> StoreResult<bool> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.read(move |c| queries::dm_blocked(c, &r, &u)).await
+    }
+
     async fn create_session(&self, user: &str, expires_at_ms: i64, keep: u32) -> StoreResult<String> {
         let u = user.to_owned();
         self.write(move |c| queries::create_session(c, &u, expires_at_ms, keep)).await

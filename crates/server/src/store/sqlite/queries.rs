@@ -572,6 +572,15 @@ pub(super) fn blocks(c: &Connection, user: &str) -> StoreResult<Vec<User>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+pub(super) fn dm_blocked(c: &Connection, room: &str, user: &str) -> StoreResult<bool> {
+    match sender_standing(c, room, user) {
+        Ok((_, Some(peer))) => blocked_either(c, user, &peer),
+        Ok((_, None)) => Ok(false),
+        Err(StoreError::NotFound | StoreError::NotMember) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) fn create_session(c: &Connection, user: &str, expires_at: i64, keep: u32) -> Written<String> {
     let now = now_ms();
     // Expired and ended sessions are of no further use.
