@@ -26,6 +26,10 @@ pub struct Args {
     /// Distinct users among the connections (connections beyond it are extra devices).
     #[arg(long)]
     users: Option<usize>,
+    /// Rooms every user is in (public rooms the first user creates and the others join), to
+    /// measure what a session costs per room.
+    #[arg(long, default_value_t = 0)]
+    rooms: usize,
 }
 
 /// Resident set size of a process in KiB, from /proc/<pid>/status.
@@ -40,6 +44,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let n_users = args.users.unwrap_or(args.count).clamp(1, args.count.max(1));
     let users = setup::users(&args.target, &format!("conn-{tag}-"), n_users).await?;
     let url = setup::ws_url(&args.target.url, "/v1/ws");
+    if args.rooms > 0 {
+        let rest = setup::Rest::new(&args.target.url);
+        let made: Vec<anyhow::Result<()>> = stream::iter(0..args.rooms)
+            .map(|r| {
+                let (rest, users) = (rest.clone(), &users);
+                async move {
+                    let room = rest.public_room(&users.tokens[0], &format!("conn {r}")).await?;
+                    for t in &users.tokens[1..] {
+                        rest.join(t, &room).await?;
+                    }
+                    Ok(())
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        made.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        eprintln!("{} rooms made, every user in each", args.rooms);
+    }
     let before = args.pid.and_then(rss_kib);
     eprintln!("opening {} connections ({} users)", args.count, n_users);
     let start = Instant::now();
@@ -103,6 +126,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for r in &readers {
         r.abort();
     }
+    // Closed: what the server still holds once every session has gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after_close = args.pid.and_then(rss_kib);
     let per_conn = match (half, during) {
         (Some((n, h)), Some(d)) if held > n => Some(d.saturating_sub(h) as f64 * 1024.0 / (held - n) as f64),
         _ => None,
@@ -113,10 +139,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         held as f64 / connect_secs.max(1e-9),
         per_conn
             .map(|b| format!(
-                ", server RSS {:.0} B per added connection (second half; {} → {} KiB in all)",
+                ", server RSS {:.0} B per added connection (second half; {} → {} KiB in all, {} KiB after closing)",
                 b,
                 before.unwrap_or(0),
-                during.unwrap_or(0)
+                during.unwrap_or(0),
+                after_close.unwrap_or(0)
             ))
             .unwrap_or_default(),
     );
@@ -125,7 +152,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "failed": failed, "dropped_while_held": dropped, "connect_s": connect_secs,
         "connects_per_s": held as f64 / connect_secs.max(1e-9), "server_rss_kib_before": before,
         "server_rss_kib_half": half.map(|h| h.1), "server_rss_kib_held": during,
-        "server_rss_bytes_per_connection": per_conn,
+        "server_rss_bytes_per_connection": per_conn, "rooms_per_user": args.rooms,
+        "server_rss_kib_after_close": after_close,
     });
     report::finish(&summary, &results, args.target.json.as_deref())?;
     if failed > 0 || dropped > 0 {
