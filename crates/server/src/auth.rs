@@ -95,6 +95,24 @@ pub struct Verified {
     /// Until when (seconds since the epoch) REST accepts the token, leeway included: a gateway
     /// connection authenticated with it closes before then.
     pub valid_until: u64,
+    /// The token's `iat`, for tokens without a session ("sign out everywhere" ends them).
+    pub issued_at: Option<u64>,
+}
+
+impl Verified {
+    /// Whether the token would still be accepted now as far as the store can tell (its session
+    /// has not ended; without a session, the user has not signed out everywhere since it was
+    /// issued): the gateway asks again while a connection lives.
+    pub async fn still_valid(&self, store: &Arc<dyn Store>) -> Result<bool, StoreError> {
+        match &self.session {
+            Some(sid) => Ok(store.session_user(sid).await?.is_some_and(|u| u.id == self.user.id)),
+            None => match check_cutoff(store, &self.user.id, self.issued_at).await {
+                Ok(()) => Ok(true),
+                Err(AuthError::Unavailable(e)) => Err(e),
+                Err(_) => Ok(false),
+            },
+        }
+    }
 }
 
 /// What Switchboard reads from an external token; everything else (`exp`, `nbf`, `iss`, `aud`,
@@ -305,13 +323,13 @@ impl Auth {
                     // Issued before sessions existed: good until "sign out everywhere".
                     let user = store.user(&c.sub).await?.ok_or(AuthError::UnknownUser)?;
                     check_cutoff(store, &user.id, c.iat).await?;
-                    return Ok(Verified { user, session: None, valid_until });
+                    return Ok(Verified { user, session: None, valid_until, issued_at: c.iat });
                 };
                 let user = store.session_user(&sid).await?.ok_or(AuthError::Ended)?;
                 if user.id != c.sub {
                     return Err(AuthError::Invalid);
                 }
-                return Ok(Verified { user, session: Some(sid), valid_until });
+                return Ok(Verified { user, session: Some(sid), valid_until, issued_at: c.iat });
             }
             Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
                 return Err(AuthError::Expired);
@@ -339,7 +357,7 @@ impl Auth {
             other => AuthError::Unavailable(other),
         })?;
         check_cutoff(store, &user.id, claims.iat).await?;
-        Ok(Verified { user, session: None, valid_until: claims.exp + LEEWAY_SECS })
+        Ok(Verified { user, session: None, valid_until: claims.exp + LEEWAY_SECS, issued_at: claims.iat })
     }
 }
 

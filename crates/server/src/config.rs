@@ -390,6 +390,12 @@ impl Config {
         {
             return bad("throttles, hash_queue and max_logins_per_user must be positive");
         }
+        if self.trust_forwarded_for && self.max_connections_per_ip != 0 {
+            // Every connection then comes from the proxy: cap connections at the proxy.
+            return bad(
+                "with trust_forwarded_for, set max_connections_per_ip = 0 and cap connections at the proxy",
+            );
+        }
         if self.request_head_timeout_ms < 100 || self.request_body_timeout_ms < 100 {
             return bad("request_head_timeout_ms and request_body_timeout_ms must be at least 100");
         }
@@ -450,6 +456,10 @@ mod tests {
         let args = ServeArgs { store: Some("mysql://x".into()), ..Default::default() };
         assert!(args.resolve().is_err());
         let args = ServeArgs { config: Some("/nonexistent.toml".into()), ..Default::default() };
+        assert!(args.resolve().is_err());
+        let args = ServeArgs { trust_forwarded_for: Some(true), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("max_connections_per_ip"));
+        let args = ServeArgs { registration: Some("maybe".into()), ..Default::default() };
         assert!(args.resolve().is_err());
     }
 }

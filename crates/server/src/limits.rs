@@ -1,6 +1,6 @@
 //! Throttles on what strangers can make the node do: sign-ups and logins per client address,
-//! growing backoff after failed logins, and sends per user across all of their connections and
-//! REST. Each refusal says when to retry (`429 rate_limited` with `Retry-After`, or an `error`
+//! growing backoff after failed logins, and writes (messages, edits, rooms, adds, joins) per
+//! user across all of their connections and REST. Each refusal says when to retry (`429 rate_limited` with `Retry-After`, or an `error`
 //! frame with `retry_after_ms`).
 //!
 //! Failed logins back off per account *and address* pair, so a stranger's failures against a
@@ -58,10 +58,19 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 
 /// Failures per key with a wait that doubles past a free allowance.
 struct Backoff<K> {
-    entries: Mutex<HashMap<K, Strikes>>,
+    entries: Mutex<Table<K>>,
     free: u32,
     max: Duration,
 }
+
+/// The keys of a [`Backoff`], and when idle ones were last swept.
+struct Table<K> {
+    map: HashMap<K, Strikes>,
+    swept: Instant,
+}
+
+/// A full table is swept at most this often (a sweep visits every key).
+const SWEEP_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy)]
 struct Strikes {
@@ -72,24 +81,31 @@ struct Strikes {
 
 impl<K: Hash + Eq + Clone> Backoff<K> {
     fn new(free: u32, max: Duration) -> Self {
-        Backoff { entries: Mutex::new(HashMap::new()), free, max }
+        Backoff { entries: Mutex::new(Table { map: HashMap::new(), swept: Instant::now() }), free, max }
     }
 
     /// How long `key` must still wait, if at all.
     fn wait(&self, key: &K, now: Instant) -> Option<Duration> {
         let entries = self.entries.lock().ok()?;
-        entries.get(key).and_then(|s| (s.until > now).then(|| s.until - now))
+        entries.map.get(key).and_then(|s| (s.until > now).then(|| s.until - now))
     }
 
     fn fail(&self, key: K, now: Instant) {
-        let Ok(mut entries) = self.entries.lock() else { return };
-        if entries.len() >= MAX_KEYS && !entries.contains_key(&key) {
-            entries.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
-            if entries.len() >= MAX_KEYS {
-                return;
+        let Ok(mut table) = self.entries.lock() else { return };
+        if table.map.len() >= MAX_KEYS && !table.map.contains_key(&key) {
+            if now.duration_since(table.swept) >= SWEEP_AT_MOST_EVERY {
+                table.map.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER || s.until > now);
+                table.swept = now;
+            }
+            // Still full (someone is filling it on purpose): make room at an arbitrary key
+            // rather than stop tracking, so that new addresses still back off.
+            if table.map.len() >= MAX_KEYS
+                && let Some(k) = table.map.keys().next().cloned()
+            {
+                table.map.remove(&k);
             }
         }
-        let s = entries.entry(key).or_insert(Strikes { failures: 0, until: now, last: now });
+        let s = table.map.entry(key).or_insert(Strikes { failures: 0, until: now, last: now });
         if now.duration_since(s.last) >= FORGET_AFTER {
             s.failures = 0;
         }
@@ -103,15 +119,16 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
     }
 
     fn clear(&self, key: &K) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
+        if let Ok(mut table) = self.entries.lock() {
+            table.map.remove(key);
         }
     }
 
     fn sweep(&self, now: Instant) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER || s.until > now);
-            entries.shrink_to_fit();
+        if let Ok(mut table) = self.entries.lock() {
+            table.map.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER || s.until > now);
+            table.map.shrink_to_fit();
+            table.swept = now;
         }
     }
 }
@@ -172,8 +189,10 @@ impl Limits {
         self.keyed(&self.signups, &client_key(ip), "sign-ups from your address")
     }
 
-    /// A message from `user`, on any connection or REST.
-    pub fn send(&self, user: &str) -> Result<(), ApiError> {
+    /// A write by `user`, on any connection or REST: a message, an edit or delete, a new room,
+    /// an add or invite, a join. One budget for them all, so that none of them is a way around
+    /// the others.
+    pub fn write(&self, user: &str) -> Result<(), ApiError> {
         self.sends.check_key(&user.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             ApiError::rate_limited(wait, "you are sending too fast; slow down")
@@ -224,8 +243,11 @@ impl Limits {
 
     fn remember(&self, account: &str, ip: IpAddr) {
         let Ok(mut known) = self.known.lock() else { return };
-        if known.len() >= MAX_KEYS && !known.contains_key(account) {
-            return;
+        if known.len() >= MAX_KEYS
+            && !known.contains_key(account)
+            && let Some(k) = known.keys().next().cloned()
+        {
+            known.remove(&k);
         }
         let ips = known.entry(account.to_owned()).or_default();
         ips.retain(|k| *k != ip);
@@ -287,6 +309,18 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_still_tracks_new_keys() {
+        let b: Backoff<u32> = Backoff::new(0, MAX_BACKOFF);
+        let now = Instant::now();
+        for k in 0..MAX_KEYS as u32 {
+            b.fail(k, now);
+        }
+        b.fail(u32::MAX, now);
+        assert!(b.wait(&u32::MAX, now).is_some(), "a newcomer past a full table backs off too");
+        assert!(b.entries.lock().unwrap().map.len() <= MAX_KEYS);
+    }
+
+    #[test]
     fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
         let a = client_key("2001:db8:1:2:aaaa::1".parse().unwrap());
         let b = client_key("2001:db8:1:2:bbbb::9".parse().unwrap());
@@ -297,9 +331,9 @@ mod tests {
     #[test]
     fn sends_are_counted_per_user() {
         let l = Limits::new(&Config { user_sends_per_sec: 1, user_sends_burst: 2, ..Config::default() });
-        assert!(l.send("u1").is_ok());
-        assert!(l.send("u1").is_ok());
-        assert!(l.send("u1").unwrap_err().retry_after.is_some());
-        assert!(l.send("u2").is_ok());
+        assert!(l.write("u1").is_ok());
+        assert!(l.write("u1").is_ok());
+        assert!(l.write("u1").unwrap_err().retry_after.is_some());
+        assert!(l.write("u2").is_ok());
     }
 }

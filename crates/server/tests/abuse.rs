@@ -375,6 +375,17 @@ async fn nobody_is_put_into_rooms_against_their_will() {
     assert!(victim.rooms().await.unwrap().is_empty());
     assert_eq!(victim.invites().await.unwrap().len(), 50);
     common::expect_frame(&mut victim_ws, |f| matches!(f, ServerFrame::Invite { .. })).await;
+    // Asking again changes nothing and tells nobody again (no flood of invite frames).
+    let spam = victim.invites().await.unwrap()[0].room.id.clone();
+    let mut seen = 1;
+    while tokio::time::timeout(Duration::from_millis(300), victim_ws.next_frame()).await.is_ok() {
+        seen += 1;
+    }
+    assert_eq!(seen, 50, "one frame per invite");
+    for _ in 0..5 {
+        assert!(stranger.add_member(&spam, &victim_user.id).await.unwrap().is_some());
+    }
+    common::expect_none(&mut victim_ws, 300, |f| matches!(f, ServerFrame::Invite { .. })).await;
     // Declining clears them; blocking the stranger drops the rest and stops more.
     let first = victim.invites().await.unwrap()[0].room.id.clone();
     victim.decline_invite(&first).await.unwrap();
@@ -422,6 +433,10 @@ async fn in_a_dm_each_person_deletes_only_their_own_and_nobody_removes_the_other
     let msg = bob.post_message(&dm.id, "b1", "mine").await.unwrap();
     assert_eq!(alice.delete_message(&dm.id, &msg.id).await.unwrap_err().status(), Some(403));
     assert_eq!(alice.remove_member(&dm.id, &bob_user.id).await.unwrap_err().status(), Some(403));
+    // A block also stops edits in the dm.
+    alice.block(&bob_user.id).await.unwrap();
+    assert_eq!(bob.edit_message(&dm.id, &msg.id, "changed").await.unwrap_err().code(), Some("blocked"));
+    alice.unblock(&bob_user.id).await.unwrap();
     bob.delete_message(&dm.id, &msg.id).await.unwrap();
 }
 
@@ -491,6 +506,9 @@ async fn sends_are_limited_per_user_across_connections_and_rest() {
     assert!(refused >= 1, "eight sends on two connections exceed a burst of six");
     let err = alice.post_message(&room.id, "rest", "and over REST").await.unwrap_err();
     assert_eq!((err.status(), err.code()), (Some(429), Some("rate_limited")));
+    // Other writes draw on the same budget: they are no way around it.
+    let err = alice.create_room("another", RoomKind::Private, &[]).await.unwrap_err();
+    assert_eq!(err.code(), Some("rate_limited"));
 }
 
 // ---- 9. unread counts ----

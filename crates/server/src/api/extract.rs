@@ -55,17 +55,22 @@ impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if state.cfg.trust_forwarded_for
-            && let Some(ip) = parts
+        if state.cfg.trust_forwarded_for {
+            // The last entry is what our own proxy saw; anything before it the client wrote.
+            let last = parts
                 .headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
                 .next_back()
-        {
-            return Ok(ClientIp(ip));
+                .map(str::trim);
+            return match last.map(str::parse::<IpAddr>) {
+                Some(Ok(ip)) => Ok(ClientIp(ip)),
+                _ => {
+                    Err(ApiError::bad_request(code::INVALID_REQUEST, "X-Forwarded-For has no client address"))
+                }
+            };
         }
         crate::listener::peer(&parts.extensions)
             .map(|a| ClientIp(a.ip()))

@@ -38,7 +38,7 @@ pub async fn post(
     let checked = validate::id(&room, "room")
         .and_then(|()| validate::client_msg_id(&body.client_msg_id))
         .and_then(|()| validate::body(&body.body, state.cfg.max_body_chars));
-    if let Err(e) = checked.and_then(|()| state.limits.send(&user.id)) {
+    if let Err(e) = checked.and_then(|()| state.limits.write(&user.id)) {
         state.metrics.send_refused(&e);
         return Err(e);
     }
@@ -88,6 +88,7 @@ pub async fn edit(
     validate::id(&room, "room")?;
     validate::id(&id, "message")?;
     validate::body(&body.body, state.cfg.max_body_chars)?;
+    state.limits.write(&user.id)?;
     Ok(Json(state.store.edit(&room, &user.id, &id, &body.body).await?))
 }
 
@@ -103,6 +104,7 @@ pub async fn delete(
 ) -> Result<Json<TimelineEvent>, ApiError> {
     validate::id(&room, "room")?;
     validate::id(&id, "message")?;
+    state.limits.write(&user.id)?;
     Ok(Json(state.store.delete(&room, &user.id, &id).await?))
 }
 

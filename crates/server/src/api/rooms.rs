@@ -38,6 +38,7 @@ pub async fn create(
     for m in &body.members {
         validate::id(m, "member")?;
     }
+    state.limits.write(&user.id)?;
     let created = state
         .store
         .create_room(NewRoom { creator: user.id, name, kind: body.kind, members: body.members })
@@ -101,6 +102,7 @@ pub async fn join(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Room>, ApiError> {
     validate::id(&id, "room")?;
+    state.limits.write(&user.id)?;
     state.store.join(&id, &user.id).await?;
     Ok(Json(state.store.room_for(&id, &user.id).await?))
 }
@@ -139,10 +141,14 @@ pub async fn add_member(
 ) -> Result<Response, ApiError> {
     validate::id(&id, "room")?;
     validate::id(&body.user_id, "user_id")?;
+    state.limits.write(&user.id)?;
     match state.store.add_member(&id, &user.id, &body.user_id).await? {
-        AddOutcome::Invited(invite) => {
-            let frame = ServerFrame::Invite { invite: invite.clone() };
-            state.hub.publish_to_user(&body.user_id, &frame).await;
+        AddOutcome::Invited { invite, fresh } => {
+            // Told once: asking again must not become a way to flood someone's sessions.
+            if fresh {
+                let frame = ServerFrame::Invite { invite: invite.clone() };
+                state.hub.publish_to_user(&body.user_id, &frame).await;
+            }
             Ok((StatusCode::ACCEPTED, Json(Invited { invite })).into_response())
         }
         AddOutcome::Added(_) | AddOutcome::AlreadyMember => Ok(StatusCode::NO_CONTENT.into_response()),

@@ -17,8 +17,12 @@ use crate::validate;
 pub(super) async fn start(state: &AppState, user: &User) -> Result<String, ApiError> {
     let ttl_ms = i64::try_from(state.auth.ttl().as_millis()).unwrap_or(i64::MAX);
     let expires = crate::store::now_ms().saturating_add(ttl_ms);
-    let sid = state.store.create_session(&user.id, expires, state.cfg.max_logins_per_user).await?;
-    state.auth.issue(user, &sid)
+    let session = state.store.create_session(&user.id, expires, state.cfg.max_logins_per_user).await?;
+    // Sessions pushed past the cap end like any other: their connections close too.
+    for ended in session.ended {
+        state.hub.end_sessions(&user.id, Some(ended)).await;
+    }
+    state.auth.issue(user, &session.id)
 }
 
 /// Logs in with username and password.
@@ -44,9 +48,14 @@ pub async fn login(
         state.metrics.throttle("login");
         return Err(e);
     }
+    // A name that could never be registered has no account: refused without a hash (its
+    // format says as much to anyone), but still counted against the address.
     let creds = match &name {
         Ok(name) => state.store.credentials(name).await?,
-        Err(_) => None,
+        Err(_) => {
+            state.limits.login_result(&account, ip, false);
+            return Err(refused());
+        }
     };
     let hash = creds.as_ref().and_then(|c| c.password_hash.clone());
     let password = body.password;

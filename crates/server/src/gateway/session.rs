@@ -59,7 +59,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     let Some((verified, since)) = Box::pin(hello(&mut conn, &state)).await else {
         return;
     };
-    let user = verified.user;
+    let user = verified.user.clone();
     drop(handshake);
     let _active = Held::up(state.metrics.sessions_in(SessionState::Active));
     let session_id = uuid::Uuid::now_v7().to_string();
@@ -87,16 +87,24 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         registered.leave().await;
         return;
     }
-    // Registered before this check, so a drain is heard either here or from the hub.
+    // Registered before this check, so a drain is heard either here or from the hub; and a
+    // sign-out that landed between `hello` and registering is caught here, not a heartbeat
+    // later.
     if state.shutdown.is_cancelled() {
         handle.outbox.drain();
+    }
+    if !matches!(Box::pin(verified.still_valid(&state.store)).await, Ok(true)) {
+        handle.outbox.close();
+        Box::pin(conn.close(close::BAD_TOKEN, "session ended")).await;
+        registered.leave().await;
+        return;
     }
     let session = Box::new(Session {
         state: state.clone(),
         conn,
         handle: handle.clone(),
         user,
-        token: TokenState { session: verified.session, valid_until: verified.valid_until },
+        token: verified,
         rooms: HashMap::new(),
         pending: InFlight::default(),
         written: Vec::new(),
@@ -244,20 +252,14 @@ impl InFlight {
     }
 }
 
-/// What the session knows of the token it was opened with.
-struct TokenState {
-    /// The signed-in session, re-checked at every heartbeat.
-    session: Option<String>,
-    /// When REST stops accepting the token (seconds since the epoch).
-    valid_until: u64,
-}
-
 struct Session {
     state: AppState,
     conn: Box<Conn>,
     handle: Arc<SessionHandle>,
     user: User,
-    token: TokenState,
+    /// The token it was opened with: its session is re-checked at every heartbeat, and its
+    /// expiry closes the connection.
+    token: Verified,
     rooms: HashMap<String, Position>,
     pending: InFlight,
     /// Publish times of the live frames in the batch being written, for the fanout metric.
@@ -398,15 +400,15 @@ impl Session {
         if now.saturating_add(hb.as_secs().max(1)) >= self.token.valid_until {
             return Err(Stop::Close(close::BAD_TOKEN, "token expired"));
         }
-        if let Some(sid) = &self.token.session {
-            match self.state.store.session_user(sid).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(Stop::Close(close::BAD_TOKEN, "session ended")),
-                // A store that cannot answer proves nothing; the next beat asks again.
-                Err(e) => tracing::debug!(error = %e, "cannot re-check a session"),
+        match self.token.still_valid(&self.state.store).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Stop::Close(close::BAD_TOKEN, "session ended")),
+            // A store that cannot answer proves nothing; the next beat asks again.
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot re-check a session");
+                Ok(())
             }
         }
-        Ok(())
     }
 
     async fn finish(&mut self, done: Option<ServerFrame>) -> Result<(), Stop> {
@@ -509,7 +511,7 @@ impl Session {
                 let checked = validate::id(&room, "room")
                     .and_then(|()| validate::client_msg_id(&client_msg_id))
                     .and_then(|()| validate::body(&body, self.state.cfg.max_body_chars));
-                match checked.and_then(|()| self.state.limits.send(&self.user.id)) {
+                match checked.and_then(|()| self.state.limits.write(&self.user.id)) {
                     Err(e) => {
                         self.state.metrics.send_refused(&e);
                         Some(e.to_frame(Some(client_msg_id), Some(room)))

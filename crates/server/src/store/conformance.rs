@@ -29,6 +29,7 @@ macro_rules! store_conformance {
             read_markers_move_forward_only,
             commits_stream_in_seq_order,
             adds_follow_the_targets_policy,
+            pending_invites_are_capped_on_every_path,
             removed_members_come_back_only_through_moderators,
             blocks_hold_for_dms_and_adds,
             dms_have_no_owner,
@@ -316,14 +317,17 @@ pub(crate) async fn adds_follow_the_targets_policy(store: Arc<dyn Store>) {
     let (a, b) = (user(&store, "a").await, plain_user(&store, "b").await);
     let r = room(&store, &a, RoomKind::Private, &[]).await;
     // The default is an invite: b is not a member until they accept.
-    let AddOutcome::Invited(invite) = store.add_member(&r, &a, &b).await.unwrap() else {
-        panic!("expected an invite");
+    let AddOutcome::Invited { invite, fresh: true } = store.add_member(&r, &a, &b).await.unwrap() else {
+        panic!("expected a new invite");
     };
     assert_eq!((invite.room.id.as_str(), invite.inviter.id.as_str()), (r.as_str(), a.as_str()));
     assert_eq!(store.role(&r, &b).await.unwrap(), None);
     assert!(matches!(send(&store, &r, &b, "early").await, Err(StoreError::NotFound)));
     assert_eq!(store.invites(&b).await.unwrap().len(), 1);
-    assert!(matches!(store.add_member(&r, &a, &b).await.unwrap(), AddOutcome::Invited(_)), "idempotent");
+    assert!(
+        matches!(store.add_member(&r, &a, &b).await.unwrap(), AddOutcome::Invited { fresh: false, .. }),
+        "asking again changes nothing"
+    );
     assert_eq!(store.invites(&b).await.unwrap().len(), 1);
     // Accepting is joining (even a private room), and uses up the invite.
     assert!(store.join(&r, &b).await.unwrap().is_some());
@@ -345,6 +349,58 @@ pub(crate) async fn adds_follow_the_targets_policy(store: Arc<dyn Store>) {
         NewRoom { creator: a.clone(), name: "x".into(), kind: RoomKind::Private, members: vec![d.clone()] };
     assert!(matches!(store.create_room(refused).await, Err(StoreError::NotAccepting)));
     assert_eq!(store.rooms_for(&a).await.unwrap().len(), 2, "a refused creation leaves no room");
+    // An invite stands only while its inviter may still add people: a demoted or departed
+    // moderator's invite to a private room is refused when accepted.
+    let (m, e) = (user(&store, "m").await, plain_user(&store, "e").await);
+    let r3 = room(&store, &a, RoomKind::Private, &[&m]).await;
+    let public = room(&store, &a, RoomKind::Public, &[]).await;
+    store.join(&public, &m).await.unwrap();
+    assert!(matches!(store.add_member(&public, &m, &e).await.unwrap(), AddOutcome::Invited { .. }));
+    assert!(matches!(store.add_member(&r3, &a, &e).await.unwrap(), AddOutcome::Invited { .. }));
+    store.remove_member(&r3, &a, &a).await.unwrap();
+    assert!(matches!(store.join(&r3, &e).await, Err(StoreError::Denied(_))));
+    assert!(store.join(&public, &e).await.unwrap().is_some(), "a public room's invite needs no role");
+    store.decline_invite(&r3, &e).await.unwrap();
+    store.decline_invite(&r3, &e).await.unwrap();
+    assert!(store.invites(&e).await.unwrap().is_empty(), "declining twice is a no-op");
+}
+
+pub(crate) async fn pending_invites_are_capped_on_every_path(store: Arc<dyn Store>) {
+    let (a, victim) = (user(&store, "a").await, plain_user(&store, "victim").await);
+    for i in 0..200 {
+        let new =
+            NewRoom { creator: a.clone(), name: format!("r{i}"), kind: RoomKind::Private, members: vec![] };
+        let r = store.create_room(new).await.unwrap().room.id;
+        store.add_member(&r, &a, &victim).await.unwrap();
+    }
+    let listed = store.invites(&victim).await.unwrap();
+    assert_eq!(listed.len(), 200);
+    assert_eq!(
+        (listed[0].room.name.as_str(), listed[199].room.name.as_str()),
+        ("r199", "r0"),
+        "newest first"
+    );
+    let r = room(&store, &a, RoomKind::Private, &[]).await;
+    assert!(matches!(store.add_member(&r, &a, &victim).await, Err(StoreError::Conflict(_))));
+    let through_creation = NewRoom {
+        creator: a.clone(),
+        name: "x".into(),
+        kind: RoomKind::Private,
+        members: vec![victim.clone()],
+    };
+    assert!(matches!(store.create_room(through_creation).await, Err(StoreError::Conflict(_))));
+    // A block in the initial members refuses a group room too; the blocker may still add.
+    let (b, c) = (user(&store, "b").await, user(&store, "c").await);
+    store.block(&b, &a).await.unwrap();
+    let blocked =
+        NewRoom { creator: a.clone(), name: "y".into(), kind: RoomKind::Private, members: vec![b.clone()] };
+    assert!(matches!(store.create_room(blocked).await, Err(StoreError::Blocked)));
+    let own = room(&store, &b, RoomKind::Private, &[]).await;
+    assert!(
+        matches!(store.add_member(&own, &b, &a).await.unwrap(), AddOutcome::Added(_)),
+        "blocks hold one way for adds"
+    );
+    let _ = c;
 }
 
 pub(crate) async fn removed_members_come_back_only_through_moderators(store: Arc<dyn Store>) {
@@ -373,7 +429,7 @@ pub(crate) async fn blocks_hold_for_dms_and_adds(store: Arc<dyn Store>) {
     };
     let existing = store.create_room(dm(&a, &b)).await.unwrap().room.id;
     let group = room(&store, &a, RoomKind::Private, &[]).await;
-    assert!(matches!(store.add_member(&group, &a, &b).await.unwrap(), AddOutcome::Invited(_)));
+    assert!(matches!(store.add_member(&group, &a, &b).await.unwrap(), AddOutcome::Invited { .. }));
     store.block(&b, &a).await.unwrap();
     assert_eq!(
         store.blocks(&b).await.unwrap().iter().map(|u| u.id.clone()).collect::<Vec<_>>(),
@@ -410,28 +466,35 @@ pub(crate) async fn dms_have_no_owner(store: Arc<dyn Store>) {
 pub(crate) async fn sessions_end_and_expire(store: Arc<dyn Store>) {
     let a = user(&store, "a").await;
     let far = super::now_ms() + 3_600_000;
-    let s1 = store.create_session(&a, far, 3).await.unwrap();
-    let s2 = store.create_session(&a, far, 3).await.unwrap();
+    let s1 = store.create_session(&a, far, 3).await.unwrap().id;
+    let s2 = store.create_session(&a, far, 3).await.unwrap().id;
     assert_eq!(store.session_user(&s1).await.unwrap().map(|u| u.id), Some(a.clone()));
     store.end_session(&a, &s1).await.unwrap();
     assert!(store.session_user(&s1).await.unwrap().is_none());
     assert!(store.session_user(&s2).await.unwrap().is_some(), "other sessions go on");
-    let past = store.create_session(&a, super::now_ms() - 1, 3).await.unwrap();
+    let past = store.create_session(&a, super::now_ms() - 1, 3).await.unwrap().id;
+    // Ending needs the session's own user.
+    let b = user(&store, "b").await;
+    store.end_session(&b, &s2).await.unwrap();
+    assert!(store.session_user(&s2).await.unwrap().is_some(), "another user cannot end it");
     assert!(store.session_user(&past).await.unwrap().is_none(), "an expired session is no session");
     // Past the cap, the oldest end.
-    let newer: Vec<String> = {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(store.create_session(&a, far, 3).await.unwrap());
-        }
-        v
-    };
+    let mut newer = Vec::new();
+    let mut pushed_out = Vec::new();
+    for _ in 0..3 {
+        let s = store.create_session(&a, far, 3).await.unwrap();
+        newer.push(s.id);
+        pushed_out.extend(s.ended);
+    }
     assert!(store.session_user(&s2).await.unwrap().is_none());
+    assert!(pushed_out.contains(&s2), "the sessions pushed past the cap are named");
     for s in &newer {
         assert!(store.session_user(s).await.unwrap().is_some());
     }
     assert!(store.sessions_ended_at(&a).await.unwrap().is_none());
+    let before = super::now_ms();
     store.end_all_sessions(&a).await.unwrap();
+    assert!(store.sessions_ended_at(&a).await.unwrap().is_some_and(|t| t >= before));
     for s in &newer {
         assert!(store.session_user(s).await.unwrap().is_none());
     }
@@ -465,6 +528,17 @@ pub(crate) async fn unread_is_kept_by_the_writes(store: Arc<dyn Store>) {
     send(&store, &r, &b, "reply").await.unwrap();
     assert_eq!(unread(b.clone()).await, Some(0));
     assert_eq!(unread(a.clone()).await, Some(1));
+    // A marker on a deleted message, and a leave and rejoin, keep the count right.
+    let last = send(&store, &r, &a, "k-last").await.unwrap().message;
+    store.delete(&r, &a, &last.id).await.unwrap();
+    store.mark_read(&r, &b, last.seq).await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(0));
+    send(&store, &r, &a, "k-after").await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(1));
+    store.remove_member(&r, &b, &b).await.unwrap();
+    send(&store, &r, &a, "k-away").await.unwrap();
+    store.add_member(&r, &a, &b).await.unwrap();
+    assert_eq!(unread(b.clone()).await, Some(0), "a rejoin starts from the join");
     // A newcomer starts with nothing unread.
     let c = user(&store, "c").await;
     store.add_member(&r, &a, &c).await.unwrap();

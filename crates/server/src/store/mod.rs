@@ -112,8 +112,23 @@ pub enum AddOutcome {
     Added(TimelineEvent),
     /// The user was a member already: nothing changed.
     AlreadyMember,
-    /// The user was invited (or already was): they join when they accept.
-    Invited(Invite),
+    /// The user was invited: they join when they accept. `fresh` is false when the same invite
+    /// was already pending (nothing changed, and nobody needs telling again).
+    Invited {
+        /// The invite.
+        invite: Invite,
+        /// Whether this call created it.
+        fresh: bool,
+    },
+}
+
+/// Result of [`Store::create_session`].
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The new session's id, which its tokens carry.
+    pub id: String,
+    /// Older sessions of the user that this one pushed past the cap, now ended.
+    pub ended: Vec<String>,
 }
 
 /// Result of [`Store::append`]: `created` is false when the key had been used before.
@@ -195,8 +210,9 @@ pub trait Store: Send + Sync + 'static {
     async fn role(&self, room: &str, user: &str) -> StoreResult<Option<Role>>;
     /// Current members with their roles.
     async fn members(&self, room: &str) -> StoreResult<Vec<(User, Role)>>;
-    /// Joins a public room, or a room the user holds an invite to (accepting it); `None` when
-    /// already a member. A user a moderator removed cannot join again by themselves.
+    /// Joins a public room, or a room the user holds an invite to (accepting it, while its
+    /// inviter may still add people there); `None` when already a member. A user a moderator
+    /// removed cannot join again by themselves.
     async fn join(&self, room: &str, user: &str) -> StoreResult<Option<TimelineEvent>>;
     /// A member adds another user: in a private room only moderators and up may, in a public
     /// one any member; the target's `add_policy` decides between adding and inviting, and a
@@ -224,8 +240,8 @@ pub trait Store: Send + Sync + 'static {
     async fn dm_blocked(&self, room: &str, user: &str) -> StoreResult<bool>;
 
     /// Starts a signed-in session expiring at `expires_at_ms`; beyond the user's `keep` newest
-    /// sessions, the oldest are ended. Returns the session id that tokens carry.
-    async fn create_session(&self, user: &str, expires_at_ms: i64, keep: u32) -> StoreResult<String>;
+    /// sessions, the oldest are ended (and returned, so that their connections can be closed).
+    async fn create_session(&self, user: &str, expires_at_ms: i64, keep: u32) -> StoreResult<NewSession>;
     /// The user of a session that has neither ended nor expired.
     async fn session_user(&self, session: &str) -> StoreResult<Option<User>>;
     /// Ends one of the user's sessions.
@@ -247,7 +263,7 @@ pub trait Store: Send + Sync + 'static {
     /// commit in that order, so a connection's pipelined sends keep their order while many of
     /// them share a commit.
     async fn queue_append(&self, msg: NewMessage) -> StoreResult<Committing<Appended>>;
-    /// Edits a message (author only), as a timeline event.
+    /// Edits a message (author only; in a dm, not across a block), as a timeline event.
     async fn edit(&self, room: &str, actor: &str, id: &str, body: &str) -> StoreResult<TimelineEvent>;
     /// Deletes a message (author or moderator), as a timeline event; the body is erased.
     async fn delete(&self, room: &str, actor: &str, id: &str) -> StoreResult<TimelineEvent>;

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::{
     AddOutcome, Appended, CommitStream, Committing, CreatedRoom, Credentials, HistoryPage, NewMessage,
-    NewRoom, Store, StoreError, StoreResult,
+    NewRoom, NewSession, Store, StoreError, StoreResult,
 };
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
@@ -303,7 +303,7 @@ impl Store for SqliteStore {
         self.read(move |c| queries::dm_blocked(c, &r, &u)).await
     }
 
-    async fn create_session(&self, user: &str, expires_at_ms: i64, keep: u32) -> StoreResult<String> {
+    async fn create_session(&self, user: &str, expires_at_ms: i64, keep: u32) -> StoreResult<NewSession> {
         let u = user.to_owned();
         self.write(move |c| queries::create_session(c, &u, expires_at_ms, keep)).await
     }

@@ -9,7 +9,7 @@ use switchboard_protocol::{
 };
 
 use crate::store::{
-    AddOutcome, Appended, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, StoreError,
+    AddOutcome, Appended, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, NewSession, StoreError,
     StoreResult, now_ms, rfc3339_ms,
 };
 
@@ -310,15 +310,21 @@ fn plan_add(
         AddPolicy::Nobody => Err(StoreError::NotAccepting),
         AddPolicy::Anyone => Ok(AddPlan::Add),
         AddPolicy::Invite => {
-            let pending: i64 = c
-                .prepare_cached("SELECT COUNT(*) FROM invites WHERE user_id = ?1")?
-                .query_row([target], |r| r.get(0))?;
-            if pending >= MAX_PENDING_INVITES {
-                return Err(StoreError::Conflict("this user has too many pending invites"));
-            }
+            check_invite_room(c, target)?;
             Ok(AddPlan::Invite)
         }
     }
+}
+
+/// Refuses another invite for a user who already holds the most pending ones.
+fn check_invite_room(c: &Connection, target: &str) -> StoreResult<()> {
+    let pending: i64 = c
+        .prepare_cached("SELECT COUNT(*) FROM invites WHERE user_id = ?1")?
+        .query_row([target], |r| r.get(0))?;
+    if pending >= MAX_PENDING_INVITES {
+        return Err(StoreError::Conflict("this user has too many pending invites"));
+    }
+    Ok(())
 }
 
 fn carry_out_add(
@@ -338,13 +344,15 @@ fn carry_out_add(
         }
         AddPlan::Invite => {
             // An invite from a moderator also lifts the removal, once it is accepted.
-            c.prepare_cached(
-                "INSERT INTO invites (room_id, user_id, inviter, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (room_id, user_id) DO NOTHING",
-            )?
-            .execute(params![room, target, actor, now_ms()])?;
+            let fresh = c
+                .prepare_cached(
+                    "INSERT INTO invites (room_id, user_id, inviter, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (room_id, user_id) DO NOTHING",
+                )?
+                .execute(params![room, target, actor, now_ms()])?
+                > 0;
             let invite = invite(c, room, target)?.ok_or(StoreError::NotFound)?;
-            Ok((AddOutcome::Invited(invite), Vec::new()))
+            Ok((AddOutcome::Invited { invite, fresh }, Vec::new()))
         }
     }
 }
@@ -375,7 +383,7 @@ fn invite_row(r: &Row<'_>) -> rusqlite::Result<Invite> {
 }
 
 pub(super) fn invites(c: &Connection, user: &str) -> StoreResult<Vec<Invite>> {
-    let sql = format!("{INVITE_SELECT} WHERE i.user_id = ?1 ORDER BY i.created_at DESC, r.id LIMIT ?2");
+    let sql = format!("{INVITE_SELECT} WHERE i.user_id = ?1 ORDER BY i.created_at DESC, r.id DESC LIMIT ?2");
     let mut stmt = c.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![user, MAX_PENDING_INVITES], invite_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -438,7 +446,10 @@ pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> 
             let plan = match add_policy(c, m)?.unwrap_or_default() {
                 AddPolicy::Nobody => return Err(StoreError::NotAccepting),
                 AddPolicy::Anyone => AddPlan::Add,
-                AddPolicy::Invite => AddPlan::Invite,
+                AddPolicy::Invite => {
+                    check_invite_room(c, m)?;
+                    AddPlan::Invite
+                }
             };
             plans.push((*m, plan));
         }
@@ -460,8 +471,8 @@ pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> 
     for (m, plan) in plans {
         let (outcome, evs) = carry_out_add(c, &id, &new.creator, m, plan)?;
         events.extend(evs);
-        if let AddOutcome::Invited(i) = outcome {
-            invited.push((m.to_owned(), i));
+        if let AddOutcome::Invited { invite, .. } = outcome {
+            invited.push((m.to_owned(), invite));
         }
     }
     let room = room_for(c, &id, &new.creator)?;
@@ -472,12 +483,19 @@ pub(super) fn join(c: &Connection, room: &str, user: &str) -> Written<Option<Tim
     if role(c, room, user)?.is_some() {
         return Ok((None, Vec::new()));
     }
-    let invited = c
-        .prepare_cached("SELECT 1 FROM invites WHERE room_id = ?1 AND user_id = ?2")?
-        .query_row([room, user], |_| Ok(()))
-        .optional()?
-        .is_some();
-    match room_kind(c, room)? {
+    let inviter: Option<String> = c
+        .prepare_cached("SELECT inviter FROM invites WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row([room, user], |r| r.get(0))
+        .optional()?;
+    let kind = room_kind(c, room)?;
+    if let (Some(inviter), Some(RoomKind::Private)) = (&inviter, kind) {
+        // An invite stands only while its inviter may still add people to the room.
+        if !role(c, room, inviter)?.is_some_and(Role::can_moderate) {
+            return Err(StoreError::Denied("this invite is no longer valid"));
+        }
+    }
+    let invited = inviter.is_some();
+    match kind {
         Some(RoomKind::Public) | Some(RoomKind::Private) if invited => {}
         Some(RoomKind::Public) => {
             if removed_by_moderator(c, room, user)? {
@@ -581,7 +599,7 @@ pub(super) fn dm_blocked(c: &Connection, room: &str, user: &str) -> StoreResult<
     }
 }
 
-pub(super) fn create_session(c: &Connection, user: &str, expires_at: i64, keep: u32) -> Written<String> {
+pub(super) fn create_session(c: &Connection, user: &str, expires_at: i64, keep: u32) -> Written<NewSession> {
     let now = now_ms();
     // Expired and ended sessions are of no further use.
     c.prepare_cached(
@@ -592,13 +610,16 @@ pub(super) fn create_session(c: &Connection, user: &str, expires_at: i64, keep: 
     c.prepare_cached("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![id, user, now, expires_at])?;
     // Past the cap, the oldest sessions end (as a browser that signs in again and again would
-    // otherwise pile them up).
-    c.prepare_cached(
+    // otherwise pile them up); they are named, so that their connections close too.
+    let mut stmt = c.prepare_cached(
         "DELETE FROM sessions WHERE user_id = ?1 AND id NOT IN
-           (SELECT id FROM sessions WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2)",
-    )?
-    .execute(params![user, i64::from(keep.max(1))])?;
-    Ok((id, Vec::new()))
+           (SELECT id FROM sessions WHERE user_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2)
+         RETURNING id",
+    )?;
+    let ended = stmt
+        .query_map(params![user, i64::from(keep.max(1))], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((NewSession { id, ended }, Vec::new()))
 }
 
 pub(super) fn session_user(c: &Connection, session: &str) -> StoreResult<Option<User>> {
@@ -729,7 +750,12 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
 }
 
 pub(super) fn edit(c: &Connection, room: &str, actor: &str, id: &str, body: &str) -> Written<TimelineEvent> {
-    require_member(c, room, actor)?;
+    let (_, dm_peer) = sender_standing(c, room, actor)?;
+    if let Some(peer) = dm_peer
+        && blocked_either(c, actor, &peer)?
+    {
+        return Err(StoreError::Blocked);
+    }
     let msg = message(c, room, id)?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
     if msg.author != actor {
         return Err(StoreError::Forbidden);

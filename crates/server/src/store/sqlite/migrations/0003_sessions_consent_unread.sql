@@ -56,8 +56,11 @@ UPDATE messages SET ord = o.n
   FROM (SELECT room_id, seq, ROW_NUMBER() OVER (PARTITION BY room_id ORDER BY seq) AS n FROM messages) AS o
   WHERE messages.room_id = o.room_id AND messages.seq = o.seq;
 UPDATE rooms SET msg_count = (SELECT COUNT(*) FROM messages m WHERE m.room_id = rooms.id);
-UPDATE members SET read_seq = MAX(read_seq, COALESCE(
-    (SELECT MAX(seq) FROM messages m WHERE m.room_id = members.room_id AND m.author = members.user_id), 0));
+-- One pass over the messages, then one indexed lookup per member (never members x messages).
+UPDATE members SET read_seq = MAX(members.read_seq, own.last)
+  FROM (SELECT room_id, author, MAX(seq) AS last FROM messages GROUP BY room_id, author) AS own
+  WHERE members.room_id = own.room_id AND members.user_id = own.author;
 UPDATE members SET read_ord = COALESCE(
-    (SELECT MAX(ord) FROM messages m WHERE m.room_id = members.room_id AND m.seq <= members.read_seq), 0);
+    (SELECT m.ord FROM messages m WHERE m.room_id = members.room_id AND m.seq <= members.read_seq
+     ORDER BY m.seq DESC LIMIT 1), 0);
 CREATE INDEX messages_deleted ON messages (room_id, seq) WHERE deleted = 1;
