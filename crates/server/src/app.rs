@@ -104,6 +104,7 @@ impl Server {
             None => (None, None),
         };
         let sweeper = tokio::spawn(limits.clone().run(shutdown.clone()));
+        tokio::spawn(crate::trim::run(hub.clone(), shutdown.clone()));
         let listener_cfg = ListenerConfig {
             per_ip: cfg.max_connections_per_ip,
             head_timeout: Duration::from_millis(cfg.request_head_timeout_ms),

@@ -12,7 +12,8 @@
 //!   [`limits`]: throttles. [`validate`]: input rules. [`error`]: the client-facing error.
 //! - [`store`]: the persistence seam and its SQLite implementation.
 //! - [`bus`]: the fanout seam and its in-process implementation.
-//! - [`config`]: flags, environment and TOML. [`metrics`]: Prometheus metrics.
+//! - [`config`]: flags, environment and TOML. [`metrics`]: Prometheus metrics. [`trim`]: giving
+//!   memory back after many sessions close.
 //!
 //! The life of a message: a session or REST handler validates a send and calls
 //! [`store::Store::append`]; the store commits it (group commit, fsync) and emits it on its
@@ -32,4 +33,5 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod store;
+pub mod trim;
 pub mod validate;

@@ -94,8 +94,22 @@ impl SessionHandle {
 
 #[derive(Default)]
 struct Members {
-    rooms: HashMap<String, Vec<Arc<SessionHandle>>>,
+    /// Keyed by the room id shared (interned) with every session's position in the room, so a
+    /// session's room list costs a pointer per room, not a copy of each id.
+    rooms: HashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
     users: HashMap<String, Vec<Arc<SessionHandle>>>,
+}
+
+impl Members {
+    /// The room's entry, created empty if needed, and its shared id.
+    fn room_entry(&mut self, room: &str) -> (Arc<str>, &mut Vec<Arc<SessionHandle>>) {
+        let key = match self.rooms.get_key_value(room) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(room),
+        };
+        let sessions = self.rooms.entry(key.clone()).or_default();
+        (key, sessions)
+    }
 }
 
 /// Why a session could not be registered.
@@ -209,7 +223,7 @@ impl Hub {
         let Ok(members) = self.members.read() else {
             return;
         };
-        if let Some(sessions) = members.rooms.get(&frame.room) {
+        if let Some(sessions) = members.rooms.get(frame.room.as_str()) {
             for s in sessions {
                 if except != Some(s.id.as_str()) {
                     s.push(Outbound::Event(frame.clone()));
@@ -226,9 +240,9 @@ impl Hub {
             let Some(sessions) = m.users.get(user).cloned() else {
                 return;
             };
-            let room = m.rooms.entry(frame.room.clone()).or_default();
+            let (_, room) = m.room_entry(&frame.room);
             for s in sessions {
-                if !room.iter().any(|r| r.id == s.id) {
+                if !room.iter().any(|r| Arc::ptr_eq(r, &s)) {
                     room.push(s.clone());
                 }
                 // Always: a session still listed from before a leave needs the marker too.
@@ -273,21 +287,29 @@ impl Hub {
         Ok(self.reconcile(vec![Topic::User(handle.user.clone())]).await?)
     }
 
-    /// Subscribes a session to rooms; returns once the bus delivers them to this node.
-    pub async fn subscribe(&self, handle: &Arc<SessionHandle>, rooms: &[String]) -> Result<(), BusError> {
+    /// Subscribes a session to rooms; returns once the bus delivers them to this node, with
+    /// each room's shared id (for the session to key its own state by), in the order given.
+    pub async fn subscribe(
+        &self,
+        handle: &Arc<SessionHandle>,
+        rooms: &[String],
+    ) -> Result<Vec<Arc<str>>, BusError> {
+        let mut keys = Vec::with_capacity(rooms.len());
         {
             let Ok(mut m) = self.members.write() else {
-                return Ok(());
+                return Ok(rooms.iter().map(|r| Arc::from(r.as_str())).collect());
             };
             for r in rooms {
-                let room = m.rooms.entry(r.clone()).or_default();
-                if !room.iter().any(|s| s.id == handle.id) {
+                let (key, room) = m.room_entry(r);
+                if !room.iter().any(|s| Arc::ptr_eq(s, handle)) {
                     room.push(handle.clone());
                 }
+                keys.push(key);
             }
         }
         let topics: Vec<Topic> = rooms.iter().map(|r| Topic::Room(r.clone())).collect();
-        self.reconcile(topics).await
+        self.reconcile(topics).await?;
+        Ok(keys)
     }
 
     /// Forgets a session that ended.
@@ -299,9 +321,9 @@ impl Hub {
             }
             for (room, sessions) in m.rooms.iter_mut() {
                 let before = sessions.len();
-                sessions.retain(|s| s.id != handle.id);
+                sessions.retain(|s| !Arc::ptr_eq(s, handle));
                 if sessions.len() != before {
-                    touched.push(Topic::Room(room.clone()));
+                    touched.push(Topic::Room(room.to_string()));
                 }
             }
         }
@@ -318,16 +340,22 @@ impl Hub {
                 let Ok(mut m) = self.members.write() else {
                     continue;
                 };
-                let map = match &topic {
-                    Topic::Room(_) => &mut m.rooms,
-                    Topic::User(_) => &mut m.users,
-                };
-                let (Topic::Room(key) | Topic::User(key)) = &topic;
-                let wanted = map.get(key).is_some_and(|s| !s.is_empty());
-                if !wanted {
-                    map.remove(key);
+                match &topic {
+                    Topic::Room(key) => {
+                        let wanted = m.rooms.get(key.as_str()).is_some_and(|s| !s.is_empty());
+                        if !wanted {
+                            m.rooms.remove(key.as_str());
+                        }
+                        wanted
+                    }
+                    Topic::User(key) => {
+                        let wanted = m.users.get(key).is_some_and(|s| !s.is_empty());
+                        if !wanted {
+                            m.users.remove(key);
+                        }
+                        wanted
+                    }
                 }
-                wanted
             };
             match (wanted, interest.contains(&topic)) {
                 (true, false) => {

@@ -7,7 +7,7 @@
 //! writing the event that revealed it, so the client sees each room's timeline exactly once and
 //! in order, whatever the timing between replay, live delivery and the bus.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,7 +260,8 @@ struct Session {
     /// The token it was opened with: its session is re-checked at every heartbeat, and its
     /// expiry closes the connection.
     token: Verified,
-    rooms: HashMap<String, Position>,
+    /// Keyed by the hub's shared room ids (a pointer each, not a copy).
+    rooms: HashMap<Arc<str>, Position>,
     pending: InFlight,
     /// Publish times of the live frames in the batch being written, for the fanout metric.
     written: Vec<u64>,
@@ -288,11 +289,19 @@ impl Session {
         // Subscribe before reading positions, so nothing committed from here on is missed.
         let first = store.rooms_for(&self.user.id).await.map_err(|_| unavailable())?;
         let ids: Vec<String> = first.iter().map(|r| r.id.clone()).collect();
-        self.state.hub.subscribe(&self.handle, &ids).await.map_err(|_| unavailable())?;
+        let mut keys: HashSet<Arc<str>> = self
+            .state
+            .hub
+            .subscribe(&self.handle, &ids)
+            .await
+            .map_err(|_| unavailable())?
+            .into_iter()
+            .collect();
         let rooms = store.rooms_for(&self.user.id).await.map_err(|_| unavailable())?;
-        let late: Vec<String> = rooms.iter().filter(|r| !ids.contains(&r.id)).map(|r| r.id.clone()).collect();
+        let late: Vec<String> =
+            rooms.iter().filter(|r| !keys.contains(r.id.as_str())).map(|r| r.id.clone()).collect();
         if !late.is_empty() {
-            self.state.hub.subscribe(&self.handle, &late).await.map_err(|_| unavailable())?;
+            keys.extend(self.state.hub.subscribe(&self.handle, &late).await.map_err(|_| unavailable())?);
         }
         let ready = ServerFrame::Ready {
             session_id: self.handle.id.clone(),
@@ -320,10 +329,10 @@ impl Session {
                     .await?;
                 from = until;
             }
-            let id = room.id.clone();
-            self.rooms.insert(id.clone(), Position { seq: from, member: true, kind: room.kind });
+            let key = keys.get(room.id.as_str()).cloned().unwrap_or_else(|| Arc::from(room.id.as_str()));
+            self.rooms.insert(key, Position { seq: from, member: true, kind: room.kind });
             if last > from {
-                self.fill(&id, last).await?;
+                self.fill(&room.id, last).await?;
             }
         }
         self.conn.flush().await?;
@@ -440,12 +449,12 @@ impl Session {
     async fn apply(&mut self, out: Outbound) -> Result<(), Stop> {
         match out {
             Outbound::Event(frame) if frame.seq == 0 => {
-                if self.rooms.get(&frame.room).is_some_and(|p| p.member) {
+                if self.rooms.get(frame.room.as_str()).is_some_and(|p| p.member) {
                     self.conn.feed(frame.text.clone()).await?;
                 }
             }
             Outbound::Event(frame) => {
-                let Some(pos) = self.rooms.get(&frame.room).map(|p| p.seq) else {
+                let Some(pos) = self.rooms.get(frame.room.as_str()).map(|p| p.seq) else {
                     return Ok(());
                 };
                 if frame.seq <= pos {
@@ -464,19 +473,24 @@ impl Session {
             Outbound::Joined { room, seq } => {
                 // Each join arrives twice (room and user topics): a marker the session has
                 // already gone past must not subscribe it again after a later leave.
-                if self.rooms.get(&room).is_some_and(|p| p.member || p.seq >= seq) {
+                if self.rooms.get(room.as_str()).is_some_and(|p| p.member || p.seq >= seq) {
                     return Ok(());
                 }
                 // Make sure this node receives the room before reading where it stands, then
                 // catch up from the store: events committed with the join may already have
                 // been published, and a quiet room would otherwise hold them back.
-                if let Err(e) = self.state.hub.subscribe(&self.handle, std::slice::from_ref(&room)).await {
-                    tracing::warn!(error = %e, room, session = %self.handle.id, "subscribing a joined room failed");
-                }
+                let key = match self.state.hub.subscribe(&self.handle, std::slice::from_ref(&room)).await {
+                    Ok(mut keys) => keys.pop(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, room, session = %self.handle.id, "subscribing a joined room failed");
+                        None
+                    }
+                };
+                let key = key.unwrap_or_else(|| Arc::from(room.as_str()));
                 let info = self.state.store.room_for(&room, &self.user.id).await.ok();
                 let upto = info.as_ref().map_or(seq, |r| r.last_seq.max(seq));
                 let kind = info.as_ref().map_or(RoomKind::Private, |r| r.kind);
-                let p = self.rooms.entry(room.clone()).or_insert(Position { seq: 0, member: false, kind });
+                let p = self.rooms.entry(key).or_insert(Position { seq: 0, member: false, kind });
                 // What happened while the user was out is not theirs to see.
                 p.seq = p.seq.max(seq.saturating_sub(1));
                 p.kind = kind;
@@ -546,7 +560,7 @@ impl Session {
                 Err(e) => Some(e.to_frame(None, Some(room))),
                 Ok(()) => {
                     let frame = ServerFrame::Typing { room: room.clone(), user: self.user.id.clone() };
-                    let in_dm = self.rooms.get(&room).is_some_and(|p| p.kind == RoomKind::Dm);
+                    let in_dm = self.rooms.get(room.as_str()).is_some_and(|p| p.kind == RoomKind::Dm);
                     self.pending.push_back(publish_unless_blocked(
                         &self.state,
                         room,
