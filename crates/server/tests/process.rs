@@ -228,3 +228,64 @@ async fn the_sdk_resends_and_resumes_across_a_server_crash() {
     node.child.kill().unwrap();
     let _ = node.child.wait();
 }
+
+/// With few files to spare, idle sockets fill them; the listener backs off instead of spinning,
+/// and once the head deadline closes the idle ones, `/healthz` answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_files_the_listener_backs_off_and_recovers() {
+    let data = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(data.path())
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--request-head-timeout-ms", "1500", "--max-connections-per-ip", "0"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("prlimit runs the binary");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/readyz")).await.is_ok_and(|r| r.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "server did not become ready");
+    // Far more idle sockets than the process has files left.
+    let mut idle = Vec::new();
+    for _ in 0..120 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            idle.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The deadline frees the accepted ones; the rest are accepted and freed in turn.
+    let mut healthy = false;
+    for _ in 0..40 {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(healthy, "/healthz answers once idle sockets are cut");
+    let metrics =
+        reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await.unwrap().text().await.unwrap();
+    let errors: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("switchboard_accept_errors_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0);
+    assert!(errors >= 1.0, "the listener ran out of files: {errors}");
+    assert!(errors < 500.0, "and backed off instead of spinning: {errors} failed accepts");
+    drop(idle);
+    let _ = child.kill();
+    let _ = child.wait();
+}
