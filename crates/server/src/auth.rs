@@ -352,11 +352,12 @@ impl Auth {
             return Err(AuthError::Invalid);
         }
         let candidates = external_usernames(&sub, claims.name.as_deref());
-        let user = store.ensure_external_user(&sub, &candidates).await.map_err(|e| match e {
+        let ext = store.ensure_external_user(&sub, &candidates).await.map_err(|e| match e {
             StoreError::Conflict(_) | StoreError::UsernameTaken => AuthError::Invalid,
             other => AuthError::Unavailable(other),
         })?;
-        check_cutoff(store, &user.id, claims.iat).await?;
+        issued_after(ext.sessions_ended_at, claims.iat)?;
+        let user = ext.user;
         Ok(Verified { user, session: None, valid_until: claims.exp + LEEWAY_SECS, issued_at: claims.iat })
     }
 }
@@ -364,7 +365,12 @@ impl Auth {
 /// Refuses a token without a session issued (`iat`) before the user signed out everywhere; a
 /// token without `iat` is refused once the user has ever done so.
 async fn check_cutoff(store: &Arc<dyn Store>, user: &str, iat: Option<u64>) -> Result<(), AuthError> {
-    let Some(cutoff_ms) = store.sessions_ended_at(user).await? else {
+    issued_after(store.sessions_ended_at(user).await?, iat)
+}
+
+/// A token issued (`iat`) after the last "sign out everywhere" (`cutoff_ms`), if there was one.
+fn issued_after(cutoff_ms: Option<i64>, iat: Option<u64>) -> Result<(), AuthError> {
+    let Some(cutoff_ms) = cutoff_ms else {
         return Ok(());
     };
     match iat {

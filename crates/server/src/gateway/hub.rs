@@ -129,6 +129,10 @@ pub struct Hub {
     bus: Arc<dyn Bus>,
     /// Sessions one user may hold on this node (0 = no cap).
     max_per_user: u32,
+    /// Sign-outs this node has heard of: a session that registers after checking its token
+    /// compares this with what it read before the check, and asks the store again only when a
+    /// sign-out may have slipped between the two.
+    signouts: std::sync::atomic::AtomicU64,
     /// Topics the bus is subscribed to; changed only under this lock so that concurrent joins
     /// and leaves cannot leave the node unsubscribed from a room or user it holds sessions for.
     interest: tokio::sync::Mutex<HashSet<Topic>>,
@@ -141,6 +145,7 @@ impl Hub {
             members: RwLock::default(),
             bus: bus.clone(),
             max_per_user,
+            signouts: Default::default(),
             interest: Default::default(),
         });
         let weak: Weak<Hub> = Arc::downgrade(&hub);
@@ -209,6 +214,7 @@ impl Hub {
     }
 
     fn end_local_sessions(&self, user: &str, which: Option<&str>) {
+        self.signouts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let Ok(members) = self.members.read() else {
             return;
         };
@@ -275,7 +281,13 @@ impl Hub {
 
     /// Registers a connected session so that rooms its user joins later reach it; returns once
     /// the bus delivers the user's member events to this node.
-    /// Refused when the user already holds `max_per_user` sessions here.
+    /// How many sign-outs this node has heard of (see [`Hub::add_session`]).
+    pub fn signouts(&self) -> u64 {
+        self.signouts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Refused when the user already holds `max_per_user` sessions here. A sign-out heard after
+    /// this returns reaches the session; one heard before shows in [`Hub::signouts`].
     pub async fn add_session(&self, handle: &Arc<SessionHandle>) -> Result<(), AddSessionError> {
         if let Ok(mut m) = self.members.write() {
             let mine = m.users.entry(handle.user.clone()).or_default();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
-use switchboard_protocol::{ClientFrame, RoomKind, ServerFrame, User};
+use switchboard_protocol::{ClientFrame, RoomKind, ServerFrame};
 use tracing::Instrument;
 
 use super::conn::{Conn, Inbound, WriteFailed};
@@ -56,7 +56,7 @@ pub(crate) fn run(socket: axum::extract::ws::WebSocket, state: AppState) -> impl
 async fn connection(mut conn: Box<Conn>, state: AppState) {
     let _connection = Held::up(state.metrics.connections.clone());
     let handshake = Held::up(state.metrics.sessions_in(SessionState::Handshake));
-    let Some((verified, since)) = Box::pin(hello(&mut conn, &state)).await else {
+    let Some((verified, since, signouts)) = Box::pin(hello(&mut conn, &state)).await else {
         return;
     };
     let user = verified.user.clone();
@@ -93,7 +93,9 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     if state.shutdown.is_cancelled() {
         handle.outbox.drain();
     }
-    if !matches!(Box::pin(verified.still_valid(&state.store)).await, Ok(true)) {
+    if state.hub.signouts() != signouts
+        && !matches!(Box::pin(verified.still_valid(&state.store)).await, Ok(true))
+    {
         handle.outbox.close();
         Box::pin(conn.close(close::BAD_TOKEN, "session ended")).await;
         registered.leave().await;
@@ -103,7 +105,6 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         state: state.clone(),
         conn,
         handle: handle.clone(),
-        user,
         token: verified,
         rooms: HashMap::new(),
         pending: InFlight::default(),
@@ -145,7 +146,7 @@ impl Drop for Registered {
 }
 
 /// Waits for a valid `hello`; closes with 4001 or 4003 otherwise.
-async fn hello(conn: &mut Conn, state: &AppState) -> Option<(Verified, Option<BTreeMap<String, u64>>)> {
+async fn hello(conn: &mut Conn, state: &AppState) -> Option<(Verified, Option<BTreeMap<String, u64>>, u64)> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(state.cfg.hello_timeout_ms);
     loop {
         let inbound = tokio::select! {
@@ -163,8 +164,9 @@ async fn hello(conn: &mut Conn, state: &AppState) -> Option<(Verified, Option<BT
         };
         let reply = match inbound {
             Inbound::Frame(ClientFrame::Hello { token, since }) => {
+                let signouts = state.hub.signouts();
                 return match state.auth.verify(&token, &state.store).await {
-                    Ok(user) => Some((user, since)),
+                    Ok(user) => Some((user, since, signouts)),
                     Err(AuthError::Unavailable(e)) => {
                         let _ = conn.send(&ApiError::from(e).to_frame(None, None)).await;
                         conn.close(close::INTERNAL, "backend unavailable").await;
@@ -256,9 +258,8 @@ struct Session {
     state: AppState,
     conn: Box<Conn>,
     handle: Arc<SessionHandle>,
-    user: User,
-    /// The token it was opened with: its session is re-checked at every heartbeat, and its
-    /// expiry closes the connection.
+    /// The token it was opened with, and so the user: its session is re-checked at every
+    /// heartbeat, and its expiry closes the connection.
     token: Verified,
     /// Keyed by the hub's shared room ids (a pointer each, not a copy).
     rooms: HashMap<Arc<str>, Position>,
@@ -287,7 +288,7 @@ impl Session {
         let store = self.state.store.clone();
         let unavailable = || Stop::Close(close::INTERNAL, "backend unavailable");
         // Subscribe before reading positions, so nothing committed from here on is missed.
-        let first = store.rooms_for(&self.user.id).await.map_err(|_| unavailable())?;
+        let first = store.rooms_for(&self.token.user.id).await.map_err(|_| unavailable())?;
         let ids: Vec<String> = first.iter().map(|r| r.id.clone()).collect();
         let mut keys: HashSet<Arc<str>> = self
             .state
@@ -297,7 +298,7 @@ impl Session {
             .map_err(|_| unavailable())?
             .into_iter()
             .collect();
-        let rooms = store.rooms_for(&self.user.id).await.map_err(|_| unavailable())?;
+        let rooms = store.rooms_for(&self.token.user.id).await.map_err(|_| unavailable())?;
         let late: Vec<String> =
             rooms.iter().filter(|r| !keys.contains(r.id.as_str())).map(|r| r.id.clone()).collect();
         if !late.is_empty() {
@@ -305,7 +306,7 @@ impl Session {
         }
         let ready = ServerFrame::Ready {
             session_id: self.handle.id.clone(),
-            user: self.user.clone(),
+            user: self.token.user.clone(),
             heartbeat_ms: self.state.cfg.heartbeat_ms,
             rooms: rooms.clone(),
         };
@@ -466,7 +467,8 @@ impl Session {
                 if frame.published_us > 0 {
                     self.written.push(frame.published_us);
                 }
-                let own = own_change(frame.member.as_ref().map(|(u, c)| (u.as_str(), *c)), &self.user.id);
+                let own =
+                    own_change(frame.member.as_ref().map(|(u, c)| (u.as_str(), *c)), &self.token.user.id);
                 self.step(&frame.room, frame.seq, own, frame.text.clone()).await?;
             }
             Outbound::Direct(frame) => self.conn.feed(frame.text.clone()).await?,
@@ -487,7 +489,7 @@ impl Session {
                     }
                 };
                 let key = key.unwrap_or_else(|| Arc::from(room.as_str()));
-                let info = self.state.store.room_for(&room, &self.user.id).await.ok();
+                let info = self.state.store.room_for(&room, &self.token.user.id).await.ok();
                 let upto = info.as_ref().map_or(seq, |r| r.last_seq.max(seq));
                 let kind = info.as_ref().map_or(RoomKind::Private, |r| r.kind);
                 let p = self.rooms.entry(key).or_insert(Position { seq: 0, member: false, kind });
@@ -525,7 +527,7 @@ impl Session {
                 let checked = validate::id(&room, "room")
                     .and_then(|()| validate::client_msg_id(&client_msg_id))
                     .and_then(|()| validate::body(&body, self.state.cfg.max_body_chars));
-                match checked.and_then(|()| self.state.limits.write(&self.user.id)) {
+                match checked.and_then(|()| self.state.limits.write(&self.token.user.id)) {
                     Err(e) => {
                         self.state.metrics.send_refused(&e);
                         Some(e.to_frame(Some(client_msg_id), Some(room)))
@@ -536,7 +538,7 @@ impl Session {
                         // commit is left in flight.
                         let msg = NewMessage {
                             room: room.clone(),
-                            author: self.user.id.clone(),
+                            author: self.token.user.id.clone(),
                             client_msg_id,
                             body,
                         };
@@ -559,14 +561,14 @@ impl Session {
             ClientFrame::Typing { room } => match self.member_of(&room) {
                 Err(e) => Some(e.to_frame(None, Some(room))),
                 Ok(()) => {
-                    let frame = ServerFrame::Typing { room: room.clone(), user: self.user.id.clone() };
+                    let frame = ServerFrame::Typing { room: room.clone(), user: self.token.user.id.clone() };
                     let in_dm = self.rooms.get(room.as_str()).is_some_and(|p| p.kind == RoomKind::Dm);
                     self.pending.push_back(publish_unless_blocked(
                         &self.state,
                         room,
                         frame,
                         self.handle.id.clone(),
-                        in_dm.then(|| self.user.id.clone()),
+                        in_dm.then(|| self.token.user.id.clone()),
                     ));
                     None
                 }
@@ -577,7 +579,7 @@ impl Session {
                     self.pending.push_back(mark_read(
                         &self.state,
                         room,
-                        self.user.id.clone(),
+                        self.token.user.id.clone(),
                         seq,
                         self.handle.id.clone(),
                     ));

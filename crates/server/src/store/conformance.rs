@@ -101,10 +101,14 @@ pub(crate) async fn users_register_and_look_up(store: Arc<dyn Store>) {
 pub(crate) async fn external_users_are_created_once(store: Arc<dyn Store>) {
     user(&store, "taken").await;
     let cands = vec!["taken".to_owned(), "ext-1".to_owned()];
-    let u = store.ensure_external_user("sub-1", &cands).await.unwrap();
+    let u = store.ensure_external_user("sub-1", &cands).await.unwrap().user;
     assert_eq!((u.id.as_str(), u.username.as_str()), ("sub-1", "ext-1"));
     let again = store.ensure_external_user("sub-1", &["other".to_owned()]).await.unwrap();
-    assert_eq!(again, u);
+    assert_eq!((again.user, again.sessions_ended_at), (u.clone(), None));
+    store.end_all_sessions(&u.id).await.unwrap();
+    let after = store.ensure_external_user("sub-1", &[]).await.unwrap();
+    assert_eq!(after.sessions_ended_at, store.sessions_ended_at(&u.id).await.unwrap());
+    assert!(after.sessions_ended_at.is_some(), "read with the user");
     assert!(matches!(
         store.ensure_external_user("sub-2", &["taken".to_owned()]).await,
         Err(StoreError::UsernameTaken)

@@ -67,6 +67,15 @@ pub struct Credentials {
     pub password_hash: Option<String>,
 }
 
+/// Result of [`Store::ensure_external_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalUser {
+    /// The account.
+    pub user: User,
+    /// When the user last ended all sessions (ms since the epoch), if ever.
+    pub sessions_ended_at: Option<i64>,
+}
+
 /// Arguments of [`Store::create_room`].
 #[derive(Debug, Clone)]
 pub struct NewRoom {
@@ -186,8 +195,10 @@ pub trait Store: Send + Sync + 'static {
     /// Registers a local account. Username must be normalised already.
     async fn create_user(&self, username: &str, password_hash: &str) -> StoreResult<User>;
     /// Returns the user with this external id, creating it with the first free candidate
-    /// username on first sight. An id that belongs to a local account is `Conflict`.
-    async fn ensure_external_user(&self, id: &str, candidates: &[String]) -> StoreResult<User>;
+    /// username on first sight, with when it last signed out everywhere (in the same read, as
+    /// every request with an external token needs both). An id that belongs to a local account
+    /// is `Conflict`.
+    async fn ensure_external_user(&self, id: &str, candidates: &[String]) -> StoreResult<ExternalUser>;
     /// Looks a user up by id.
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;
     /// Looks up login credentials by (normalised) username.

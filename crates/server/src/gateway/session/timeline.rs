@@ -63,12 +63,13 @@ impl Session {
         let kind = p.kind;
         match notice {
             Some(MemberChange::Joined) => {
-                let f = room_frame(&self.state, &self.user.id, room, kind, seq, MemberChange::Joined).await;
+                let f =
+                    room_frame(&self.state, &self.token.user.id, room, kind, seq, MemberChange::Joined).await;
                 self.conn.feed_frame(&f).await?;
                 self.conn.feed(text).await?;
             }
             Some(change) => {
-                let f = room_frame(&self.state, &self.user.id, room, kind, seq, change).await;
+                let f = room_frame(&self.state, &self.token.user.id, room, kind, seq, change).await;
                 self.conn.feed(text).await?;
                 self.conn.feed_frame(&f).await?;
             }
@@ -107,7 +108,9 @@ impl Session {
                     self.announce_gap(room, expected - 1, seq - 1).await?;
                 }
                 let own = match &ev {
-                    TimelineEvent::Member(m) => own_change(Some((m.user.as_str(), m.change)), &self.user.id),
+                    TimelineEvent::Member(m) => {
+                        own_change(Some((m.user.as_str(), m.change)), &self.token.user.id)
+                    }
                     _ => None,
                 };
                 let text = serde_json::to_string(&ev).map_err(|e| {

@@ -17,8 +17,8 @@ use switchboard_protocol::{Invite, Message, Role, Room, TimelineEvent, User};
 use tokio::sync::mpsc;
 
 use super::{
-    AddOutcome, Appended, CommitStream, Committing, CreatedRoom, Credentials, HistoryPage, NewMessage,
-    NewRoom, NewSession, Store, StoreError, StoreResult,
+    AddOutcome, Appended, CommitStream, Committing, CreatedRoom, Credentials, ExternalUser, HistoryPage,
+    NewMessage, NewRoom, NewSession, Store, StoreError, StoreResult,
 };
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
@@ -201,7 +201,7 @@ impl Store for SqliteStore {
         self.write(move |c| queries::create_user(c, &u, &h)).await
     }
 
-    async fn ensure_external_user(&self, id: &str, candidates: &[String]) -> StoreResult<User> {
+    async fn ensure_external_user(&self, id: &str, candidates: &[String]) -> StoreResult<ExternalUser> {
         let id = id.to_owned();
         let known = {
             let id = id.clone();

@@ -9,8 +9,8 @@ use switchboard_protocol::{
 };
 
 use crate::store::{
-    AddOutcome, Appended, CreatedRoom, Credentials, HistoryPage, NewMessage, NewRoom, NewSession, StoreError,
-    StoreResult, now_ms, rfc3339_ms,
+    AddOutcome, Appended, CreatedRoom, Credentials, ExternalUser, HistoryPage, NewMessage, NewRoom,
+    NewSession, StoreError, StoreResult, now_ms, rfc3339_ms,
 };
 
 /// Pending invites one user may hold; past it, older ones must be answered first.
@@ -82,10 +82,13 @@ pub(super) fn create_user(c: &Connection, username: &str, hash: &str) -> Written
 
 /// The external user with this id; a local account with the same id is a conflict, so that a
 /// token from the operator's backend can never speak for a Switchboard account.
-pub(super) fn external_user(c: &Connection, id: &str) -> StoreResult<Option<User>> {
+pub(super) fn external_user(c: &Connection, id: &str) -> StoreResult<Option<ExternalUser>> {
     let found = c
-        .prepare_cached("SELECT id, username, external FROM users WHERE id = ?1")?
-        .query_row([id], |r| Ok((User { id: r.get(0)?, username: r.get(1)? }, r.get::<_, bool>(2)?)))
+        .prepare_cached("SELECT id, username, external, sessions_ended_at FROM users WHERE id = ?1")?
+        .query_row([id], |r| {
+            let user = User { id: r.get(0)?, username: r.get(1)? };
+            Ok((ExternalUser { user, sessions_ended_at: r.get(3)? }, r.get::<_, bool>(2)?))
+        })
         .optional()?;
     match found {
         Some((u, true)) => Ok(Some(u)),
@@ -94,13 +97,13 @@ pub(super) fn external_user(c: &Connection, id: &str) -> StoreResult<Option<User
     }
 }
 
-pub(super) fn ensure_external_user(c: &Connection, id: &str, candidates: &[String]) -> Written<User> {
+pub(super) fn ensure_external_user(c: &Connection, id: &str, candidates: &[String]) -> Written<ExternalUser> {
     if let Some(u) = external_user(c, id)? {
         return Ok((u, Vec::new()));
     }
     for name in candidates {
         match insert_user(c, id, name, None, true) {
-            Ok(u) => return Ok((u, Vec::new())),
+            Ok(user) => return Ok((ExternalUser { user, sessions_ended_at: None }, Vec::new())),
             Err(StoreError::UsernameTaken) => continue,
             Err(e) => return Err(e),
         }
