@@ -25,6 +25,18 @@ pub(super) async fn start(state: &AppState, user: &User) -> Result<String, ApiEr
     state.auth.issue(user, &session.id)
 }
 
+/// Runs password work on the hashing pool, counting the callers it turns away.
+pub(super) async fn on_hash_pool<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    state.hasher.run(f).await.inspect_err(|e| {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE {
+            state.metrics.throttle("hash_queue");
+        }
+    })
+}
+
 /// Logs in with username and password.
 #[utoipa::path(post, path = "/v1/sessions", tag = "accounts", request_body = Credentials,
     responses(

@@ -55,11 +55,7 @@ pub async fn register(
         return Err(e);
     }
     let password = body.password;
-    let hash = state.hasher.run(move || auth::hash_password(&password)).await.inspect_err(|e| {
-        if e.status == StatusCode::SERVICE_UNAVAILABLE {
-            state.metrics.throttle("hash_queue");
-        }
-    })??;
+    let hash = super::sessions::on_hash_pool(&state, move || auth::hash_password(&password)).await??;
     let user = state.store.create_user(&username, &hash).await?;
     let token = super::sessions::start(&state, &user).await?;
     tracing::info!(user = %user.id, "account registered");

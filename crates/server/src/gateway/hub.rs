@@ -413,17 +413,7 @@ impl Hub {
             Ok(p) => p,
             Err(e) => return tracing::error!(error = %e, "cannot encode a frame for a user"),
         };
-        let ev = BusEvent {
-            topic: Topic::User(user.to_owned()),
-            room: String::new(),
-            seq: 0,
-            member: None,
-            origin: None,
-            payload: payload.into(),
-            published_us: crate::bus::now_us(),
-            control: None,
-        };
-        if let Err(e) = self.bus.publish(ev).await {
+        if let Err(e) = self.bus.publish(user_event(user, payload.into(), None)).await {
             tracing::warn!(error = %e, user, "publish to a user failed");
         }
     }
@@ -433,16 +423,7 @@ impl Hub {
     /// message delays the close by at most one heartbeat.
     pub async fn end_sessions(&self, user: &str, session: Option<String>) {
         self.end_local_sessions(user, session.as_deref());
-        let ev = BusEvent {
-            topic: Topic::User(user.to_owned()),
-            room: String::new(),
-            seq: 0,
-            member: None,
-            origin: None,
-            payload: bytes::Bytes::new(),
-            published_us: crate::bus::now_us(),
-            control: Some(Control::EndSessions(session)),
-        };
+        let ev = user_event(user, bytes::Bytes::new(), Some(Control::EndSessions(session)));
         if let Err(e) = self.bus.publish(ev).await {
             tracing::warn!(error = %e, user, "publishing a sign-out failed");
         }
@@ -469,5 +450,19 @@ impl Hub {
     /// Number of connected sessions on this node.
     pub fn session_count(&self) -> usize {
         self.members.read().map(|m| m.users.values().map(Vec::len).sum()).unwrap_or(0)
+    }
+}
+
+/// An event for one user's topic: a frame for their sessions, or an instruction for the nodes.
+fn user_event(user: &str, payload: bytes::Bytes, control: Option<Control>) -> BusEvent {
+    BusEvent {
+        topic: Topic::User(user.to_owned()),
+        room: String::new(),
+        seq: 0,
+        member: None,
+        origin: None,
+        payload,
+        published_us: crate::bus::now_us(),
+        control,
     }
 }
