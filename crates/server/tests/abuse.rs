@@ -403,6 +403,14 @@ async fn nobody_is_put_into_rooms_against_their_will() {
     assert_eq!(invite.inviter.username, "owner");
     victim.join(&room.id).await.unwrap();
     assert_eq!(victim.rooms().await.unwrap().len(), 1);
+    // A pending invite can be withdrawn by whoever sent it.
+    let later = owner.create_room("later", RoomKind::Private, &[]).await.unwrap();
+    owner.add_member(&later.id, &victim_user.id).await.unwrap();
+    let url = format!("{}/v1/rooms/{}/invites/{}", server.base, later.id, victim_user.id);
+    let resp = reqwest::Client::new().delete(url).bearer_auth(owner.token().unwrap()).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(victim.invites().await.unwrap().is_empty());
+    assert_eq!(victim.join(&later.id).await.unwrap_err().status(), Some(404), "nothing left to accept");
 
     // Plain members do not add people to a private room.
     let (newcomer, newcomer_user) = server.user("newcomer").await;

@@ -71,6 +71,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(rooms::join))
         .routes(routes!(rooms::members, rooms::add_member))
         .routes(routes!(rooms::remove_member))
+        .routes(routes!(rooms::withdraw_invite))
         .routes(routes!(messages::post, messages::list))
         .routes(routes!(messages::edit, messages::delete))
         .routes(routes!(messages::read))

@@ -155,6 +155,23 @@ pub async fn add_member(
     }
 }
 
+/// Withdraws a pending invite (its sender, or a moderator of the room).
+#[utoipa::path(delete, path = "/v1/rooms/{id}/invites/{user_id}", tag = "rooms", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("user_id" = String, Path, description = "Invited user")),
+    responses(
+        (status = 204, description = "Withdrawn (or there was none)"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+pub async fn withdraw_invite(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath((id, target)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    validate::id(&id, "room")?;
+    validate::id(&target, "user_id")?;
+    state.store.withdraw_invite(&id, &user.id, &target).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Removes a member: yourself (leave), or another if you own or moderate the room (never in a
 /// dm). Someone a moderator removed comes back only when a moderator adds them again.
 #[utoipa::path(delete, path = "/v1/rooms/{id}/members/{user_id}", tag = "rooms", security(("bearer" = [])),

@@ -367,6 +367,21 @@ pub(crate) async fn adds_follow_the_targets_policy(store: Arc<dyn Store>) {
     store.decline_invite(&r3, &e).await.unwrap();
     store.decline_invite(&r3, &e).await.unwrap();
     assert!(store.invites(&e).await.unwrap().is_empty(), "declining twice is a no-op");
+    // A pending invite can be withdrawn by its sender or a moderator, not by another member.
+    let f = plain_user(&store, "f").await;
+    let g = user(&store, "g").await;
+    store.join(&public, &g).await.unwrap();
+    assert!(matches!(store.add_member(&public, &m, &f).await.unwrap(), AddOutcome::Invited { .. }));
+    assert!(matches!(store.withdraw_invite(&public, &g, &f).await, Err(StoreError::Forbidden)));
+    store.withdraw_invite(&public, &m, &f).await.unwrap();
+    assert!(store.invites(&f).await.unwrap().is_empty());
+    assert!(matches!(
+        store.add_member(&public, &m, &f).await.unwrap(),
+        AddOutcome::Invited { fresh: true, .. }
+    ));
+    store.withdraw_invite(&public, &a, &f).await.unwrap();
+    assert!(store.invites(&f).await.unwrap().is_empty(), "the owner may withdraw any");
+    store.withdraw_invite(&public, &a, &f).await.unwrap();
 }
 
 pub(crate) async fn pending_invites_are_capped_on_every_path(store: Arc<dyn Store>) {

@@ -234,6 +234,9 @@ pub trait Store: Send + Sync + 'static {
     async fn invites(&self, user: &str) -> StoreResult<Vec<Invite>>;
     /// Declines (drops) the user's invite to a room; a no-op when there is none.
     async fn decline_invite(&self, room: &str, user: &str) -> StoreResult<()>;
+    /// Withdraws a pending invite: by whoever sent it, or a moderator of the room; a no-op when
+    /// there is none.
+    async fn withdraw_invite(&self, room: &str, actor: &str, user: &str) -> StoreResult<()>;
 
     /// The user's settings.
     async fn settings(&self, user: &str) -> StoreResult<UserSettings>;

@@ -273,6 +273,11 @@ impl Store for SqliteStore {
         self.write(move |c| queries::decline_invite(c, &r, &u)).await
     }
 
+    async fn withdraw_invite(&self, room: &str, actor: &str, user: &str) -> StoreResult<()> {
+        let (r, a, u) = (room.to_owned(), actor.to_owned(), user.to_owned());
+        self.write(move |c| queries::withdraw_invite(c, &r, &a, &u)).await
+    }
+
     async fn settings(&self, user: &str) -> StoreResult<UserSettings> {
         let u = user.to_owned();
         self.read(move |c| queries::settings(c, &u)).await

@@ -397,6 +397,23 @@ pub(super) fn decline_invite(c: &Connection, room: &str, user: &str) -> Written<
     Ok(((), Vec::new()))
 }
 
+pub(super) fn withdraw_invite(c: &Connection, room: &str, actor: &str, target: &str) -> Written<()> {
+    let role = require_member(c, room, actor)?;
+    let inviter: Option<String> = c
+        .prepare_cached("SELECT inviter FROM invites WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row([room, target], |r| r.get(0))
+        .optional()?;
+    match inviter {
+        None => Ok(((), Vec::new())),
+        Some(by) if by == actor || role.can_moderate() => {
+            c.prepare_cached("DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2")?
+                .execute([room, target])?;
+            Ok(((), Vec::new()))
+        }
+        Some(_) => Err(StoreError::Forbidden),
+    }
+}
+
 pub(super) fn create_room(c: &Connection, new: NewRoom) -> Written<CreatedRoom> {
     let mut others: Vec<&str> = Vec::new();
     for m in &new.members {
