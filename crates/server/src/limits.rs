@@ -176,33 +176,30 @@ impl Limits {
         &self,
         limiter: &DefaultKeyedRateLimiter<K>,
         key: &K,
-        what: &str,
+        message: &str,
     ) -> Result<(), ApiError> {
         limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::rate_limited(wait, format!("too many {what}; retry later"))
+            ApiError::rate_limited(wait, message)
         })
     }
 
     /// A sign-up from `ip`.
     pub fn signup(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.keyed(&self.signups, &client_key(ip), "sign-ups from your address")
+        self.keyed(&self.signups, &client_key(ip), "too many sign-ups from your address; retry later")
     }
 
     /// A write by `user`, on any connection or REST: a message, an edit or delete, a new room,
     /// an add or invite, a join. One budget for them all, so that none of them is a way around
     /// the others.
     pub fn write(&self, user: &str) -> Result<(), ApiError> {
-        self.sends.check_key(&user.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::rate_limited(wait, "you are sending too fast; slow down")
-        })
+        self.keyed(&self.sends, &user.to_owned(), "you are sending too fast; slow down")
     }
 
     /// Checked before a password is hashed: whether `ip` may try `account` now.
     pub fn login(&self, account: &str, ip: IpAddr) -> Result<(), ApiError> {
         let ip = client_key(ip);
-        self.keyed(&self.login_attempts, &ip, "sign-in attempts from your address")?;
+        self.keyed(&self.login_attempts, &ip, "too many sign-in attempts from your address; retry later")?;
         let now = Instant::now();
         let account_wide = if self.is_known(account, ip) {
             None

@@ -309,6 +309,18 @@ export async function openRoom(page, name) {
 }
 
 /** Sends `text` from the composer with Enter. */
+/** Submits each of `bodies` from the composer in one go (no await in between). */
+export function submitAll(page, bodies) {
+  return page.evaluate((list) => {
+    const input = document.querySelector('#composer-input');
+    const form = document.querySelector('#composer');
+    for (const b of list) {
+      input.value = b;
+      form.requestSubmit();
+    }
+  }, bodies);
+}
+
 export async function send(page, text) {
   const input = page.locator('#composer-input');
   await input.fill(text);

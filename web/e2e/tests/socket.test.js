@@ -4,23 +4,11 @@
 
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pageTest, openPage, logInViaUI, openRoom, messageBodies, until, waitOnline, routeSocket, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
+import { pageTest, openPage, logInViaUI, openRoom, messageBodies, until, waitOnline, routeSocket, submitAll, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
 // The server's default per-user send limit (the harness lifts it for fixtures): the client's
 // pacing must stay under it.
 useServerAndBrowser(['--user-sends-per-sec', '20', '--user-sends-burst', '60']);
-
-/** Submits each of `bodies` from the composer in one go (no await in between). */
-function submitAll(page, bodies) {
-  return page.evaluate((list) => {
-    const input = document.querySelector('#composer-input');
-    const form = document.querySelector('#composer');
-    for (const b of list) {
-      input.value = b;
-      form.requestSubmit();
-    }
-  }, bodies);
-}
 
 pageTest('a server that closes right after ready is retried with growing waits', async () => {
   await server.register('abe');

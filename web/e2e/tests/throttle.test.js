@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { artifactsDir, pageTest, openPage, logInViaUI, openRoom, messageBodies, until, waitOnline, allowStatus, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
+import { artifactsDir, pageTest, openPage, logInViaUI, openRoom, messageBodies, until, waitOnline, allowStatus, submitAll, PASSWORD, server, browser, useServerAndBrowser } from '../lib/harness.js';
 
 // The sign-ups of this file (4) are its whole hourly budget: the last test asks for a fifth.
 useServerAndBrowser(['--login-free-failures', '2', '--user-sends-per-sec', '2', '--user-sends-burst', '3', '--signups-per-ip-per-hour', '4']);
@@ -60,14 +60,7 @@ pageTest('sends over the user send limit are retried by themselves, each deliver
   await openRoom(page, 'fast');
   // Eight at once, against a limit of 2/s with a burst of 3.
   const bodies = Array.from({ length: 8 }, (_, i) => `quick ${i + 1}`);
-  await page.evaluate((list) => {
-    const input = document.querySelector('#composer-input');
-    const form = document.querySelector('#composer');
-    for (const b of list) {
-      input.value = b;
-      form.requestSubmit();
-    }
-  }, bodies);
+  await submitAll(page, bodies);
   await page.locator('#pending > li.throttled', { hasText: 'Sending too fast — retrying…' }).first().waitFor();
   assert.equal(await page.locator('#pending > li.failed').count(), 0);
   await until(async () => (await page.locator('#pending > li').count()) === 0, { timeout: 30000, what: 'all delivered' });

@@ -576,12 +576,14 @@ impl Session {
             ClientFrame::Read { room, seq } => match self.member_of(&room) {
                 Err(e) => Some(e.to_frame(None, Some(room))),
                 Ok(()) => {
+                    let in_dm = self.rooms.get(room.as_str()).is_some_and(|p| p.kind == RoomKind::Dm);
                     self.pending.push_back(mark_read(
                         &self.state,
                         room,
                         self.token.user.id.clone(),
                         seq,
                         self.handle.id.clone(),
+                        in_dm,
                     ));
                     None
                 }
@@ -645,17 +647,14 @@ fn publish_unless_blocked(
 }
 
 /// Moves the read marker, then tells the room (and the user's other devices), except across a
-/// block in a dm.
-fn mark_read(state: &AppState, room: String, user: String, seq: u64, origin: String) -> Pending {
-    let store = state.store.clone();
+/// block in a dm (`in_dm`: only then is the block looked up).
+fn mark_read(state: &AppState, room: String, user: String, seq: u64, origin: String, in_dm: bool) -> Pending {
     let state = state.clone();
     Box::pin(async move {
-        match store.mark_read(&room, &user, seq).await {
+        match state.store.mark_read(&room, &user, seq).await {
             Ok(seq) => {
-                if store.dm_blocked(&room, &user).await.unwrap_or(true) {
-                    return None;
-                }
-                publish(&state, room.clone(), ServerFrame::Read { room, user, seq }, origin).await
+                let frame = ServerFrame::Read { room: room.clone(), user: user.clone(), seq };
+                publish_unless_blocked(&state, room, frame, origin, in_dm.then_some(user)).await
             }
             Err(e) => Some(ApiError::from(e).to_frame(None, Some(room))),
         }
