@@ -87,9 +87,10 @@ pub struct Config {
     /// Failed logins for one account from one address before each further attempt must wait
     /// (1 s, doubling, at most 15 min).
     pub login_free_failures: u32,
-    /// Messages one user may send per second across all their connections and REST.
+    /// Writes (messages, edits, deletes, new rooms, adds, joins) one user may make per second
+    /// across all their connections and REST: one budget, so that none is a way around it.
     pub user_sends_per_sec: u32,
-    /// Burst of messages one user may send at once.
+    /// Burst of writes one user may make at once.
     pub user_sends_burst: u32,
     /// Take the client address from the last `X-Forwarded-For` entry (behind your own proxy).
     pub trust_forwarded_for: bool,
@@ -316,11 +317,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_LOGIN_FREE_FAILURES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_free_failures: Option<u32>,
-    /// Messages per user per second, all connections and REST [default: 20].
+    /// Writes (messages, edits, rooms, adds, joins) per user per second, all connections and REST [default: 20].
     #[arg(long, env = "SWITCHBOARD_USER_SENDS_PER_SEC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_sends_per_sec: Option<u32>,
-    /// Burst of messages per user [default: 60].
+    /// Burst of writes per user [default: 60].
     #[arg(long, env = "SWITCHBOARD_USER_SENDS_BURST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_sends_burst: Option<u32>,
