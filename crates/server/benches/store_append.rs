@@ -15,8 +15,6 @@ async fn run(max_batch: usize, messages: usize, concurrency: usize) -> f64 {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&SqliteOptions { path: dir.path().join("bench.db"), max_batch }).expect("open"),
     );
-    let mut commits = store.take_commits().expect("commits");
-    tokio::spawn(async move { while commits.recv().await.is_some() {} });
     let author = store.create_user("bench", "x").await.expect("user").id;
     let mut rooms = Vec::new();
     for i in 0..16 {

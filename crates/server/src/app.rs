@@ -15,6 +15,7 @@ use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::bus::local::LocalBus;
 use crate::config::Config;
+use crate::consumer::{self, ConsumerConfig};
 use crate::gateway::hub::Hub;
 use crate::gateway::relay;
 use crate::hashing::HashPool;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub sessions: TaskTracker,
     /// This node's metrics.
     pub metrics: Arc<Metrics>,
+    /// This node's id in a cluster.
+    pub node: Arc<str>,
     /// The budget for password hashing.
     pub hasher: Arc<HashPool>,
     /// Throttles on sign-ups, logins and sends.
@@ -70,6 +73,8 @@ pub struct Server {
     state: AppState,
     http: JoinHandle<()>,
     relay: JoinHandle<()>,
+    /// Stops the relay, after the sessions (whose last sends it still publishes).
+    relay_stop: CancellationToken,
     metrics_http: Option<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
 }
@@ -79,10 +84,24 @@ impl Server {
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         let (store, bus) = backends(&cfg)?;
         let auth = Auth::from_config(&cfg).context("setting up tokens")?;
-        let commits = store.take_commits().context("the store's commit stream was already taken")?;
+        let node: Arc<str> = Arc::from(cfg.node_name());
         let hub = Hub::new(bus.clone(), cfg.max_sessions_per_user);
         let metrics = Arc::new(Metrics::new());
-        let relay = tokio::spawn(relay::run(commits, bus.clone(), metrics.clone()));
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(consumer::run(
+            store.clone(),
+            ConsumerConfig {
+                name: "relay",
+                holder: node.to_string(),
+                lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
+                batch: 512,
+                save_every: Duration::from_millis(200),
+                poll: Duration::from_millis(500),
+                prune: true,
+            },
+            relay::Relay { bus: bus.clone(), metrics: metrics.clone() },
+            relay_stop.clone(),
+        ));
         let hasher =
             HashPool::start(cfg.hash_thread_count(), cfg.hash_queue).context("starting hashing threads")?;
         let limits = Arc::new(Limits::new(&cfg));
@@ -115,6 +134,7 @@ impl Server {
             bus,
             hub,
             auth: Arc::new(auth),
+            node: node.clone(),
             shutdown,
             sessions: TaskTracker::new(),
             metrics: metrics.clone(),
@@ -124,8 +144,8 @@ impl Server {
         let app = crate::api::router(state.clone());
         let http =
             tokio::spawn(listener::serve(listener, app, listener_cfg, state.shutdown.clone(), metrics));
-        tracing::info!(%addr, "switchboard listening");
-        Ok(Server { addr, metrics_addr, state, http, relay, metrics_http, sweeper })
+        tracing::info!(%addr, node = %node, "switchboard listening");
+        Ok(Server { addr, metrics_addr, state, http, relay, relay_stop, metrics_http, sweeper })
     }
 
     /// Cancel this to start draining; [`Server::wait`] carries the drain out (it tells the
@@ -160,10 +180,12 @@ impl Server {
             );
             self.state.hub.kick_all(close::GOING_AWAY);
         }
-        self.state.store.close().await;
+        // The relay saves its cursor on the way out, so it stops before the store.
+        self.relay_stop.cancel();
         if tokio::time::timeout(Duration::from_secs(2), self.relay).await.is_err() {
             tracing::warn!("relay did not finish");
         }
+        self.state.store.close().await;
         tracing::info!("stopped");
     }
 }

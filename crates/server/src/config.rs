@@ -21,6 +21,12 @@ pub struct Config {
     pub store: Option<String>,
     /// Bus: `local` (in-process).
     pub bus: String,
+    /// This node's name in a cluster (logs, metrics, `/readyz`, leases); a random one per start
+    /// when unset.
+    pub node_id: Option<String>,
+    /// How long a node holds a log consumer's lease (the relay's) without renewing it: how
+    /// soon another node takes the work over after this one dies.
+    pub lease_ttl_ms: u64,
     /// Secret for Switchboard's own HS256 tokens; generated into `<data>/jwt_secret` if unset.
     pub jwt_secret: Option<String>,
     /// Lifetime of tokens Switchboard issues, in seconds.
@@ -103,6 +109,8 @@ impl Default for Config {
             data: PathBuf::from("./data"),
             store: None,
             bus: "local".into(),
+            node_id: None,
+            lease_ttl_ms: 3_000,
             jwt_secret: None,
             token_ttl_secs: 7 * 24 * 3600,
             jwt_external_hs256_secret: None,
@@ -197,6 +205,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_STORE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// This node's name in a cluster [default: random per start].
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// How long a log consumer's lease lasts unrenewed, in ms [default: 3000].
+    #[arg(long, env = "SWITCHBOARD_LEASE_TTL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_ms: Option<u64>,
     /// Secret for Switchboard's own tokens [default: generated into <data>/jwt_secret].
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -367,6 +383,16 @@ impl Config {
         if self.max_frame_bytes < 1024 || self.max_body_chars == 0 {
             return bad("max_frame_bytes must be at least 1024 and max_body_chars positive");
         }
+        if self.lease_ttl_ms < 300 {
+            return bad("lease_ttl_ms must be at least 300");
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return bad("node_id must be 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'");
+        }
         if self.heartbeat_ms < 100 || self.hello_timeout_ms == 0 {
             return bad("heartbeat_ms must be at least 100 and hello_timeout_ms positive");
         }
@@ -410,6 +436,18 @@ impl Config {
             return self.hash_threads;
         }
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    }
+
+    /// This node's id: the configured one, or a fresh random one.
+    pub fn node_name(&self) -> String {
+        match &self.node_id {
+            Some(id) => id.clone(),
+            None => {
+                // The tail of a v7 uuid is random.
+                let id = uuid::Uuid::now_v7().simple().to_string();
+                format!("node-{}", &id[id.len() - 8..])
+            }
+        }
     }
 
     /// The SQLite database file this configuration selects.

@@ -113,6 +113,14 @@ impl From<StoreError> for ApiError {
                     "storage unavailable; retry (nothing was saved)",
                 )
             }
+            StoreError::Fatal(cause) => {
+                tracing::error!(error = %cause, "store failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    code::INTERNAL,
+                    "storage failed (nothing was saved); the operator has been told",
+                )
+            }
             StoreError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 code::DRAINING,

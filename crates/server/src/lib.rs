@@ -16,9 +16,9 @@
 //!   memory back after many sessions close.
 //!
 //! The life of a message: a session or REST handler validates a send and calls
-//! [`store::Store::append`]; the store commits it (group commit, fsync) and emits it on its
-//! commit stream; only then is the sender acked. The relay encodes the event once and publishes
-//! it on the bus; the hub of every node holding members hands the same bytes to each member
+//! [`store::Store::append`]; the store commits it (group commit, fsync) with its entry in the
+//! store-wide event log; only then is the sender acked. The relay, a [`consumer`] of that log,
+//! encodes the event once and publishes it on the bus; the hub of every node holding members hands the same bytes to each member
 //! session's bounded queue; each session writes it unless the client already has it.
 
 pub mod api;
@@ -26,6 +26,7 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod gateway;
 pub mod hashing;

@@ -27,7 +27,10 @@ macro_rules! store_conformance {
             history_pages_both_ways,
             membership_rules_hold,
             read_markers_move_forward_only,
-            commits_stream_in_seq_order,
+            the_log_holds_every_commit_in_order,
+            cursors_are_kept_and_never_move_back,
+            pruning_keeps_what_a_consumer_still_needs,
+            a_lease_has_one_holder_until_it_runs_out,
             adds_follow_the_targets_policy,
             pending_invites_are_capped_on_every_path,
             removed_members_come_back_only_through_moderators,
@@ -593,9 +596,8 @@ pub(crate) async fn read_markers_move_forward_only(store: Arc<dyn Store>) {
     assert_eq!(store.rooms_for(&b).await.unwrap()[0].read_seq, Some(9));
 }
 
-pub(crate) async fn commits_stream_in_seq_order(store: Arc<dyn Store>) {
-    let mut commits = store.take_commits().expect("first take");
-    assert!(store.take_commits().is_none());
+pub(crate) async fn the_log_holds_every_commit_in_order(store: Arc<dyn Store>) {
+    let mut watch = store.log_watch();
     let a = user(&store, "a").await;
     let r = room(&store, &a, RoomKind::Private, &[]).await;
     let mut tasks = Vec::new();
@@ -605,21 +607,81 @@ pub(crate) async fn commits_stream_in_seq_order(store: Arc<dyn Store>) {
             for i in 0..10 {
                 send(&store, &r, &a, &format!("{t}-{i}")).await.unwrap();
             }
-            // A refused write emits nothing.
+            // A refused write logs nothing.
             assert!(send(&store, "nope", &a, &format!("bad-{t}")).await.is_err());
         }));
     }
     for t in tasks {
         t.await.unwrap();
     }
-    let mut seen = Vec::new();
-    while seen.len() < 41 {
-        let ev = commits.recv().await.expect("commit stream open");
-        assert_eq!(ev.room(), r);
-        seen.push(ev.seq());
+    // Read in small pages: each page starts right after the last position of the one before.
+    let mut logged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, 7).await.unwrap();
+        assert!(page.len() <= 7);
+        let Some(last) = page.last() else { break };
+        after = last.pos;
+        logged.extend(page);
     }
-    assert_eq!(seen, (1..=41).collect::<Vec<_>>());
-    assert!(commits.try_recv().is_err(), "nothing extra was emitted");
+    assert!(logged.windows(2).all(|w| w[0].pos < w[1].pos), "positions strictly increase");
+    assert!(logged.iter().all(|e| e.event.room() == r));
+    let seqs: Vec<u64> = logged.iter().map(|e| e.event.seq()).collect();
+    assert_eq!(seqs, (1..=41).collect::<Vec<_>>(), "the creator's join and 40 messages, once each");
+    assert_eq!(store.log_head().await.unwrap(), after);
+    tokio::time::timeout(std::time::Duration::from_secs(5), watch.wait_for(|head| *head >= after))
+        .await
+        .expect("the watch reaches the head")
+        .unwrap();
+    // Entries show their event as the room has it now: a deleted body is gone from the log too.
+    let m = send(&store, &r, &a, "secret").await.unwrap().message;
+    store.delete(&r, &a, &m.id).await.unwrap();
+    let tail = store.events_after(after, 10).await.unwrap();
+    assert_eq!(tail.len(), 2);
+    match &tail[0].event {
+        TimelineEvent::Message(msg) => assert_eq!((msg.body.as_str(), msg.deleted), ("", Some(true))),
+        other => panic!("expected the message, got {other:?}"),
+    }
+    assert!(matches!(&tail[1].event, TimelineEvent::Delete(d) if d.id == m.id));
+}
+
+pub(crate) async fn cursors_are_kept_and_never_move_back(store: Arc<dyn Store>) {
+    assert_eq!(store.cursor("relay").await.unwrap(), Some(0), "the relay starts at the log's start");
+    assert_eq!(store.cursor("indexer").await.unwrap(), None);
+    store.save_cursor("indexer", 5).await.unwrap();
+    assert_eq!(store.cursor("indexer").await.unwrap(), Some(5));
+    store.save_cursor("indexer", 3).await.unwrap();
+    assert_eq!(store.cursor("indexer").await.unwrap(), Some(5), "a late save cannot move it back");
+    store.save_cursor("indexer", 9).await.unwrap();
+    assert_eq!(store.cursor("indexer").await.unwrap(), Some(9));
+}
+
+pub(crate) async fn pruning_keeps_what_a_consumer_still_needs(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let r = room(&store, &a, RoomKind::Private, &[]).await;
+    for i in 0..5 {
+        send(&store, &r, &a, &format!("m{i}")).await.unwrap();
+    }
+    let head = store.log_head().await.unwrap();
+    let all = store.events_after(0, 100).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(store.prune_log().await.unwrap(), 0, "the relay has read nothing yet");
+    store.save_cursor("relay", head).await.unwrap();
+    store.save_cursor("indexer", all[1].pos).await.unwrap();
+    assert_eq!(store.prune_log().await.unwrap(), 2, "only what the slowest consumer has passed");
+    assert_eq!(store.prune_log().await.unwrap(), 0);
+    let rest = store.events_after(all[1].pos, 100).await.unwrap();
+    assert_eq!(rest, all[2..].to_vec(), "everything after the slowest cursor is still there");
+}
+
+pub(crate) async fn a_lease_has_one_holder_until_it_runs_out(store: Arc<dyn Store>) {
+    assert!(store.lease("relay", "node-a", 300).await.unwrap());
+    assert!(!store.lease("relay", "node-b", 300).await.unwrap(), "held by another");
+    assert!(store.lease("relay", "node-a", 300).await.unwrap(), "the holder renews");
+    assert!(store.lease("indexer", "node-b", 300).await.unwrap(), "leases are independent");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(store.lease("relay", "node-b", 300).await.unwrap(), "taken over once run out");
+    assert!(!store.lease("relay", "node-a", 300).await.unwrap(), "the old holder has lost it");
 }
 
 pub(crate) async fn queued_appends_commit_in_queue_order(store: Arc<dyn Store>) {

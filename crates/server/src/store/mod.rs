@@ -3,7 +3,12 @@
 //! [`Store`] is the only way the rest of the server touches durable state. Two implementations
 //! hold to the same contract (checked by one conformance suite, `conformance.rs`): the embedded
 //! SQLite store in [`sqlite`] and, later, PostgreSQL.
+//!
+//! Every committed timeline event also takes a position in a store-wide event log, written in
+//! the same transaction (see [`log`]): the relay that publishes to the bus and every later
+//! worker read it by cursor, so a crash between a commit and its fanout loses nothing.
 
+pub mod log;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -12,7 +17,9 @@ pub(crate) mod conformance;
 use async_trait::async_trait;
 use switchboard_protocol::rest::UserSettings;
 use switchboard_protocol::{Invite, Message, Role, Room, RoomKind, TimelineEvent, User};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
+
+pub use log::LoggedEvent;
 
 /// Why a store call failed. Callers map these once to client-facing codes.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +54,25 @@ pub enum StoreError {
     /// The request is malformed in a way only the store can see.
     #[error("{0}")]
     Invalid(&'static str),
-    /// The backend failed; nothing was committed and a retry may succeed.
+    /// The backend failed in a way that passes (unreachable, busy, a serialization or deadlock
+    /// failure past its retries, disk full); nothing was committed and a retry may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend refused in a way a retry will not mend (a schema or data error, a bug):
+    /// nothing was committed, and the operator needs to look.
+    #[error("store failed: {0}")]
+    Fatal(String),
     /// The store is shutting down.
     #[error("store closed")]
     Closed,
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later: the backend's passing failures, and a store
+    /// that is shutting down (another node takes the retry).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Closed)
+    }
 }
 
 /// Shorthand for store results.
@@ -164,9 +184,6 @@ pub struct HistoryPage {
 /// A write that holds its place in the commit order; resolves once it is durable (or refused).
 pub type Committing<T> = futures_util::future::BoxFuture<'static, StoreResult<T>>;
 
-/// Committed timeline events, in commit order (per room, ascending `seq` with no gap).
-pub type CommitStream = mpsc::UnboundedReceiver<TimelineEvent>;
-
 /// Durable state.
 ///
 /// Guarantees every implementation keeps (the conformance suite checks each):
@@ -179,8 +196,11 @@ pub type CommitStream = mpsc::UnboundedReceiver<TimelineEvent>;
 ///   first message and writes nothing.
 /// - Authorisation facts are checked in the same transaction as the write they guard, so a
 ///   member removed before a send commits cannot have that send accepted.
-/// - Every committed timeline event is emitted exactly once on the [`CommitStream`], in commit
-///   order, so the node can publish it without reordering.
+/// - Every committed timeline event takes the next position in the store-wide event log in its
+///   own transaction: positions are strictly increasing in commit order, a reader never sees a
+///   position before all lower ones are readable (no event can appear behind a cursor), and
+///   per room the log's order is `seq` order. [`Store::log_watch`] moves once a commit's
+///   events are readable.
 /// - People decide which rooms they are in: only a user's own `join` (of a public room, or of a
 ///   room they hold an invite to), or an add by someone allowed to add when the user's
 ///   `add_policy` is `anyone`, makes them a member. A user removed by a moderator comes back
@@ -289,8 +309,26 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the user's read marker forward (never back, never past `last_seq`); returns it.
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64>;
 
-    /// Hands out the stream of committed events; `None` after the first call.
-    fn take_commits(&self) -> Option<CommitStream>;
+    /// Log entries after position `after`, ascending, at most `limit`, each event as the
+    /// timeline holds it now (a message deleted since shows as deleted).
+    async fn events_after(&self, after: u64, limit: u32) -> StoreResult<Vec<LoggedEvent>>;
+    /// The log's last position (0 when empty).
+    async fn log_head(&self) -> StoreResult<u64>;
+    /// A consumer's saved cursor: the last position it has finished with.
+    async fn cursor(&self, consumer: &str) -> StoreResult<Option<u64>>;
+    /// Durably records a consumer's cursor; a cursor never moves back.
+    async fn save_cursor(&self, consumer: &str, pos: u64) -> StoreResult<()>;
+    /// Deletes log entries every consumer with a saved cursor has finished with; returns how
+    /// many went.
+    async fn prune_log(&self) -> StoreResult<u64>;
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms`: true when `holder` holds
+    /// it now. At most one holder at a time; a holder that stops renewing loses it once the
+    /// lease runs out, so a crashed node's work moves to another within `ttl_ms`.
+    async fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> StoreResult<bool>;
+    /// The highest log position this handle knows is readable, moving as commits land (its
+    /// own at once; other nodes' when the backend tells it). Waking on it is only a hint: a
+    /// consumer still reads by cursor, and polls in case a wake-up was missed.
+    fn log_watch(&self) -> watch::Receiver<u64>;
     /// Finishes queued writes and stops; later writes fail with `Closed`.
     async fn close(&self);
 }

@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use switchboard_protocol::rest::UserSettings;
 use switchboard_protocol::{Invite, Message, Role, Room, TimelineEvent, User};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{
-    AddOutcome, Appended, CommitStream, Committing, CreatedRoom, Credentials, ExternalUser, HistoryPage,
+    AddOutcome, Appended, Committing, CreatedRoom, Credentials, ExternalUser, HistoryPage, LoggedEvent,
     NewMessage, NewRoom, NewSession, Store, StoreError, StoreResult,
 };
 
@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_messages_by_room.sql"),
     include_str!("migrations/0003_sessions_consent_unread.sql"),
+    include_str!("migrations/0004_event_log.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -49,7 +50,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     readers: Arc<ReadPool>,
-    commits: Mutex<Option<CommitStream>>,
+    head: watch::Receiver<u64>,
 }
 
 struct ReadPool {
@@ -111,7 +112,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let done = usize::try_from(done).unwrap_or(0);
     if done > MIGRATIONS.len() {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Fatal(format!(
             "database schema version {done} is newer than this binary ({})",
             MIGRATIONS.len()
         )));
@@ -134,9 +135,10 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         }
         let conn = open_writer(&opts.path)?;
+        let head = queries::log_head(&conn)?;
         let (job_tx, job_rx) = mpsc::channel(65_536);
-        let (commit_tx, commit_rx) = mpsc::unbounded_channel();
-        let handle = writer::spawn(conn, job_rx, commit_tx, opts.max_batch.max(1))
+        let (head_tx, head_rx) = watch::channel(head);
+        let handle = writer::spawn(conn, job_rx, head_tx, opts.max_batch.max(1))
             .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
         let checkpointer = checkpoint::spawn(opts.path.clone(), CHECKPOINT_EVERY)
             .map_err(|e| StoreError::Unavailable(format!("starting the checkpoint thread: {e}")))?;
@@ -145,7 +147,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
             readers: Arc::new(ReadPool { path: opts.path.clone(), idle: Mutex::new(Vec::new()) }),
-            commits: Mutex::new(Some(commit_rx)),
+            head: head_rx,
         })
     }
 
@@ -367,8 +369,35 @@ impl Store for SqliteStore {
         self.write(move |c| queries::mark_read(c, &r, &u, seq)).await
     }
 
-    fn take_commits(&self) -> Option<CommitStream> {
-        self.commits.lock().ok()?.take()
+    async fn events_after(&self, after: u64, limit: u32) -> StoreResult<Vec<LoggedEvent>> {
+        self.read(move |c| queries::events_after(c, after, limit)).await
+    }
+
+    async fn log_head(&self) -> StoreResult<u64> {
+        self.read(queries::log_head).await
+    }
+
+    async fn cursor(&self, consumer: &str) -> StoreResult<Option<u64>> {
+        let name = consumer.to_owned();
+        self.read(move |c| queries::cursor(c, &name)).await
+    }
+
+    async fn save_cursor(&self, consumer: &str, pos: u64) -> StoreResult<()> {
+        let name = consumer.to_owned();
+        self.write(move |c| queries::save_cursor(c, &name, pos)).await
+    }
+
+    async fn prune_log(&self) -> StoreResult<u64> {
+        self.write(queries::prune_log).await
+    }
+
+    async fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> StoreResult<bool> {
+        let (n, h) = (name.to_owned(), holder.to_owned());
+        self.write(move |c| queries::lease(c, &n, &h, ttl_ms)).await
+    }
+
+    fn log_watch(&self) -> watch::Receiver<u64> {
+        self.head.clone()
     }
 
     async fn close(&self) {

@@ -9,16 +9,30 @@ use switchboard_protocol::{
 };
 
 use crate::store::{
-    AddOutcome, Appended, CreatedRoom, Credentials, ExternalUser, HistoryPage, NewMessage, NewRoom,
-    NewSession, StoreError, StoreResult, now_ms, rfc3339_ms,
+    AddOutcome, Appended, CreatedRoom, Credentials, ExternalUser, HistoryPage, LoggedEvent, NewMessage,
+    NewRoom, NewSession, StoreError, StoreResult, now_ms, rfc3339_ms,
 };
 
 /// Pending invites one user may hold; past it, older ones must be answered first.
 const MAX_PENDING_INVITES: i64 = 200;
 
 impl From<rusqlite::Error> for StoreError {
+    /// What passes (a busy or locked database, I/O trouble, a full disk) may be retried;
+    /// anything else (a constraint or schema the code did not expect, bad data) will fail again.
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(
+                C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::SystemIoFailure
+                | C::DiskFull
+                | C::CannotOpen
+                | C::OutOfMemory
+                | C::FileLockingProtocolFailed,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Fatal(e.to_string()),
+        }
     }
 }
 
@@ -859,45 +873,142 @@ pub(super) fn timeline(
          ORDER BY 1 ASC LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![room, to_i64(after), i64::from(limit)], |r| {
-        let seq = seq_of(r.get(0)?);
         let kind: String = r.get(1)?;
-        let message_id: Option<String> = r.get(2)?;
-        let room = room.to_owned();
-        Ok(match kind.as_str() {
-            "message" => {
-                let deleted: Option<bool> = r.get(12)?;
-                TimelineEvent::Message(Message {
-                    id: message_id.unwrap_or_default(),
-                    room,
-                    seq,
-                    author: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
-                    body: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-                    ts: rfc3339_ms(r.get::<_, Option<i64>>(9)?.unwrap_or_default()),
-                    client_msg_id: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
-                    edited_at: r.get::<_, Option<i64>>(11)?.map(rfc3339_ms),
-                    deleted: deleted.filter(|d| *d),
-                })
-            }
-            "edit" => TimelineEvent::Edit(EditEvent {
-                room,
-                seq,
-                id: message_id.unwrap_or_default(),
-                body: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                edited_at: rfc3339_ms(r.get(6)?),
-            }),
-            "delete" => TimelineEvent::Delete(DeleteEvent { room, seq, id: message_id.unwrap_or_default() }),
-            _ => {
-                let change: Option<String> = r.get(4)?;
-                TimelineEvent::Member(MemberEvent {
-                    room,
-                    seq,
-                    user: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    change: change.as_deref().and_then(MemberChange::parse).unwrap_or(MemberChange::Joined),
-                })
-            }
-        })
+        timeline_row(r, 0, &kind, room.to_owned())
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One timeline event from the columns `timeline` selects, starting at `at`: seq, kind,
+/// message id, member user, member change, edit body, event ts, author, message body,
+/// message ts, client_msg_id, edited_at, deleted.
+fn timeline_row(r: &Row<'_>, at: usize, kind: &str, room: String) -> rusqlite::Result<TimelineEvent> {
+    let seq = seq_of(r.get(at)?);
+    let message_id: Option<String> = r.get(at + 2)?;
+    Ok(match kind {
+        "message" => {
+            let deleted: Option<bool> = r.get(at + 12)?;
+            TimelineEvent::Message(Message {
+                id: message_id.unwrap_or_default(),
+                room,
+                seq,
+                author: r.get::<_, Option<String>>(at + 7)?.unwrap_or_default(),
+                body: r.get::<_, Option<String>>(at + 8)?.unwrap_or_default(),
+                ts: rfc3339_ms(r.get::<_, Option<i64>>(at + 9)?.unwrap_or_default()),
+                client_msg_id: r.get::<_, Option<String>>(at + 10)?.unwrap_or_default(),
+                edited_at: r.get::<_, Option<i64>>(at + 11)?.map(rfc3339_ms),
+                deleted: deleted.filter(|d| *d),
+            })
+        }
+        "edit" => TimelineEvent::Edit(EditEvent {
+            room,
+            seq,
+            id: message_id.unwrap_or_default(),
+            body: r.get::<_, Option<String>>(at + 5)?.unwrap_or_default(),
+            edited_at: rfc3339_ms(r.get::<_, Option<i64>>(at + 6)?.unwrap_or_default()),
+        }),
+        "delete" => TimelineEvent::Delete(DeleteEvent { room, seq, id: message_id.unwrap_or_default() }),
+        _ => {
+            let change: Option<String> = r.get(at + 4)?;
+            TimelineEvent::Member(MemberEvent {
+                room,
+                seq,
+                user: r.get::<_, Option<String>>(at + 3)?.unwrap_or_default(),
+                change: change.as_deref().and_then(MemberChange::parse).unwrap_or(MemberChange::Joined),
+            })
+        }
+    })
+}
+
+// ---- the event log ----
+
+pub(super) fn events_after(c: &Connection, after: u64, limit: u32) -> StoreResult<Vec<LoggedEvent>> {
+    // Each entry is joined to the timeline row it names: `events` for edits, deletes and member
+    // changes, `messages` for messages (in their current state).
+    let mut stmt = c.prepare_cached(
+        "SELECT l.pos, l.room_id, l.seq,
+                COALESCE(e.kind, CASE WHEN m.id IS NOT NULL THEN 'message' END),
+                COALESCE(e.message_id, m.id), e.user_id, e.change, e.body, e.ts,
+                m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted
+           FROM event_log l
+           LEFT JOIN events e ON e.room_id = l.room_id AND e.seq = l.seq
+           LEFT JOIN messages m ON m.room_id = l.room_id AND m.seq = l.seq
+          WHERE l.pos > ?1 ORDER BY l.pos LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![to_i64(after), i64::from(limit)], |r| {
+        let pos = seq_of(r.get(0)?);
+        let room: String = r.get(1)?;
+        let kind: Option<String> = r.get(3)?;
+        match kind {
+            Some(kind) => Ok(Some(LoggedEvent { pos, event: timeline_row(r, 2, &kind, room)? })),
+            None => Ok(None),
+        }
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        match row? {
+            Some(ev) => out.push(ev),
+            // Cannot happen (entries are written with their events); skipping beats stalling
+            // every consumer at this position.
+            None => tracing::error!(after, "event log entry without its timeline event; skipped"),
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn log_head(c: &Connection) -> StoreResult<u64> {
+    let head: Option<i64> =
+        c.prepare_cached("SELECT MAX(pos) FROM event_log")?.query_row([], |r| r.get(0))?;
+    Ok(head.map_or(0, seq_of))
+}
+
+pub(super) fn cursor(c: &Connection, consumer: &str) -> StoreResult<Option<u64>> {
+    let pos: Option<i64> = c
+        .prepare_cached("SELECT pos FROM log_cursors WHERE consumer = ?1")?
+        .query_row([consumer], |r| r.get(0))
+        .optional()?;
+    Ok(pos.map(seq_of))
+}
+
+pub(super) fn save_cursor(c: &Connection, consumer: &str, pos: u64) -> Written<()> {
+    c.prepare_cached(
+        "INSERT INTO log_cursors (consumer, pos, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (consumer) DO UPDATE SET pos = MAX(pos, excluded.pos), updated_at = excluded.updated_at",
+    )?
+    .execute(params![consumer, to_i64(pos), now_ms()])?;
+    Ok(((), Vec::new()))
+}
+
+/// Entries are deleted in slices, so that one prune never holds the writer for long.
+const PRUNE_SLICE: i64 = 50_000;
+
+pub(super) fn prune_log(c: &Connection) -> Written<u64> {
+    let done: Option<i64> =
+        c.prepare_cached("SELECT MIN(pos) FROM log_cursors")?.query_row([], |r| r.get(0))?;
+    let Some(done) = done else {
+        return Ok((0, Vec::new()));
+    };
+    let n = c
+        .prepare_cached(
+            "DELETE FROM event_log WHERE pos IN (SELECT pos FROM event_log WHERE pos <= ?1 ORDER BY pos LIMIT ?2)",
+        )?
+        .execute(params![done, PRUNE_SLICE])?;
+    Ok((n as u64, Vec::new()))
+}
+
+pub(super) fn lease(c: &Connection, name: &str, holder: &str, ttl_ms: u64) -> Written<bool> {
+    let now = now_ms();
+    let until = now.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+    let held: Option<String> = c
+        .prepare_cached(
+            "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+               WHERE leases.holder = excluded.holder OR leases.until < ?4
+             RETURNING holder",
+        )?
+        .query_row(params![name, holder, until, now], |r| r.get(0))
+        .optional()?;
+    Ok((held.as_deref() == Some(holder), Vec::new()))
 }
 
 pub(super) fn mark_read(c: &Connection, room: &str, user: &str, seq: u64) -> Written<u64> {

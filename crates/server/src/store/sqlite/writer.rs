@@ -3,7 +3,10 @@
 //! SQLite allows one writer at a time, and with `synchronous=FULL` each commit costs an fsync.
 //! So every write is a job sent to one thread, which takes all jobs waiting (up to a batch cap),
 //! runs them in one transaction, commits once, and only then answers
-//! the callers and emits their timeline events. Many concurrent sends share one fsync. A job
+//! the callers. Every timeline event a batch produced takes its place in the event log inside
+//! the same transaction, so the log is exactly the committed events, in commit order; once the
+//! commit is durable they are handed to the in-memory tail of the log and the log's head moves,
+//! which wakes the relay. Many concurrent sends share one fsync. A job
 //! that is refused wrote nothing (jobs check before they write), so its neighbours commit; a job
 //! that fails after writing, or a commit that fails, fails every job in the batch, so nothing is
 //! acknowledged that is not on disk.
@@ -13,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use switchboard_protocol::TimelineEvent;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::{StoreError, StoreResult};
+
+/// The log's last durable position, moved after each commit that logged something.
+pub(super) type LogHead = watch::Sender<u64>;
 
 /// What a job produced inside the transaction, and how to answer its caller after the commit.
 pub(super) struct Applied {
@@ -59,7 +65,7 @@ where
 pub(super) fn spawn(
     mut conn: Connection,
     mut jobs: mpsc::Receiver<Job>,
-    commits: mpsc::UnboundedSender<TimelineEvent>,
+    log: LogHead,
     max_batch: usize,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || {
@@ -73,7 +79,7 @@ pub(super) fn spawn(
                     Err(_) => break,
                 }
             }
-            run_batch(&mut conn, &mut batch, &commits);
+            run_batch(&mut conn, &mut batch, &log);
             if last_checkpoint.elapsed() >= WRITER_CHECKPOINT_EVERY {
                 finish_checkpoint(&conn);
                 last_checkpoint = Instant::now();
@@ -101,7 +107,19 @@ fn finish_checkpoint(conn: &Connection) {
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &mpsc::UnboundedSender<TimelineEvent>) {
+/// Gives each event of the batch its log position, in the open transaction; returns the last.
+fn log_events(conn: &Connection, applied: &[Applied]) -> rusqlite::Result<Option<u64>> {
+    let mut last = None;
+    let mut insert = conn.prepare_cached("INSERT INTO event_log (room_id, seq) VALUES (?1, ?2)")?;
+    for event in applied.iter().flat_map(|a| &a.events) {
+        let seq = i64::try_from(event.seq()).unwrap_or(i64::MAX);
+        insert.execute(rusqlite::params![event.room(), seq])?;
+        last = u64::try_from(conn.last_insert_rowid()).ok();
+    }
+    Ok(last)
+}
+
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, log: &LogHead) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "sqlite: cannot begin a write transaction");
         // Dropping the jobs unrun answers their callers with `Unavailable`.
@@ -119,6 +137,18 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &mpsc::Unboun
         torn |= !a.ok && conn.total_changes() != before;
         applied.push(a);
     }
+    let logged = if torn {
+        None
+    } else {
+        match log_events(conn, &applied) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "sqlite: cannot write the event log; rolling back the batch");
+                torn = true;
+                None
+            }
+        }
+    };
     if torn {
         tracing::error!("sqlite: a write failed halfway; rolling back its whole batch");
         if let Err(e) = conn.execute_batch("ROLLBACK") {
@@ -131,12 +161,10 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, commits: &mpsc::Unboun
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
+            if let Some(last) = logged {
+                log.send_replace(last);
+            }
             for a in applied {
-                for ev in a.events {
-                    // The receiver lives as long as the node; if it is gone we are shutting
-                    // down and the events are in the store for the next resume.
-                    let _ = commits.send(ev);
-                }
                 (a.finish)(Ok(()));
             }
         }
@@ -170,15 +198,25 @@ mod tests {
         })
     }
 
+    fn scratch() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER); CREATE TABLE event_log (pos INTEGER PRIMARY KEY, room_id TEXT, seq INTEGER);")
+            .unwrap();
+        conn
+    }
+
+    fn sink() -> LogHead {
+        watch::channel(0).0
+    }
+
     fn count(c: &Connection) -> i64 {
         c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap()
     }
 
     #[test]
     fn a_refused_job_leaves_its_neighbours_committed() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conn = scratch();
+        let tx = sink();
         let (a, ra) = insert(1, false, false);
         let (b, rb) = insert(2, false, true);
         let (c, rc) = insert(3, false, false);
@@ -191,9 +229,8 @@ mod tests {
 
     #[test]
     fn a_job_failing_after_a_write_undoes_its_whole_batch() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conn = scratch();
+        let tx = sink();
         let (a, ra) = insert(1, false, false);
         let (b, rb) = insert(2, true, false);
         run_batch(&mut conn, &mut vec![a, b], &tx);

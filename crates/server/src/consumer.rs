@@ -1,0 +1,302 @@
+//! Log consumers: workers that read the store's event log by cursor (the relay that publishes
+//! to the bus now; the search indexer, notifier and webhooks later).
+//!
+//! Each consumer runs on every node, but only the holder of its lease reads: one reader per
+//! cluster, and when its node dies another takes over once the lease runs out. The reader
+//! starts from the consumer's durable cursor and saves it as it goes (at most every
+//! `save_every`), so after a crash it repeats at most that much: delivery is at-least-once, and
+//! consumers dedupe by the event's position or its room and `seq`. A fresh commit wakes the
+//! reader through [`Store::log_watch`] (no poll on the fast path); a poll every `poll` catches
+//! wake-ups it cannot get (another node's commits on a backend that does not announce them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{LoggedEvent, Store};
+
+/// What a consumer does with the events it reads.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Handles a batch, in log order. An error leaves the cursor before the batch, which is
+    /// handed over again after a backoff, so a handler must be idempotent.
+    async fn handle(&mut self, events: &[LoggedEvent]) -> Result<(), String>;
+}
+
+/// How a consumer reads.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The consumer's name: its cursor and lease.
+    pub name: &'static str,
+    /// This node, as the lease holder.
+    pub holder: String,
+    /// How long the lease lasts unrenewed: how soon another node takes over after a crash.
+    pub lease_ttl: Duration,
+    /// Events per read.
+    pub batch: u32,
+    /// Most time between cursor saves while events flow.
+    pub save_every: Duration,
+    /// Longest wait without a wake-up before reading again.
+    pub poll: Duration,
+    /// Whether this consumer also prunes the log of what every consumer has finished with.
+    pub prune: bool,
+}
+
+/// How often the pruning consumer trims the log.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait after a failed read or a failed batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Reads the log for `consumer` until `stop` is cancelled; saves the cursor before returning.
+pub async fn run(
+    store: Arc<dyn Store>,
+    cfg: ConsumerConfig,
+    mut consumer: impl Consumer,
+    stop: CancellationToken,
+) {
+    let mut wake = store.log_watch();
+    let mut reader = Reader { store: store.clone(), cfg: cfg.clone(), cursor: None, saved: None };
+    let renew_every = cfg.lease_ttl / 3;
+    let mut renew_at = Instant::now();
+    let mut held = false;
+    let mut backoff = Duration::from_millis(50);
+    let mut last_save = Instant::now();
+    let mut prune_at = Instant::now() + PRUNE_EVERY;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        if Instant::now() >= renew_at {
+            let now_held = matches!(store.lease(cfg.name, &cfg.holder, ms(cfg.lease_ttl)).await, Ok(true));
+            if now_held && !held {
+                tracing::info!(consumer = cfg.name, holder = %cfg.holder, "log consumer: lease taken");
+                // Whoever held it before may have moved the cursor on.
+                reader.cursor = None;
+            } else if held && !now_held {
+                tracing::warn!(consumer = cfg.name, "log consumer: lease lost");
+            }
+            held = now_held;
+            renew_at = Instant::now() + renew_every;
+        }
+        if !held {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(renew_at) => {}
+            }
+            continue;
+        }
+        if cfg.prune && Instant::now() >= prune_at {
+            prune_at = Instant::now() + PRUNE_EVERY;
+            match store.prune_log().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(entries = n, "event log pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning the event log failed"),
+            }
+        }
+        let events = match reader.next().await {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(consumer = cfg.name, error = %e, "log consumer: read failed");
+                backoff = pause(&stop, backoff).await;
+                continue;
+            }
+        };
+        let Some(last) = events.last().map(|e| e.pos) else {
+            reader.save().await;
+            last_save = Instant::now();
+            let wait_until = renew_at.min(Instant::now() + cfg.poll);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep_until(wait_until) => {}
+            }
+            continue;
+        };
+        match consumer.handle(&events).await {
+            Ok(()) => {
+                reader.cursor = Some(last);
+                backoff = Duration::from_millis(50);
+                if last_save.elapsed() >= cfg.save_every {
+                    reader.save().await;
+                    last_save = Instant::now();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(consumer = cfg.name, error = %e, "log consumer: batch failed; retrying");
+                backoff = pause(&stop, backoff).await;
+            }
+        }
+    }
+    if held {
+        reader.save().await;
+    }
+}
+
+/// The consumer's place in the log.
+struct Reader {
+    store: Arc<dyn Store>,
+    cfg: ConsumerConfig,
+    /// Last position handled; `None` until read from the store (after taking the lease).
+    cursor: Option<u64>,
+    /// Last position saved.
+    saved: Option<u64>,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Result<Vec<LoggedEvent>, crate::store::StoreError> {
+        let after = match self.cursor {
+            Some(c) => c,
+            None => {
+                let c = match self.store.cursor(self.cfg.name).await? {
+                    Some(c) => c,
+                    // A consumer new to this log starts at its end, not at its history.
+                    None => self.store.log_head().await?,
+                };
+                self.cursor = Some(c);
+                self.saved = Some(c);
+                c
+            }
+        };
+        self.store.events_after(after, self.cfg.batch).await
+    }
+
+    async fn save(&mut self) {
+        let Some(pos) = self.cursor.filter(|c| self.saved != Some(*c)) else {
+            return;
+        };
+        match self.store.save_cursor(self.cfg.name, pos).await {
+            Ok(()) => self.saved = Some(pos),
+            Err(e) => tracing::warn!(consumer = self.cfg.name, error = %e, "saving the log cursor failed"),
+        }
+    }
+}
+
+/// Waits `backoff` (or until stopped) and returns the next, doubled up to [`MAX_BACKOFF`].
+async fn pause(stop: &CancellationToken, backoff: Duration) -> Duration {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(backoff) => {}
+    }
+    (backoff * 2).min(MAX_BACKOFF)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::bus::local::LocalBus;
+    use crate::bus::{Bus, BusEvent, Topic};
+    use crate::gateway::relay::Relay;
+    use crate::metrics::Metrics;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+    use crate::store::{NewMessage, NewRoom};
+    use switchboard_protocol::RoomKind;
+
+    fn config(holder: &str) -> ConsumerConfig {
+        ConsumerConfig {
+            name: "relay",
+            holder: holder.into(),
+            lease_ttl: Duration::from_millis(400),
+            batch: 3,
+            save_every: Duration::from_secs(3600),
+            poll: Duration::from_millis(50),
+            prune: false,
+        }
+    }
+
+    /// A bus that records the `seq` of every room event it carries.
+    async fn recording_bus(room: &str) -> (Arc<dyn Bus>, Arc<Mutex<Vec<u64>>>) {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::standalone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        bus.set_handler(Arc::new(move |ev: BusEvent| {
+            if matches!(ev.topic, Topic::Room(_)) {
+                sink.lock().unwrap().push(ev.seq);
+            }
+        }));
+        bus.subscribe(&Topic::Room(room.to_owned())).await.unwrap();
+        (bus, seen)
+    }
+
+    async fn send(store: &Arc<dyn Store>, room: &str, author: &str, key: &str) {
+        let msg = NewMessage {
+            room: room.into(),
+            author: author.into(),
+            client_msg_id: key.into(),
+            body: key.into(),
+        };
+        store.append(msg).await.unwrap();
+    }
+
+    async fn wait_for(seen: &Arc<Mutex<Vec<u64>>>, n: usize) -> Vec<u64> {
+        for _ in 0..200 {
+            let now = seen.lock().unwrap().clone();
+            if now.len() >= n {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("only {:?} published", seen.lock().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_made_while_no_relay_ran_are_published_from_the_log_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
+        );
+        let author = store.create_user("a", "h").await.unwrap().id;
+        let new =
+            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
+        let room = store.create_room(new).await.unwrap().room.id;
+        // Committed with no relay running: as if the node died between commit and publish.
+        for i in 0..4 {
+            send(&store, &room, &author, &format!("m{i}")).await;
+        }
+        let (bus, seen) = recording_bus(&room).await;
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let relay = Relay { bus: bus.clone(), metrics: metrics.clone() };
+        let task = tokio::spawn(run(store.clone(), config("node-a"), relay, stop.clone()));
+        assert_eq!(wait_for(&seen, 5).await, vec![1, 2, 3, 4, 5], "the join and four messages, in order");
+        // Live commits wake it at once.
+        send(&store, &room, &author, "live").await;
+        assert_eq!(wait_for(&seen, 6).await, vec![1, 2, 3, 4, 5, 6]);
+        stop.cancel();
+        task.await.unwrap();
+
+        // The same node restarted: it goes on from its saved cursor, repeating nothing.
+        send(&store, &room, &author, "after restart").await;
+        let stop = CancellationToken::new();
+        let relay = Relay { bus: bus.clone(), metrics: metrics.clone() };
+        let task = tokio::spawn(run(store.clone(), config("node-a"), relay, stop.clone()));
+        assert_eq!(wait_for(&seen, 7).await, vec![1, 2, 3, 4, 5, 6, 7]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(seen.lock().unwrap().len(), 7, "nothing published twice");
+
+        // Killed without saving its cursor: another node takes over once the lease runs out and
+        // publishes everything from the last saved cursor on (at least once; receivers drop
+        // what they have by seq), so nothing is missed.
+        task.abort();
+        let _ = task.await;
+        send(&store, &room, &author, "orphaned").await;
+        let stop = CancellationToken::new();
+        let relay = Relay { bus: bus.clone(), metrics };
+        let task = tokio::spawn(run(store.clone(), config("node-b"), relay, stop.clone()));
+        let after = wait_for(&seen, 8).await;
+        assert_eq!(after.last(), Some(&8));
+        let mut distinct = after.clone();
+        distinct.dedup();
+        assert_eq!(distinct, (1..=8).collect::<Vec<_>>());
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
