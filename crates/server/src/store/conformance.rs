@@ -10,11 +10,12 @@ use switchboard_protocol::{AddPolicy, MemberChange, Role, RoomKind, TimelineEven
 
 use super::{AddOutcome, HistoryPage, NewMessage, NewRoom, Store, StoreError};
 
-/// Generates one `#[tokio::test]` per contract check for a store factory.
+/// Generates one `#[tokio::test]` per contract check for a store factory, with any extra
+/// attributes given (`#[ignore = "…"]` for a store that needs a server).
 #[macro_export]
 macro_rules! store_conformance {
-    ($factory:path) => {
-        $crate::store_conformance!(@tests $factory,
+    ($factory:path $(, #[$attr:meta])*) => {
+        $crate::store_conformance!(@tests $factory, [$(#[$attr])*],
             users_register_and_look_up,
             external_users_are_created_once,
             rooms_are_created_with_member_events,
@@ -41,14 +42,42 @@ macro_rules! store_conformance {
             a_removed_member_cannot_read_through_an_old_key
         );
     };
-    (@tests $factory:path, $($name:ident),+) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (_guard, store) = $factory().await;
-                $crate::store::conformance::$name(store).await;
-            }
-        )+
+    (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
+        $( $crate::store_conformance!(@one $factory, $attrs, $name); )+
+    };
+    (@one $factory:path, [$($attr:tt)*], $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $name() {
+            let (_guard, store) = $factory().await;
+            $crate::store::conformance::$name(store).await;
+        }
+    };
+}
+
+/// Generates the checks that need two handles on one database (two nodes) for a factory
+/// returning `(guard, first, second)`.
+#[macro_export]
+macro_rules! store_concurrency {
+    ($factory:path $(, #[$attr:meta])*) => {
+        $crate::store_concurrency!(@tests $factory, [$(#[$attr])*],
+            two_nodes_keep_each_room_gap_free,
+            one_key_sent_to_two_nodes_is_one_message,
+            one_dm_created_on_two_nodes_is_one_room,
+            one_external_user_seen_on_two_nodes_is_one_user,
+            crossed_batches_over_the_same_rooms_all_commit
+        );
+    };
+    (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
+        $( $crate::store_concurrency!(@one $factory, $attrs, $name); )+
+    };
+    (@one $factory:path, [$($attr:tt)*], $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $name() {
+            let (_guard, a, b) = $factory().await;
+            $crate::store::conformance::$name(a, b).await;
+        }
     };
 }
 
@@ -714,4 +743,130 @@ pub(crate) async fn queued_appends_commit_in_queue_order(store: Arc<dyn Store>) 
         last = seq;
     }
     noise.await.unwrap();
+}
+
+// ---- two handles on one database ("two nodes") ----
+
+/// The room's timeline from the store, as `seq`s.
+async fn seqs(store: &Arc<dyn Store>, room: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.timeline(room, out.last().copied().unwrap_or(0), 500).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page.iter().map(TimelineEvent::seq));
+    }
+}
+
+pub(crate) async fn two_nodes_keep_each_room_gap_free(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let alice = user(&a, "alice").await;
+    let r = room(&a, &alice, RoomKind::Private, &[]).await;
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let (store, r, alice) = (if t % 2 == 0 { a.clone() } else { b.clone() }, r.clone(), alice.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..25 {
+                got.push(send(&store, &r, &alice, &format!("{t}-{i}")).await.unwrap().message.seq);
+            }
+            got
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "one sender's messages keep their order");
+        acked.extend(got);
+    }
+    acked.sort_unstable();
+    assert_eq!(acked, (2..=151).collect::<Vec<_>>(), "every seq taken once");
+    assert_eq!(seqs(&a, &r).await, (1..=151).collect::<Vec<_>>());
+    assert_eq!(seqs(&b, &r).await, (1..=151).collect::<Vec<_>>());
+    let logged: Vec<u64> = a
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event.room() == r)
+        .map(|e| e.event.seq())
+        .collect();
+    assert_eq!(logged, (1..=151).collect::<Vec<_>>(), "the log has each event once, in seq order");
+}
+
+pub(crate) async fn one_key_sent_to_two_nodes_is_one_message(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let alice = user(&a, "alice").await;
+    let r = room(&a, &alice, RoomKind::Private, &[]).await;
+    for i in 0..20 {
+        let key = format!("same-{i}");
+        let (x, y) = tokio::join!(send(&a, &r, &alice, &key), send(&b, &r, &alice, &key));
+        let (x, y) = (x.expect("first node acks"), y.expect("second node acks (the idempotent path)"));
+        assert_eq!((x.message.id.as_str(), x.message.seq), (y.message.id.as_str(), y.message.seq));
+        assert!(x.created != y.created, "exactly one of the two created it");
+    }
+    assert_eq!(seqs(&a, &r).await, (1..=21).collect::<Vec<_>>(), "twenty messages, no seq spent twice");
+}
+
+pub(crate) async fn one_dm_created_on_two_nodes_is_one_room(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    for i in 0..10 {
+        let x = user(&a, &format!("x{i}")).await;
+        let y = user(&a, &format!("y{i}")).await;
+        let dm = |creator: &str, other: &str| NewRoom {
+            creator: creator.to_owned(),
+            name: String::new(),
+            kind: RoomKind::Dm,
+            members: vec![other.to_owned()],
+        };
+        let (p, q) = tokio::join!(a.create_room(dm(&x, &y)), b.create_room(dm(&y, &x)));
+        let (p, q) = (p.expect("dm on the first node"), q.expect("dm on the second node"));
+        assert_eq!(p.room.id, q.room.id, "one dm for the pair");
+        assert!(p.created != q.created, "exactly one created it");
+        let members = a.members(&p.room.id).await.unwrap();
+        assert_eq!(members.len(), 2);
+    }
+}
+
+pub(crate) async fn one_external_user_seen_on_two_nodes_is_one_user(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    for i in 0..10 {
+        let id = format!("ext-{i}");
+        let names = vec![format!("ext{i}"), format!("ext{i}-2")];
+        let (p, q) = tokio::join!(a.ensure_external_user(&id, &names), b.ensure_external_user(&id, &names));
+        let (p, q) = (p.expect("first node"), q.expect("second node"));
+        assert_eq!(p.user, q.user, "one user for the id");
+        assert_eq!(p.user.username, format!("ext{i}"));
+    }
+}
+
+pub(crate) async fn crossed_batches_over_the_same_rooms_all_commit(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    let alice = user(&a, "alice").await;
+    let rooms =
+        [room(&a, &alice, RoomKind::Private, &[]).await, room(&a, &alice, RoomKind::Private, &[]).await];
+    // Each node pipelines sends to both rooms in opposite orders, so their batches want the
+    // same rows the other way round.
+    let mut tasks = Vec::new();
+    for (n, store) in [a.clone(), b.clone()].into_iter().enumerate() {
+        let (rooms, alice) = (rooms.clone(), alice.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut pending = Vec::new();
+            for i in 0..60 {
+                let r = &rooms[(i + n) % 2];
+                let msg = NewMessage {
+                    room: r.clone(),
+                    author: alice.clone(),
+                    client_msg_id: format!("{n}-{i}"),
+                    body: "x".into(),
+                };
+                pending.push(store.queue_append(msg).await.unwrap());
+            }
+            for p in pending {
+                p.await.expect("committed");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for r in &rooms {
+        assert_eq!(seqs(&a, r).await, (1..=61).collect::<Vec<_>>());
+    }
 }

@@ -9,6 +9,7 @@
 //! worker read it by cursor, so a crash between a commit and its fanout loses nothing.
 
 pub mod log;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -22,7 +23,7 @@ use tokio::sync::watch;
 pub use log::LoggedEvent;
 
 /// Why a store call failed. Callers map these once to client-facing codes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The thing does not exist, or the caller may not know that it does.
     #[error("not found")]

@@ -432,6 +432,18 @@ mod tests {
 
     crate::store_conformance!(open_temp);
 
+    /// Two handles on one database file, each with its own writer: SQLite serializes their
+    /// transactions on its file lock.
+    async fn open_two() -> (tempfile::TempDir, Arc<dyn Store>, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = SqliteOptions { path: dir.path().join("t.db"), max_batch: 256 };
+        let a = SqliteStore::open(&opts).expect("open");
+        let b = SqliteStore::open(&opts).expect("open again");
+        (dir, Arc::new(a), Arc::new(b))
+    }
+
+    crate::store_concurrency!(open_two);
+
     #[tokio::test]
     async fn reopening_keeps_data_and_does_not_rerun_migrations() {
         let dir = tempfile::tempdir().unwrap();
