@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::bus::local::LocalBus;
-use crate::config::Config;
+use crate::config::{Config, StoreUrl, redact};
 use crate::consumer::{self, ConsumerConfig};
 use crate::gateway::hub::Hub;
 use crate::gateway::relay;
@@ -23,6 +23,7 @@ use crate::limits::Limits;
 use crate::listener::{self, ListenerConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// What every handler and session shares.
@@ -53,15 +54,32 @@ pub struct AppState {
 }
 
 /// Opens the backends the configuration names.
-fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
-    let path = cfg.sqlite_path()?;
-    let store = SqliteStore::open(&SqliteOptions { path: path.clone(), max_batch: cfg.commit_batch })
-        .with_context(|| format!("opening the SQLite store at {}", path.display()))?;
+async fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)> {
+    let store: Arc<dyn Store> = match cfg.store_url()? {
+        StoreUrl::Sqlite(path) => Arc::new(
+            SqliteStore::open(&SqliteOptions { path: path.clone(), max_batch: cfg.commit_batch })
+                .with_context(|| format!("opening the SQLite store at {}", path.display()))?,
+        ),
+        StoreUrl::Postgres(url) => {
+            let opts = PgOptions {
+                url: url.clone(),
+                pool_size: cfg.pg_pool_size,
+                max_batch: cfg.commit_batch,
+                schema: None,
+                connect_timeout: Duration::from_millis(cfg.store_timeout_ms),
+            };
+            Arc::new(
+                PgStore::open(&opts)
+                    .await
+                    .with_context(|| format!("opening the PostgreSQL store at {}", redact(&url)))?,
+            )
+        }
+    };
     let bus: Arc<dyn Bus> = match cfg.bus.as_str() {
         "local" => Arc::new(LocalBus::standalone()),
         other => anyhow::bail!("unsupported bus `{other}`"),
     };
-    Ok((Arc::new(store), bus))
+    Ok((store, bus))
 }
 
 /// A running node.
@@ -82,7 +100,7 @@ pub struct Server {
 impl Server {
     /// Opens the backends, binds the listener and starts serving.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
-        let (store, bus) = backends(&cfg)?;
+        let (store, bus) = backends(&cfg).await?;
         let auth = Auth::from_config(&cfg).context("setting up tokens")?;
         let node: Arc<str> = Arc::from(cfg.node_name());
         let hub = Hub::new(bus.clone(), cfg.max_sessions_per_user);
@@ -94,7 +112,9 @@ impl Server {
                 name: "relay",
                 holder: node.to_string(),
                 lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
-                batch: 512,
+                // Well under a session's queue (`send_queue`, 1024 by default): a relay catching
+                // up publishes a batch at once, and a burst must not cut readers that keep up.
+                batch: 256,
                 save_every: Duration::from_millis(200),
                 poll: Duration::from_millis(500),
                 prune: true,

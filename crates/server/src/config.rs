@@ -17,8 +17,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for the embedded database and the generated token secret.
     pub data: PathBuf,
-    /// Store URL; `sqlite://PATH` (default: `<data>/switchboard.db`).
+    /// Store URL: `sqlite://PATH` (default: `<data>/switchboard.db`) or `postgres://…`.
     pub store: Option<String>,
+    /// Connections each node keeps to PostgreSQL.
+    pub pg_pool_size: usize,
+    /// Longest wait for a database connection: how fast calls fail while it is unreachable.
+    pub store_timeout_ms: u64,
     /// Bus: `local` (in-process).
     pub bus: String,
     /// This node's name in a cluster (logs, metrics, `/readyz`, leases); a random one per start
@@ -108,6 +112,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data: PathBuf::from("./data"),
             store: None,
+            pg_pool_size: 16,
+            store_timeout_ms: 2_000,
             bus: "local".into(),
             node_id: None,
             lease_ttl_ms: 3_000,
@@ -201,7 +207,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_DATA")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<PathBuf>,
-    /// Store URL, `sqlite://PATH` [default: sqlite://<data>/switchboard.db].
+    /// Connections to PostgreSQL per node [default: 16].
+    #[arg(long, env = "SWITCHBOARD_PG_POOL_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pg_pool_size: Option<usize>,
+    /// Longest wait for a database connection, in ms [default: 2000].
+    #[arg(long, env = "SWITCHBOARD_STORE_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_timeout_ms: Option<u64>,
+    /// Store URL, `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`
+    /// [default: sqlite://<data>/switchboard.db].
     #[arg(long, env = "SWITCHBOARD_STORE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
@@ -426,7 +441,21 @@ impl Config {
         if self.request_head_timeout_ms < 100 || self.request_body_timeout_ms < 100 {
             return bad("request_head_timeout_ms and request_body_timeout_ms must be at least 100");
         }
-        self.sqlite_path()?;
+        if let StoreUrl::Postgres(_) = self.store_url()? {
+            // Every node of a cluster must sign and check tokens with the same secret; one it
+            // made up for itself would sign tokens the others refuse.
+            if self.jwt_secret.is_none() {
+                return bad(
+                    "a node on PostgreSQL needs the cluster's shared jwt_secret (SWITCHBOARD_JWT_SECRET)",
+                );
+            }
+            if self.pg_pool_size < 2 {
+                return bad("pg_pool_size must be at least 2");
+            }
+        }
+        if self.store_timeout_ms < 100 {
+            return bad("store_timeout_ms must be at least 100");
+        }
         Ok(())
     }
 
@@ -450,17 +479,43 @@ impl Config {
         }
     }
 
-    /// The SQLite database file this configuration selects.
-    pub fn sqlite_path(&self) -> Result<PathBuf, ConfigError> {
-        match &self.store {
-            None => Ok(self.data.join("switchboard.db")),
-            Some(url) => match url.strip_prefix("sqlite://") {
-                Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-                _ => Err(ConfigError::Invalid(format!(
-                    "store `{url}` is not supported: use sqlite://PATH (PostgreSQL comes with scale-out)"
-                ))),
-            },
+    /// The store this configuration selects.
+    pub fn store_url(&self) -> Result<StoreUrl, ConfigError> {
+        let Some(url) = &self.store else {
+            return Ok(StoreUrl::Sqlite(self.data.join("switchboard.db")));
+        };
+        if let Some(path) = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url.clone()));
+        }
+        Err(ConfigError::Invalid(format!(
+            "store `{}` is not supported: use sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            redact(url)
+        )))
+    }
+}
+
+/// A configured store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded store in this file.
+    Sqlite(PathBuf),
+    /// PostgreSQL at this URL.
+    Postgres(String),
+}
+
+/// A URL without the password it may carry, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{}{user}{hidden}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -500,5 +555,20 @@ mod tests {
         assert!(args.resolve().unwrap_err().to_string().contains("max_connections_per_ip"));
         let args = ServeArgs { registration: Some("maybe".into()), ..Default::default() };
         assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn a_node_on_postgres_needs_the_clusters_secret() {
+        let url = "postgres://app:hunter2@db.internal:5432/chat";
+        let args = ServeArgs { store: Some(url.into()), ..Default::default() };
+        let err = args.resolve().unwrap_err().to_string();
+        assert!(err.contains("jwt_secret"), "{err}");
+        let args =
+            ServeArgs { store: Some(url.into()), jwt_secret: Some("s".repeat(32)), ..Default::default() };
+        assert_eq!(args.resolve().unwrap().store_url().unwrap(), StoreUrl::Postgres(url.into()));
+        assert_eq!(redact(url), "postgres://app:***@db.internal:5432/chat");
+        assert_eq!(redact("postgres://app@db/chat"), "postgres://app@db/chat");
+        let args = ServeArgs { store: Some("redis://u:pw@x".into()), ..Default::default() };
+        assert!(!args.resolve().unwrap_err().to_string().contains("pw"), "no password in errors");
     }
 }

@@ -3,10 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use switchboard_protocol::codes::error as code;
+use serde::Serialize;
 
 use crate::app::AppState;
-use crate::error::ApiError;
 
 /// 200 while the process runs.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up")))]
@@ -14,20 +13,48 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// 200 when the store and bus answer and the node is not draining; 503 otherwise.
+/// What `/readyz` says: the node, and each backend.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`, `draining` or `unavailable`.
+    pub status: &'static str,
+    /// This node's id (`--node-id`).
+    pub node: String,
+    /// `ok`, or why the store does not answer.
+    pub store: String,
+    /// `ok`, or why the bus does not answer.
+    pub bus: String,
+}
+
+/// 200 when the store and bus answer and the node is not draining; 503 otherwise. The body
+/// names the node and says how each backend is, so a load balancer's health check and an
+/// operator read the same thing.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready"), (status = 503, body = switchboard_protocol::rest::ErrorBody)))]
+    responses((status = 200, body = Readiness, description = "Ready"), (status = 503, body = Readiness, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
-    if state.shutdown.is_cancelled() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::DRAINING, "draining").into_response();
+    let (store, bus) = tokio::join!(state.store.ping(), state.bus.ping());
+    let draining = state.shutdown.is_cancelled();
+    let status = match (&store, &bus) {
+        _ if draining => "draining",
+        (Ok(()), Ok(())) => "ready",
+        _ => "unavailable",
+    };
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "store not ready");
     }
-    if let Err(e) = state.store.ping().await {
-        return ApiError::from(e).into_response();
-    }
-    if let Err(e) = state.bus.ping().await {
+    if let Err(e) = &bus {
         tracing::warn!(error = %e, "bus not ready");
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::UNAVAILABLE, "bus unavailable")
-            .into_response();
     }
-    "ready".into_response()
+    let body = Readiness {
+        status,
+        node: state.node.to_string(),
+        // Only the kind of failure: causes (hosts, errors) stay in the logs.
+        store: store.map_or_else(
+            |e| if e.is_retryable() { "unavailable".into() } else { "failed".into() },
+            |()| "ok".into(),
+        ),
+        bus: bus.map_or_else(|_| "unavailable".into(), |()| "ok".into()),
+    };
+    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(body)).into_response()
 }
