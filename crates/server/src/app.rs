@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::bus::local::LocalBus;
+use crate::bus::nats::{NatsBus, NatsOptions};
 use crate::config::{Config, StoreUrl, redact};
 use crate::consumer::{self, ConsumerConfig};
 use crate::gateway::hub::Hub;
@@ -77,7 +78,18 @@ async fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)
     };
     let bus: Arc<dyn Bus> = match cfg.bus.as_str() {
         "local" => Arc::new(LocalBus::standalone()),
-        other => anyhow::bail!("unsupported bus `{other}`"),
+        url => {
+            let opts = NatsOptions {
+                url: url.to_owned(),
+                prefix: cfg.nats_prefix.clone(),
+                timeout: Duration::from_millis(cfg.bus_timeout_ms),
+            };
+            Arc::new(
+                NatsBus::connect(&opts)
+                    .await
+                    .with_context(|| format!("connecting to NATS at {}", redact(url)))?,
+            )
+        }
     };
     Ok((store, bus))
 }
@@ -104,6 +116,7 @@ impl Server {
         let auth = Auth::from_config(&cfg).context("setting up tokens")?;
         let node: Arc<str> = Arc::from(cfg.node_name());
         let hub = Hub::new(bus.clone(), cfg.max_sessions_per_user);
+        hub.start().await.context("subscribing to the bus's control topic")?;
         let metrics = Arc::new(Metrics::new());
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(consumer::run(

@@ -23,8 +23,12 @@ pub struct Config {
     pub pg_pool_size: usize,
     /// Longest wait for a database connection: how fast calls fail while it is unreachable.
     pub store_timeout_ms: u64,
-    /// Bus: `local` (in-process).
+    /// Bus: `local` (in-process) or `nats://HOST:PORT`.
     pub bus: String,
+    /// First token of every NATS subject: clusters sharing one NATS use different ones.
+    pub nats_prefix: String,
+    /// Longest wait for the bus to connect or answer.
+    pub bus_timeout_ms: u64,
     /// This node's name in a cluster (logs, metrics, `/readyz`, leases); a random one per start
     /// when unset.
     pub node_id: Option<String>,
@@ -115,6 +119,8 @@ impl Default for Config {
             pg_pool_size: 16,
             store_timeout_ms: 2_000,
             bus: "local".into(),
+            nats_prefix: "sb".into(),
+            bus_timeout_ms: 2_000,
             node_id: None,
             lease_ttl_ms: 3_000,
             jwt_secret: None,
@@ -220,6 +226,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_STORE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Bus: `local` or `nats://HOST:PORT` [default: local].
+    #[arg(long, env = "SWITCHBOARD_BUS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+    /// First token of every NATS subject [default: sb].
+    #[arg(long, env = "SWITCHBOARD_NATS_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_prefix: Option<String>,
+    /// Longest wait for the bus to connect or answer, in ms [default: 2000].
+    #[arg(long, env = "SWITCHBOARD_BUS_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus_timeout_ms: Option<u64>,
     /// This node's name in a cluster [default: random per start].
     #[arg(long, env = "SWITCHBOARD_NODE_ID")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -453,8 +471,16 @@ impl Config {
                 return bad("pg_pool_size must be at least 2");
             }
         }
-        if self.store_timeout_ms < 100 {
-            return bad("store_timeout_ms must be at least 100");
+        if self.store_timeout_ms < 100 || self.bus_timeout_ms < 100 {
+            return bad("store_timeout_ms and bus_timeout_ms must be at least 100");
+        }
+        if self.bus != "local" && !self.bus.starts_with("nats://") {
+            return bad("bus must be `local` or nats://HOST:PORT");
+        }
+        if self.nats_prefix.is_empty()
+            || !self.nats_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad("nats_prefix must be letters, digits, '_' or '-'");
         }
         Ok(())
     }

@@ -222,7 +222,7 @@ mod tests {
                 sink.lock().unwrap().push(ev.seq);
             }
         }));
-        bus.subscribe(&Topic::Room(room.to_owned())).await.unwrap();
+        bus.subscribe(&[Topic::Room(room.to_owned())]).await.unwrap();
         (bus, seen)
     }
 

@@ -7,28 +7,31 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchboard_protocol::MemberChange;
 
-use super::{Bus, BusEvent, Topic};
+use super::{Bus, BusEvent, Control, Topic};
 
 /// Generates one `#[tokio::test]` per contract check for a bus factory.
 #[macro_export]
 macro_rules! bus_conformance {
-    ($factory:path) => {
-        $crate::bus_conformance!(@tests $factory,
+    ($factory:path $(, #[$attr:meta])*) => {
+        $crate::bus_conformance!(@tests $factory, [$(#[$attr])*],
             delivers_only_subscribed_rooms_to_every_node,
             preserves_publish_order_per_room,
             unsubscribe_stops_delivery,
             user_topics_are_separate_from_room_topics,
-            events_arrive_intact
+            events_arrive_intact,
+            many_topics_subscribe_at_once_and_control_reaches_every_node
         );
     };
-    (@tests $factory:path, $($name:ident),+) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let (_guard, node) = $factory().await;
-                $crate::bus::conformance::$name(&node).await;
-            }
-        )+
+    (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
+        $( $crate::bus_conformance!(@one $factory, $attrs, $name); )+
+    };
+    (@one $factory:path, [$($attr:tt)*], $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $name() {
+            let (_guard, node) = $factory().await;
+            $crate::bus::conformance::$name(&node).await;
+        }
     };
 }
 
@@ -82,9 +85,9 @@ async fn settle() {
 pub(crate) async fn delivers_only_subscribed_rooms_to_every_node(node: &impl Fn() -> Arc<dyn Bus>) {
     let (a, b, c) = (node(), node(), node());
     let (seen_a, seen_b, seen_c) = (recorder(&a), recorder(&b), recorder(&c));
-    a.subscribe(&room("r1")).await.unwrap();
-    b.subscribe(&room("r1")).await.unwrap();
-    c.subscribe(&room("r2")).await.unwrap();
+    a.subscribe(&[room("r1")]).await.unwrap();
+    b.subscribe(&[room("r1")]).await.unwrap();
+    c.subscribe(&[room("r2")]).await.unwrap();
     a.publish(event("r1", 1)).await.unwrap();
     assert_eq!(wait_for(&seen_a, 1).await.len(), 1, "the publisher's own node receives");
     assert_eq!(wait_for(&seen_b, 1).await.len(), 1, "another subscribed node receives");
@@ -97,7 +100,7 @@ pub(crate) async fn preserves_publish_order_per_room(node: &impl Fn() -> Arc<dyn
     let (a, b) = (node(), node());
     let seen = recorder(&b);
     a.set_handler(Arc::new(|_| {}));
-    b.subscribe(&room("room")).await.unwrap();
+    b.subscribe(&[room("room")]).await.unwrap();
     for seq in 1..=500 {
         a.publish(event("room", seq)).await.unwrap();
     }
@@ -109,15 +112,15 @@ pub(crate) async fn preserves_publish_order_per_room(node: &impl Fn() -> Arc<dyn
 pub(crate) async fn unsubscribe_stops_delivery(node: &impl Fn() -> Arc<dyn Bus>) {
     let a = node();
     let seen = recorder(&a);
-    a.subscribe(&room("r")).await.unwrap();
+    a.subscribe(&[room("r")]).await.unwrap();
     a.publish(event("r", 1)).await.unwrap();
     wait_for(&seen, 1).await;
-    a.unsubscribe(&room("r")).await.unwrap();
+    a.unsubscribe(&[room("r")]).await.unwrap();
     a.publish(event("r", 2)).await.unwrap();
     settle().await;
     let seqs: Vec<u64> = seen.lock().unwrap().iter().map(|e| e.seq).collect();
     assert_eq!(seqs, vec![1]);
-    a.subscribe(&room("r")).await.unwrap();
+    a.subscribe(&[room("r")]).await.unwrap();
     a.publish(event("r", 3)).await.unwrap();
     assert_eq!(wait_for(&seen, 2).await.last().map(|e| e.seq), Some(3));
 }
@@ -126,7 +129,7 @@ pub(crate) async fn events_arrive_intact(node: &impl Fn() -> Arc<dyn Bus>) {
     let (a, b) = (node(), node());
     a.set_handler(Arc::new(|_| {}));
     let seen = recorder(&b);
-    b.subscribe(&room("room-é")).await.unwrap();
+    b.subscribe(&[room("room-é")]).await.unwrap();
     let sent = BusEvent {
         topic: room("room-é"),
         room: "room-é".into(),
@@ -147,7 +150,7 @@ pub(crate) async fn user_topics_are_separate_from_room_topics(node: &impl Fn() -
     let (a, b) = (node(), node());
     a.set_handler(Arc::new(|_| {}));
     let seen = recorder(&b);
-    b.subscribe(&Topic::User("u1".into())).await.unwrap();
+    b.subscribe(&[Topic::User("u1".into())]).await.unwrap();
     let mut ev = event("r", 3);
     a.publish(ev.clone()).await.unwrap();
     ev.topic = Topic::User("u1".into());
@@ -158,4 +161,41 @@ pub(crate) async fn user_topics_are_separate_from_room_topics(node: &impl Fn() -
     let got = wait_for(&seen, 1).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].topic, Topic::User("u1".into()));
+}
+
+pub(crate) async fn many_topics_subscribe_at_once_and_control_reaches_every_node(
+    node: &impl Fn() -> Arc<dyn Bus>,
+) {
+    let (a, b, c) = (node(), node(), node());
+    a.set_handler(Arc::new(|_| {}));
+    let (seen_b, seen_c) = (recorder(&b), recorder(&c));
+    let rooms: Vec<Topic> = (0..50).map(|i| room(&format!("many-{i}"))).collect();
+    let mut topics = rooms.clone();
+    topics.push(Topic::Control);
+    b.subscribe(&topics).await.unwrap();
+    c.subscribe(&[Topic::Control]).await.unwrap();
+    for (i, t) in rooms.iter().enumerate() {
+        let mut ev = event(&format!("many-{i}"), i as u64 + 1);
+        ev.topic = t.clone();
+        a.publish(ev).await.unwrap();
+    }
+    let control = BusEvent {
+        topic: Topic::Control,
+        room: String::new(),
+        seq: 0,
+        member: None,
+        origin: None,
+        payload: Bytes::new(),
+        published_us: 1,
+        control: Some(Control::EndSessions { user: "u.1 >".into(), session: Some("s".into()) }),
+    };
+    a.publish(control.clone()).await.unwrap();
+    let got_b = wait_for(&seen_b, 51).await;
+    assert_eq!(got_b.len(), 51, "every topic of the batch was subscribed");
+    assert!(got_b.contains(&control), "order across topics is not promised, delivery is");
+    assert_eq!(wait_for(&seen_c, 1).await, vec![control], "control reaches a node with no rooms");
+    b.unsubscribe(&rooms).await.unwrap();
+    a.publish(event("many-0", 99)).await.unwrap();
+    settle().await;
+    assert_eq!(seen_b.lock().unwrap().len(), 51, "a batch unsubscribe stops them all");
 }

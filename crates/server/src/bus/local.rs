@@ -72,13 +72,16 @@ impl Bus for LocalBus {
         Ok(())
     }
 
-    async fn subscribe(&self, topic: &Topic) -> Result<(), BusError> {
-        self.state.topics.write().map_err(|_| poisoned())?.insert(topic.clone());
+    async fn subscribe(&self, topics: &[Topic]) -> Result<(), BusError> {
+        self.state.topics.write().map_err(|_| poisoned())?.extend(topics.iter().cloned());
         Ok(())
     }
 
-    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError> {
-        self.state.topics.write().map_err(|_| poisoned())?.remove(topic);
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<(), BusError> {
+        let mut subscribed = self.state.topics.write().map_err(|_| poisoned())?;
+        for t in topics {
+            subscribed.remove(t);
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! even when the bus drops something.
 
 pub mod local;
+pub mod nats;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -18,13 +19,14 @@ use switchboard_protocol::MemberChange;
 
 /// What a node subscribes to: a room's events, or the membership changes of a user it holds
 /// sessions for (so a user added to a room this node has no subscribers in still hears of it).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
     /// Every event of a room.
     Room(String),
-    /// Member events about one user, in any room, and what concerns only them (invites,
-    /// sign-outs).
+    /// Member events about one user, in any room, and what concerns only them (invites).
     User(String),
+    /// What every node must hear (sign-outs now; bans later), whatever sessions it holds.
+    Control,
 }
 
 /// One event on the bus: an encoded server frame plus what receivers need to route it without
@@ -51,13 +53,18 @@ pub struct BusEvent {
     pub control: Option<Control>,
 }
 
-/// What a node must do on hearing an event, beyond handing a frame to sessions. Carried on a
-/// user's topic, so it reaches every node that holds the user's sessions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a node must do on hearing an event, beyond handing a frame to sessions. Carried on the
+/// control topic, which every node subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Control {
     /// Close the user's gateway sessions that belong to this signed-in session, or all of the
-    /// user's sessions when `None` (signed out; 4003).
-    EndSessions(Option<String>),
+    /// user's sessions when `session` is `None` (signed out; 4003).
+    EndSessions {
+        /// Whose.
+        user: String,
+        /// Which signed-in session; `None` for all of them.
+        session: Option<String>,
+    },
 }
 
 /// Now, in microseconds since the Unix epoch (the unit of [`BusEvent::published_us`]).
@@ -87,7 +94,8 @@ pub type BusHandler = Arc<dyn Fn(BusEvent) + Send + Sync>;
 ///   time of publishing (including the publisher's own node), at most once per node.
 /// - Events from one publisher on one topic arrive in publish order.
 /// - After `unsubscribe(T)` returns, the node's handler gets no more events for T; after
-///   `subscribe(T)` returns, it gets every later one.
+///   `subscribe(T)` returns, it gets every later one. Both take many topics at once, so a
+///   networked bus can pay one round trip for all of them.
 /// - Delivery is best-effort: receivers tolerate loss by filling `seq` gaps from the store.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -95,10 +103,10 @@ pub trait Bus: Send + Sync + 'static {
     fn set_handler(&self, handler: BusHandler);
     /// Sends an event to every node subscribed to its topic.
     async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
-    /// Starts receiving a topic's events on this node.
-    async fn subscribe(&self, topic: &Topic) -> Result<(), BusError>;
-    /// Stops receiving a topic's events on this node.
-    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BusError>;
+    /// Starts receiving these topics' events on this node (a topic already subscribed stays so).
+    async fn subscribe(&self, topics: &[Topic]) -> Result<(), BusError>;
+    /// Stops receiving these topics' events on this node.
+    async fn unsubscribe(&self, topics: &[Topic]) -> Result<(), BusError>;
     /// Checks the bus answers, for `/readyz`.
     async fn ping(&self) -> Result<(), BusError>;
 }

@@ -9,8 +9,9 @@
 //! room's topic and on the user's (so a node learns that its user joined a room it had no
 //! subscribers in); sessions drop the copy they already have by `seq`.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, Weak};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use switchboard_protocol::codes::close;
@@ -92,25 +93,40 @@ impl SessionHandle {
     }
 }
 
+/// The local sessions of one room, and what the node has heard of it.
+#[derive(Default)]
+struct RoomSubs {
+    sessions: Vec<Arc<SessionHandle>>,
+    /// Highest timeline `seq` delivered here: the position check compares it with the store.
+    seen: AtomicU64,
+    /// Per user, the `seq` of the last membership change applied, so that a stale change
+    /// arriving late (the bus does not order across publishers) cannot undo a newer one.
+    changes: HashMap<String, u64>,
+}
+
 #[derive(Default)]
 struct Members {
     /// Keyed by the room id shared (interned) with every session's position in the room, so a
     /// session's room list costs a pointer per room, not a copy of each id.
-    rooms: HashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
+    rooms: HashMap<Arc<str>, RoomSubs>,
     users: HashMap<String, Vec<Arc<SessionHandle>>>,
 }
 
 impl Members {
     /// The room's entry, created empty if needed, and its shared id.
-    fn room_entry(&mut self, room: &str) -> (Arc<str>, &mut Vec<Arc<SessionHandle>>) {
+    fn room_entry(&mut self, room: &str) -> (Arc<str>, &mut RoomSubs) {
         let key = match self.rooms.get_key_value(room) {
             Some((k, _)) => k.clone(),
             None => Arc::from(room),
         };
-        let sessions = self.rooms.entry(key.clone()).or_default();
-        (key, sessions)
+        let subs = self.rooms.entry(key.clone()).or_default();
+        (key, subs)
     }
 }
+
+/// Whether the bus is subscribed to one topic; locked while that topic's subscription changes,
+/// so changes to one topic happen one at a time while other topics' go on.
+type TopicCell = Arc<tokio::sync::Mutex<bool>>;
 
 /// Why a session could not be registered.
 #[derive(Debug, thiserror::Error)]
@@ -133,9 +149,11 @@ pub struct Hub {
     /// compares this with what it read before the check, and asks the store again only when a
     /// sign-out may have slipped between the two.
     signouts: std::sync::atomic::AtomicU64,
-    /// Topics the bus is subscribed to; changed only under this lock so that concurrent joins
-    /// and leaves cannot leave the node unsubscribed from a room or user it holds sessions for.
-    interest: tokio::sync::Mutex<HashSet<Topic>>,
+    /// One cell per topic being subscribed or subscribed. A change to a topic holds its cell
+    /// across the bus round trip, so concurrent joins and leaves of one room cannot leave the
+    /// node unsubscribed from a room it holds sessions for; no lock covers the whole node, so a
+    /// user with 500 rooms does not stall anyone else's `hello`.
+    topics: Mutex<HashMap<Topic, TopicCell>>,
 }
 
 impl Hub {
@@ -146,7 +164,7 @@ impl Hub {
             bus: bus.clone(),
             max_per_user,
             signouts: Default::default(),
-            interest: Default::default(),
+            topics: Default::default(),
         });
         let weak: Weak<Hub> = Arc::downgrade(&hub);
         bus.set_handler(Arc::new(move |ev| {
@@ -159,8 +177,8 @@ impl Hub {
 
     /// Routes one bus event to the local sessions it concerns.
     pub fn deliver(self: &Arc<Self>, ev: BusEvent) {
-        if let (Some(Control::EndSessions(which)), Topic::User(user)) = (&ev.control, &ev.topic) {
-            return self.end_local_sessions(user, which.as_deref());
+        if let Some(Control::EndSessions { user, session }) = &ev.control {
+            return self.end_local_sessions(user, session.as_deref());
         }
         let Ok(text) = Utf8Bytes::try_from(ev.payload) else {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
@@ -184,7 +202,7 @@ impl Hub {
             }
             Some((user, _)) => {
                 self.deliver_member(&frame, user, on_room_topic);
-                self.on_left(&frame.room, user);
+                self.on_left(&frame, user);
             }
             None => self.fan_out(&frame, ev.origin.as_deref()),
         }
@@ -229,11 +247,30 @@ impl Hub {
         let Ok(members) = self.members.read() else {
             return;
         };
-        if let Some(sessions) = members.rooms.get(frame.room.as_str()) {
-            for s in sessions {
+        if let Some(room) = members.rooms.get(frame.room.as_str()) {
+            if frame.seq > 0 {
+                room.seen.fetch_max(frame.seq, Ordering::Relaxed);
+            }
+            for s in &room.sessions {
                 if except != Some(s.id.as_str()) {
                     s.push(Outbound::Event(frame.clone()));
                 }
+            }
+        }
+    }
+
+    /// Records a membership change of `user` at `seq`; false when a newer one was applied
+    /// already (the change is stale and must not move subscriptions).
+    fn newer_change(room: &mut RoomSubs, user: &str, seq: u64) -> bool {
+        match room.changes.get_mut(user) {
+            Some(last) if *last >= seq => false,
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                room.changes.insert(user.to_owned(), seq);
+                true
             }
         }
     }
@@ -247,9 +284,12 @@ impl Hub {
                 return;
             };
             let (_, room) = m.room_entry(&frame.room);
+            if !Self::newer_change(room, user, frame.seq) {
+                return;
+            }
             for s in sessions {
-                if !room.iter().any(|r| Arc::ptr_eq(r, &s)) {
-                    room.push(s.clone());
+                if !room.sessions.iter().any(|r| Arc::ptr_eq(r, &s)) {
+                    room.sessions.push(s.clone());
                 }
                 // Always: a session still listed from before a leave needs the marker too.
                 s.push(Outbound::Joined { room: frame.room.clone(), seq: frame.seq });
@@ -258,16 +298,20 @@ impl Hub {
         self.spawn_reconcile(Topic::Room(frame.room.clone()));
     }
 
-    fn on_left(self: &Arc<Self>, room_id: &str, user: &str) {
+    fn on_left(self: &Arc<Self>, frame: &Frame, user: &str) {
         {
             let Ok(mut m) = self.members.write() else {
                 return;
             };
-            if let Some(room) = m.rooms.get_mut(room_id) {
-                room.retain(|s| s.user != user);
+            let Some(room) = m.rooms.get_mut(frame.room.as_str()) else {
+                return;
+            };
+            if !Self::newer_change(room, user, frame.seq) {
+                return;
             }
+            room.sessions.retain(|s| s.user != user);
         }
-        self.spawn_reconcile(Topic::Room(room_id.to_owned()));
+        self.spawn_reconcile(Topic::Room(frame.room.clone()));
     }
 
     fn spawn_reconcile(self: &Arc<Self>, topic: Topic) {
@@ -313,8 +357,8 @@ impl Hub {
             };
             for r in rooms {
                 let (key, room) = m.room_entry(r);
-                if !room.iter().any(|s| Arc::ptr_eq(s, handle)) {
-                    room.push(handle.clone());
+                if !room.sessions.iter().any(|s| Arc::ptr_eq(s, handle)) {
+                    room.sessions.push(handle.clone());
                 }
                 keys.push(key);
             }
@@ -331,10 +375,10 @@ impl Hub {
             if let Some(v) = m.users.get_mut(&handle.user) {
                 v.retain(|s| s.id != handle.id);
             }
-            for (room, sessions) in m.rooms.iter_mut() {
-                let before = sessions.len();
-                sessions.retain(|s| !Arc::ptr_eq(s, handle));
-                if sessions.len() != before {
+            for (room, subs) in m.rooms.iter_mut() {
+                let before = subs.sessions.len();
+                subs.sessions.retain(|s| !Arc::ptr_eq(s, handle));
+                if subs.sessions.len() != before {
                     touched.push(Topic::Room(room.to_string()));
                 }
             }
@@ -344,44 +388,86 @@ impl Hub {
         }
     }
 
-    /// Brings the bus's subscriptions for `topics` in line with the local sessions.
-    async fn reconcile(&self, topics: Vec<Topic>) -> Result<(), BusError> {
-        let mut interest = self.interest.lock().await;
-        for topic in topics {
-            let wanted = {
-                let Ok(mut m) = self.members.write() else {
-                    continue;
-                };
-                match &topic {
-                    Topic::Room(key) => {
-                        let wanted = m.rooms.get(key.as_str()).is_some_and(|s| !s.is_empty());
-                        if !wanted {
-                            m.rooms.remove(key.as_str());
-                        }
-                        wanted
-                    }
-                    Topic::User(key) => {
-                        let wanted = m.users.get(key).is_some_and(|s| !s.is_empty());
-                        if !wanted {
-                            m.users.remove(key);
-                        }
-                        wanted
-                    }
+    /// Whether the node needs `topic` (and, when not, forgets its empty entry).
+    fn wanted(&self, topic: &Topic) -> bool {
+        let Ok(mut m) = self.members.write() else {
+            return true;
+        };
+        match topic {
+            Topic::Control => true,
+            Topic::Room(key) => {
+                let wanted = m.rooms.get(key.as_str()).is_some_and(|r| !r.sessions.is_empty());
+                if !wanted {
+                    m.rooms.remove(key.as_str());
                 }
+                wanted
+            }
+            Topic::User(key) => {
+                let wanted = m.users.get(key).is_some_and(|s| !s.is_empty());
+                if !wanted {
+                    m.users.remove(key);
+                }
+                wanted
+            }
+        }
+    }
+
+    /// Brings the bus's subscriptions for `topics` in line with the local sessions, in one bus
+    /// call each way. Each topic's cell is held (taken in a fixed order, so two reconciles
+    /// cannot wait on each other) across the round trip.
+    async fn reconcile(&self, mut topics: Vec<Topic>) -> Result<(), BusError> {
+        topics.sort_unstable();
+        topics.dedup();
+        let cells: Vec<TopicCell> = {
+            let Ok(mut map) = self.topics.lock() else {
+                return Err(BusError::Unavailable("hub topic lock poisoned".into()));
             };
-            match (wanted, interest.contains(&topic)) {
-                (true, false) => {
-                    self.bus.subscribe(&topic).await?;
-                    interest.insert(topic);
-                }
-                (false, true) => {
-                    self.bus.unsubscribe(&topic).await?;
-                    interest.remove(&topic);
-                }
+            topics.iter().map(|t| map.entry(t.clone()).or_default().clone()).collect()
+        };
+        let mut guards = Vec::with_capacity(cells.len());
+        for cell in &cells {
+            guards.push(cell.clone().lock_owned().await);
+        }
+        let (mut to_sub, mut to_unsub) = (Vec::new(), Vec::new());
+        for (i, topic) in topics.iter().enumerate() {
+            match (self.wanted(topic), *guards[i]) {
+                (true, false) => to_sub.push(i),
+                (false, true) => to_unsub.push(i),
                 _ => {}
             }
         }
-        Ok(())
+        let mut result = Ok(());
+        if !to_sub.is_empty() {
+            let list: Vec<Topic> = to_sub.iter().map(|i| topics[*i].clone()).collect();
+            match self.bus.subscribe(&list).await {
+                Ok(()) => to_sub.iter().for_each(|i| *guards[*i] = true),
+                Err(e) => result = Err(e),
+            }
+        }
+        if !to_unsub.is_empty() {
+            let list: Vec<Topic> = to_unsub.iter().map(|i| topics[*i].clone()).collect();
+            match self.bus.unsubscribe(&list).await {
+                Ok(()) => to_unsub.iter().for_each(|i| *guards[*i] = false),
+                Err(e) => result = result.and(Err(e)),
+            }
+        }
+        let idle: Vec<bool> = guards.iter().map(|g| !**g).collect();
+        drop(guards);
+        // Forget cells of topics neither subscribed nor being changed by anyone else.
+        if let Ok(mut map) = self.topics.lock() {
+            for ((topic, cell), idle) in topics.iter().zip(cells).zip(idle) {
+                // Ours and the map's: nobody else holds it.
+                if idle && Arc::strong_count(&cell) == 2 {
+                    map.remove(topic);
+                }
+            }
+        }
+        result
+    }
+
+    /// Subscribes the node to the control topic; called once at start.
+    pub async fn start(&self) -> Result<(), BusError> {
+        self.reconcile(vec![Topic::Control]).await
     }
 
     /// Sends an ephemeral frame (typing, read marker) to the room's connected members on every
@@ -413,7 +499,7 @@ impl Hub {
             Ok(p) => p,
             Err(e) => return tracing::error!(error = %e, "cannot encode a frame for a user"),
         };
-        if let Err(e) = self.bus.publish(user_event(user, payload.into(), None)).await {
+        if let Err(e) = self.bus.publish(user_event(user, payload.into())).await {
             tracing::warn!(error = %e, user, "publish to a user failed");
         }
     }
@@ -423,7 +509,16 @@ impl Hub {
     /// message delays the close by at most one heartbeat.
     pub async fn end_sessions(&self, user: &str, session: Option<String>) {
         self.end_local_sessions(user, session.as_deref());
-        let ev = user_event(user, bytes::Bytes::new(), Some(Control::EndSessions(session)));
+        let ev = BusEvent {
+            topic: Topic::Control,
+            room: String::new(),
+            seq: 0,
+            member: None,
+            origin: None,
+            payload: bytes::Bytes::new(),
+            published_us: crate::bus::now_us(),
+            control: Some(Control::EndSessions { user: user.to_owned(), session }),
+        };
         if let Err(e) = self.bus.publish(ev).await {
             tracing::warn!(error = %e, user, "publishing a sign-out failed");
         }
@@ -453,8 +548,8 @@ impl Hub {
     }
 }
 
-/// An event for one user's topic: a frame for their sessions, or an instruction for the nodes.
-fn user_event(user: &str, payload: bytes::Bytes, control: Option<Control>) -> BusEvent {
+/// An event for one user's topic: a frame for their sessions.
+fn user_event(user: &str, payload: bytes::Bytes) -> BusEvent {
     BusEvent {
         topic: Topic::User(user.to_owned()),
         room: String::new(),
@@ -463,6 +558,6 @@ fn user_event(user: &str, payload: bytes::Bytes, control: Option<Control>) -> Bu
         origin: None,
         payload,
         published_us: crate::bus::now_us(),
-        control,
+        control: None,
     }
 }
