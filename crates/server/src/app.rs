@@ -157,6 +157,11 @@ impl Server {
         };
         let sweeper = tokio::spawn(limits.clone().run(shutdown.clone()));
         tokio::spawn(crate::trim::run(hub.clone(), shutdown.clone()));
+        tokio::spawn(hub.clone().run_position_checks(
+            store.clone(),
+            Duration::from_millis(cfg.position_check_ms),
+            shutdown.clone(),
+        ));
         let listener_cfg = ListenerConfig {
             per_ip: cfg.max_connections_per_ip,
             head_timeout: Duration::from_millis(cfg.request_head_timeout_ms),

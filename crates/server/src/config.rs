@@ -35,6 +35,9 @@ pub struct Config {
     /// How long a node holds a log consumer's lease (the relay's) without renewing it: how
     /// soon another node takes the work over after this one dies.
     pub lease_ttl_ms: u64,
+    /// How often a node compares the rooms it holds sessions in with the store, to catch a
+    /// quiet room whose last events were lost on the bus.
+    pub position_check_ms: u64,
     /// Secret for Switchboard's own HS256 tokens; generated into `<data>/jwt_secret` if unset.
     pub jwt_secret: Option<String>,
     /// Lifetime of tokens Switchboard issues, in seconds.
@@ -123,6 +126,7 @@ impl Default for Config {
             bus_timeout_ms: 2_000,
             node_id: None,
             lease_ttl_ms: 3_000,
+            position_check_ms: 2_000,
             jwt_secret: None,
             token_ttl_secs: 7 * 24 * 3600,
             jwt_external_hs256_secret: None,
@@ -246,6 +250,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_LEASE_TTL_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_ttl_ms: Option<u64>,
+    /// How often rooms are compared with the store for events lost on the bus, in ms
+    /// [default: 2000].
+    #[arg(long, env = "SWITCHBOARD_POSITION_CHECK_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position_check_ms: Option<u64>,
     /// Secret for Switchboard's own tokens [default: generated into <data>/jwt_secret].
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -415,6 +424,9 @@ impl Config {
         }
         if self.max_frame_bytes < 1024 || self.max_body_chars == 0 {
             return bad("max_frame_bytes must be at least 1024 and max_body_chars positive");
+        }
+        if self.position_check_ms < 100 {
+            return bad("position_check_ms must be at least 100");
         }
         if self.lease_ttl_ms < 300 {
             return bad("lease_ttl_ms must be at least 300");

@@ -21,6 +21,7 @@ use super::outbox::{Outbox, Pushed};
 
 use crate::bus::{Bus, BusError, BusEvent, Control, Topic};
 use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
 
 /// An encoded frame shared by every session that receives it.
 #[derive(Debug)]
@@ -44,6 +45,14 @@ pub enum Outbound {
     Event(Arc<Frame>),
     /// A frame for the user alone (an invite): written as it is.
     Direct(Arc<Frame>),
+    /// The store has the room up to `upto`, past what this node heard on the bus: the session
+    /// fills the hole from the store (the last events of a quiet room lost on the bus).
+    Check {
+        /// Room id.
+        room: String,
+        /// The room's `last_seq` in the store.
+        upto: u64,
+    },
     /// The user joined a room at `seq` (its member event follows on the queue).
     Joined {
         /// Room id.
@@ -465,6 +474,72 @@ impl Hub {
         result
     }
 
+    /// Records that a session stands at `seq` in `room` (read from the store at its start or a
+    /// join), so the position check compares the store with what the node really has.
+    pub fn note_position(&self, room: &str, seq: u64) {
+        if let Ok(m) = self.members.read()
+            && let Some(r) = m.rooms.get(room)
+        {
+            r.seen.fetch_max(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// Compares each room this node holds sessions in with the store (one read per 1,000
+    /// rooms) and sends the sessions of any room that moved on without the node hearing of it
+    /// (its last events lost on the bus) a [`Outbound::Check`]; returns how many were behind.
+    pub async fn check_positions(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let rooms: Vec<(Arc<str>, u64)> = match self.members.read() {
+            Ok(m) => m
+                .rooms
+                .iter()
+                .filter(|(_, r)| !r.sessions.is_empty())
+                .map(|(k, r)| (k.clone(), r.seen.load(Ordering::Relaxed)))
+                .collect(),
+            Err(_) => return Ok(0),
+        };
+        let mut behind = 0;
+        for chunk in rooms.chunks(1000) {
+            let ids: Vec<String> = chunk.iter().map(|(k, _)| k.to_string()).collect();
+            let heads: HashMap<String, u64> = store.last_seqs(&ids).await?.into_iter().collect();
+            let Ok(m) = self.members.read() else { return Ok(behind) };
+            for (room, seen) in chunk {
+                let Some(&head) = heads.get(room.as_ref()) else { continue };
+                if head <= *seen {
+                    continue;
+                }
+                if let Some(r) = m.rooms.get(room.as_ref())
+                    && r.seen.fetch_max(head, Ordering::Relaxed) < head
+                {
+                    behind += 1;
+                    for s in &r.sessions {
+                        s.push(Outbound::Check { room: room.to_string(), upto: head });
+                    }
+                }
+            }
+        }
+        Ok(behind)
+    }
+
+    /// Runs [`Hub::check_positions`] every `every` until `stop`.
+    pub async fn run_position_checks(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.check_positions(store.as_ref()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rooms = n, "position check: rooms behind the store, filled from it"),
+                Err(e) => tracing::debug!(error = %e, "position check skipped"),
+            }
+        }
+    }
+
     /// Subscribes the node to the control topic; called once at start.
     pub async fn start(&self) -> Result<(), BusError> {
         self.reconcile(vec![Topic::Control]).await
@@ -559,5 +634,45 @@ fn user_event(user: &str, payload: bytes::Bytes) -> BusEvent {
         payload,
         published_us: crate::bus::now_us(),
         control: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::local::LocalBus;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+    use crate::store::{NewMessage, NewRoom};
+    use switchboard_protocol::RoomKind;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_position_check_finds_a_quiet_room_whose_last_event_the_bus_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
+        );
+        let author = store.create_user("a", "h").await.unwrap().id;
+        let new =
+            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
+        let room = store.create_room(new).await.unwrap().room;
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(Arc::new(LocalBus::standalone()), 0);
+        let handle = SessionHandle::new("s1".into(), author.clone(), None, 16, metrics);
+        hub.add_session(&handle).await.unwrap();
+        hub.subscribe(&handle, std::slice::from_ref(&room.id)).await.unwrap();
+        hub.note_position(&room.id, room.last_seq);
+        assert_eq!(hub.check_positions(store.as_ref()).await.unwrap(), 0, "nothing missed yet");
+        assert!(handle.outbox.try_recv().is_none());
+        // Committed, but no relay runs: the bus never carries it, as if NATS lost it.
+        let msg =
+            NewMessage { room: room.id.clone(), author, client_msg_id: "k".into(), body: "lost".into() };
+        let seq = store.append(msg).await.unwrap().message.seq;
+        assert_eq!(hub.check_positions(store.as_ref()).await.unwrap(), 1);
+        match handle.outbox.try_recv() {
+            Some(Outbound::Check { room: r, upto }) => assert_eq!((r, upto), (room.id.clone(), seq)),
+            other => panic!("expected a check, got {other:?}"),
+        }
+        assert_eq!(hub.check_positions(store.as_ref()).await.unwrap(), 0, "told once");
+        store.close().await;
     }
 }

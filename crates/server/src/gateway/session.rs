@@ -331,6 +331,7 @@ impl Session {
                 from = until;
             }
             let key = keys.get(room.id.as_str()).cloned().unwrap_or_else(|| Arc::from(room.id.as_str()));
+            self.state.hub.note_position(&room.id, last);
             self.rooms.insert(key, Position { seq: from, member: true, kind: room.kind });
             if last > from {
                 self.fill(&room.id, last).await?;
@@ -472,6 +473,11 @@ impl Session {
                 self.step(&frame.room, frame.seq, own, frame.text.clone()).await?;
             }
             Outbound::Direct(frame) => self.conn.feed(frame.text.clone()).await?,
+            Outbound::Check { room, upto } => {
+                if self.rooms.get(room.as_str()).is_some_and(|p| p.member && p.seq < upto) {
+                    self.fill(&room, upto).await?;
+                }
+            }
             Outbound::Joined { room, seq } => {
                 // Each join arrives twice (room and user topics): a marker the session has
                 // already gone past must not subscribe it again after a later leave.
@@ -492,6 +498,7 @@ impl Session {
                 let info = self.state.store.room_for(&room, &self.token.user.id).await.ok();
                 let upto = info.as_ref().map_or(seq, |r| r.last_seq.max(seq));
                 let kind = info.as_ref().map_or(RoomKind::Private, |r| r.kind);
+                self.state.hub.note_position(&room, upto);
                 let p = self.rooms.entry(key).or_insert(Position { seq: 0, member: false, kind });
                 // What happened while the user was out is not theirs to see.
                 p.seq = p.seq.max(seq.saturating_sub(1));

@@ -32,6 +32,7 @@ macro_rules! store_conformance {
             cursors_are_kept_and_never_move_back,
             pruning_keeps_what_a_consumer_still_needs,
             a_lease_has_one_holder_until_it_runs_out,
+            last_seqs_answer_for_many_rooms_at_once,
             adds_follow_the_targets_policy,
             pending_invites_are_capped_on_every_path,
             removed_members_come_back_only_through_moderators,
@@ -701,6 +702,21 @@ pub(crate) async fn pruning_keeps_what_a_consumer_still_needs(store: Arc<dyn Sto
     assert_eq!(store.prune_log().await.unwrap(), 0);
     let rest = store.events_after(all[1].pos, 100).await.unwrap();
     assert_eq!(rest, all[2..].to_vec(), "everything after the slowest cursor is still there");
+}
+
+pub(crate) async fn last_seqs_answer_for_many_rooms_at_once(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let r1 = room(&store, &a, RoomKind::Private, &[]).await;
+    let r2 = room(&store, &a, RoomKind::Public, &[]).await;
+    for i in 0..3 {
+        send(&store, &r2, &a, &format!("m{i}")).await.unwrap();
+    }
+    let mut got = store.last_seqs(&[r1.clone(), "no-such-room".into(), r2.clone()]).await.unwrap();
+    got.sort();
+    let mut want = vec![(r1, 1), (r2, 4)];
+    want.sort();
+    assert_eq!(got, want, "existing rooms only, each with its last seq");
+    assert!(store.last_seqs(&[]).await.unwrap().is_empty());
 }
 
 pub(crate) async fn a_lease_has_one_holder_until_it_runs_out(store: Arc<dyn Store>) {

@@ -307,6 +307,9 @@ pub trait Store: Send + Sync + 'static {
     /// Timeline events with `seq > after_seq`, ascending, at most `limit`; messages appear in
     /// their current state.
     async fn timeline(&self, room: &str, after_seq: u64, limit: u32) -> StoreResult<Vec<TimelineEvent>>;
+    /// Each room's `last_seq`, for those of `rooms` that exist (one read for many rooms: the
+    /// hub's position check asks for every room it holds sessions in).
+    async fn last_seqs(&self, rooms: &[String]) -> StoreResult<Vec<(String, u64)>>;
     /// Moves the user's read marker forward (never back, never past `last_seq`); returns it.
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64>;
 

@@ -194,3 +194,61 @@ pub async fn raw_close_code(ws: &mut Raw) -> Option<u16> {
         }
     }
 }
+
+/// The PostgreSQL database the networked tests use (scripts/test creates a fresh one per run).
+pub fn pg_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!("SWITCHBOARD_TEST_POSTGRES is not set: this test needs PostgreSQL (scripts/test sets it up)")
+    })
+}
+
+/// The NATS server the networked tests use.
+pub fn nats_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_NATS").unwrap_or_else(|_| {
+        panic!("SWITCHBOARD_TEST_NATS is not set: this test needs NATS (scripts/test sets it up)")
+    })
+}
+
+/// This test run's NATS subject prefix (tests add their own part).
+pub fn nats_prefix() -> String {
+    std::env::var("SWITCHBOARD_TEST_NATS_PREFIX").unwrap_or_else(|_| "sbtest".into())
+}
+
+/// A fresh schema in the test database, dropped when the test ends; `url` selects it.
+pub struct PgSchema {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgSchema {
+    pub async fn create() -> PgSchema {
+        let base = pg_url();
+        let name = format!(
+            "it_{:x}",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        );
+        let (client, conn) =
+            tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE SCHEMA {name}")).await.expect("create schema");
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-csearch_path%3D{name}");
+        PgSchema { name, url }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (base, name) = (pg_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
+                }
+            });
+        })
+        .join();
+    }
+}

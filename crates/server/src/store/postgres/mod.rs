@@ -508,6 +508,10 @@ impl Store for PgStore {
         read!(self, |c| queries::timeline(c, room, after_seq, limit).await?)
     }
 
+    async fn last_seqs(&self, rooms: &[String]) -> StoreResult<Vec<(String, u64)>> {
+        read!(self, |c| queries::last_seqs(c, rooms).await?)
+    }
+
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64> {
         write_tx!(self, |tx| queries::mark_read(&tx, room, user, seq).await?)
     }

@@ -975,6 +975,14 @@ pub(super) async fn timeline(
         .collect()
 }
 
+pub(super) async fn last_seqs(c: &impl GenericClient, rooms: &[String]) -> Pg<Vec<(String, u64)>> {
+    rows(c, "SELECT id, last_seq FROM rooms WHERE id = ANY($1)", &[&rooms])
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, seq_of(r.try_get(1)?))))
+        .collect()
+}
+
 pub(super) async fn mark_read(c: &impl GenericClient, room: &str, user: &str, seq: u64) -> Written<u64> {
     let found = row(
         c,

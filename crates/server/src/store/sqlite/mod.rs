@@ -364,6 +364,11 @@ impl Store for SqliteStore {
         self.read(move |c| queries::timeline(c, &r, after_seq, limit)).await
     }
 
+    async fn last_seqs(&self, rooms: &[String]) -> StoreResult<Vec<(String, u64)>> {
+        let rooms = rooms.to_vec();
+        self.read(move |c| queries::last_seqs(c, &rooms)).await
+    }
+
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64> {
         let (r, u) = (room.to_owned(), user.to_owned());
         self.write(move |c| queries::mark_read(c, &r, &u, seq)).await

@@ -1011,6 +1011,17 @@ pub(super) fn lease(c: &Connection, name: &str, holder: &str, ttl_ms: u64) -> Wr
     Ok((held.as_deref() == Some(holder), Vec::new()))
 }
 
+pub(super) fn last_seqs(c: &Connection, rooms: &[String]) -> StoreResult<Vec<(String, u64)>> {
+    let mut stmt = c.prepare_cached("SELECT id, last_seq FROM rooms WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        if let Some(seq) = stmt.query_row([room], |r| r.get::<_, i64>(1)).optional()? {
+            out.push((room.clone(), seq_of(seq)));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn mark_read(c: &Connection, room: &str, user: &str, seq: u64) -> Written<u64> {
     let read: Option<i64> = c
         .prepare_cached(
