@@ -444,9 +444,6 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad("log_format must be `text` or `json`");
         }
-        if self.bus != "local" {
-            return bad("bus must be `local` (NATS comes with scale-out)");
-        }
         if self.jwt_external_hs256_secret.is_some() && self.jwt_external_rs256_public_key.is_some() {
             return bad("configure one external token algorithm: HS256 secret or RS256 key");
         }
