@@ -84,7 +84,7 @@ struct Node {
 impl Node {
     async fn spawn(i: usize, store: &str, nats: &str, data: &std::path::Path) -> Node {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data.join(format!("n{i}")))
             .args(["--store", store, "--bus", nats, "--node-id", &format!("node-{i}")])
@@ -105,6 +105,8 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("node {i} did not become ready");
     }
 
