@@ -43,9 +43,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tag = setup::run_tag();
     let n_users = args.users.unwrap_or(args.count).clamp(1, args.count.max(1));
     let users = setup::users(&args.target, &format!("conn-{tag}-"), n_users).await?;
-    let url = setup::ws_url(&args.target.url, "/v1/ws");
+    let url = setup::ws_url(args.target.base(), "/v1/ws");
     if args.rooms > 0 {
-        let rest = setup::Rest::new(&args.target.url);
+        let rest = setup::Rest::new(args.target.base());
         let made: Vec<anyhow::Result<()>> = stream::iter(0..args.rooms)
             .map(|r| {
                 let (rest, users) = (rest.clone(), &users);

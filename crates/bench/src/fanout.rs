@@ -104,13 +104,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tag = setup::run_tag();
     let members = args.members.max(1);
     let senders = args.senders.clamp(1, members);
-    let rest = Rest::new(&args.target.url);
+    let rest = Rest::new(args.target.base());
     eprintln!("setup: {members} members ...");
     let (url, users) = if args.baseline {
-        (setup::ws_url(&args.target.url, "/ws"), None)
+        (setup::ws_url(args.target.base(), "/ws"), None)
     } else {
         (
-            setup::ws_url(&args.target.url, "/v1/ws"),
+            setup::ws_url(args.target.base(), "/v1/ws"),
             Some(setup::users(&args.target, &format!("fan-{tag}-"), members).await?),
         )
     };

@@ -52,12 +52,12 @@ pub async fn build(
 ) -> anyhow::Result<(setup::Users, Layout, Vec<Ws>)> {
     let total: usize = sizes.iter().sum();
     let users = setup::users(target, prefix, total).await?;
-    let url = setup::ws_url(&target.url, "/v1/ws");
+    let url = setup::ws_url(target.base(), "/v1/ws");
     if target.secret.is_some() {
         // External users exist once they have said hello.
         let _ = connect(&url, target, &users, &vec![serde_json::json!({}); total], concurrency).await?;
     }
-    let rest = Rest::new(&target.url);
+    let rest = Rest::new(target.base());
     let mut plans = Vec::new();
     let mut next = 0;
     for (i, size) in sizes.iter().enumerate() {

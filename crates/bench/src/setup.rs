@@ -17,7 +17,9 @@ pub type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 /// Where the server is and how to get tokens for it.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Target {
-    /// Server base URL.
+    /// Server base URL; a comma-separated list spreads connections over several nodes
+    /// (connection `i` goes to node `i mod n`, so a dm's two members sit on different nodes),
+    /// while setup calls go to the first.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The HS256 secret the server accepts for external tokens (its
@@ -32,6 +34,18 @@ pub struct Target {
     /// about 28,000 connections to one server port.
     #[arg(long, default_value_t = 1)]
     pub source_addrs: u8,
+}
+
+impl Target {
+    /// Every node's base URL.
+    pub fn bases(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+
+    /// The node setup calls (REST) go to.
+    pub fn base(&self) -> &str {
+        self.bases().first().copied().unwrap_or("http://127.0.0.1:8080")
+    }
 }
 
 /// Tokens and ids of the scenario's users.
@@ -66,7 +80,7 @@ pub async fn users(target: &Target, prefix: &str, n: usize) -> anyhow::Result<Us
         }
         return Ok(Users { tokens, ids });
     }
-    let rest = Rest::new(&target.url);
+    let rest = Rest::new(target.base());
     let made: Vec<anyhow::Result<(String, String)>> = stream::iter(0..n)
         .map(|i| {
             let rest = rest.clone();
@@ -164,6 +178,16 @@ pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketCon
 
 /// Opens a WebSocket from source address `127.0.0.<index % n + 1>`.
 pub async fn connect(url: &str, target: &Target, index: usize) -> anyhow::Result<Ws> {
+    // Several nodes: the same path on node `index mod n`.
+    let bases = target.bases();
+    let spread;
+    let url = if bases.len() > 1 {
+        let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
+        spread = ws_url(bases[index % bases.len()], &path);
+        spread.as_str()
+    } else {
+        url
+    };
     let host = url.split("//").nth(1).and_then(|r| r.split('/').next()).context("url host")?;
     let addr: SocketAddr = tokio::net::lookup_host(host).await?.next().context("resolve")?;
     let socket = tokio::net::TcpSocket::new_v4()?;

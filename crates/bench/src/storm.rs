@@ -43,7 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(conns);
     tokio::time::sleep(Duration::from_millis(300)).await;
     eprintln!("all dropped; {} messages per room while away ...", args.missed);
-    let rest = Rest::new(&args.target.url);
+    let rest = Rest::new(args.target.base());
     let start = Instant::now();
     let posts: Vec<anyhow::Result<serde_json::Value>> =
         stream::iter(layout.rooms.iter().flat_map(|(id, _, m)| (0..args.missed).map(move |n| (id, m[0], n))))
@@ -63,7 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("storm: {clients} clients resume at once");
     let totals = Arc::new(Totals::default());
     let latency = Arc::new(Latency::new(64));
-    let url = setup::ws_url(&args.target.url, "/v1/ws");
+    let url = setup::ws_url(args.target.base(), "/v1/ws");
     let storm = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, token) in users.tokens.iter().enumerate() {
