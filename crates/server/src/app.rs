@@ -10,6 +10,7 @@ use switchboard_protocol::codes::close;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::auth::Auth;
 use crate::bus::Bus;
@@ -118,23 +119,27 @@ impl Server {
         let hub = Hub::new(bus.clone(), cfg.max_sessions_per_user);
         hub.start().await.context("subscribing to the bus's control topic")?;
         let metrics = Arc::new(Metrics::new());
+        metrics.node_info.get_or_create(&crate::metrics::NodeLabel { node: node.to_string() }).set(1);
         let relay_stop = CancellationToken::new();
-        let relay = tokio::spawn(consumer::run(
-            store.clone(),
-            ConsumerConfig {
-                name: "relay",
-                holder: node.to_string(),
-                lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
-                // Well under a session's queue (`send_queue`, 1024 by default): a relay catching
-                // up publishes a batch at once, and a burst must not cut readers that keep up.
-                batch: 256,
-                save_every: Duration::from_millis(200),
-                poll: Duration::from_millis(500),
-                prune: true,
-            },
-            relay::Relay { bus: bus.clone(), metrics: metrics.clone() },
-            relay_stop.clone(),
-        ));
+        let relay = tokio::spawn(
+            consumer::run(
+                store.clone(),
+                ConsumerConfig {
+                    name: "relay",
+                    holder: node.to_string(),
+                    lease_ttl: Duration::from_millis(cfg.lease_ttl_ms),
+                    // Well under a session's queue (`send_queue`, 1024 by default): a relay catching
+                    // up publishes a batch at once, and a burst must not cut readers that keep up.
+                    batch: 256,
+                    save_every: Duration::from_millis(200),
+                    poll: Duration::from_millis(500),
+                    prune: true,
+                },
+                relay::Relay { bus: bus.clone(), metrics: metrics.clone() },
+                relay_stop.clone(),
+            )
+            .instrument(tracing::info_span!("node", id = %node)),
+        );
         let hasher =
             HashPool::start(cfg.hash_thread_count(), cfg.hash_queue).context("starting hashing threads")?;
         let limits = Arc::new(Limits::new(&cfg));
@@ -157,11 +162,15 @@ impl Server {
         };
         let sweeper = tokio::spawn(limits.clone().run(shutdown.clone()));
         tokio::spawn(crate::trim::run(hub.clone(), shutdown.clone()));
-        tokio::spawn(hub.clone().run_position_checks(
-            store.clone(),
-            Duration::from_millis(cfg.position_check_ms),
-            shutdown.clone(),
-        ));
+        tokio::spawn(
+            hub.clone()
+                .run_position_checks(
+                    store.clone(),
+                    Duration::from_millis(cfg.position_check_ms),
+                    shutdown.clone(),
+                )
+                .instrument(tracing::info_span!("node", id = %node)),
+        );
         let listener_cfg = ListenerConfig {
             per_ip: cfg.max_connections_per_ip,
             head_timeout: Duration::from_millis(cfg.request_head_timeout_ms),

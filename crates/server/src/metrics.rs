@@ -71,6 +71,13 @@ pub struct BackendLabel {
     pub backend: &'static str,
 }
 
+/// Label naming this node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// The node's id (`--node-id`).
+    pub node: String,
+}
+
 /// Holds a gauge up for as long as it lives (a connection, a session state).
 pub struct Held(Gauge);
 
@@ -128,6 +135,8 @@ pub struct Metrics {
     /// Requests and frames refused by a throttle or a full work queue, by what was refused
     /// (`login`, `signup`, `send`, `hash_queue`, `sessions_per_user`).
     pub throttled: Family<ReasonLabel, Counter>,
+    /// 1, labelled with the node's id, so dashboards can tell the nodes of a cluster apart.
+    pub node_info: Family<NodeLabel, Gauge>,
 }
 
 /// What the `throttled` family counts.
@@ -161,6 +170,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             accept_errors: Counter::default(),
             throttled: Family::default(),
+            node_info: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections", m.connections.clone());
@@ -198,6 +208,7 @@ impl Metrics {
         );
         registry.register("gaps", "gap frames sent", m.gaps.clone());
         registry.register("backend_errors", "Backend failures, by backend", m.backend_errors.clone());
+        registry.register("node_info", "This node's id (always 1)", m.node_info.clone());
         registry.register(
             "connections_refused",
             "Connections dropped at accept because their address holds its cap",

@@ -66,6 +66,7 @@ async fn every_metric_is_exported_and_moves_with_traffic() {
     let mut reader = server.session(&bob, BTreeMap::new()).await;
     let during = scrape(&server).await;
     assert_eq!(value(&during, "switchboard_connections"), 2.0);
+    assert_eq!(value(&during, "switchboard_node_info{node=\"node-"), 1.0, "the node names itself");
     assert_eq!(value(&during, "switchboard_sessions{state=\"active\"}"), 2.0);
     for i in 0..20 {
         sender.send(&room.id, &format!("m{i}")).await.unwrap();
