@@ -4,12 +4,14 @@
 //!
 //! The batch locks its rooms in id order (two nodes' batches over the same rooms queue instead
 //! of deadlocking), then checks every job against what is committed (idempotency keys,
-//! membership, blocks) so that a refused job writes nothing and its neighbours go on. Two nodes
-//! that get the same `client_msg_id` at once both try to insert it; the second insert waits for
-//! the first transaction and then conflicts, so the second batch rolls back to a savepoint and
-//! answers that job from the committed row (an idempotent retry, never `Unavailable`), its
-//! `seq` not spent. Serialization and deadlock failures are retried with backoff; a batch that
-//! fails for another reason is split, so one bad job fails alone.
+//! membership, blocks; the three lookups in one round trip) so that a refused job writes nothing
+//! and its neighbours go on. It takes the rooms' `seq`s, then sends the messages, the authors'
+//! read markers and the log entries together. Two nodes that get the same `client_msg_id` at once
+//! both try to insert it; the second insert waits for the first transaction and then conflicts,
+//! so the second batch gives up (its `seq`s with it) and runs again at once, answering that job
+//! from the committed row: an idempotent retry, never `Unavailable`. Serialization and deadlock
+//! failures are retried with backoff; a batch that fails for another reason is split, so one bad
+//! job fails alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,8 +32,6 @@ pub(super) struct AppendJob {
 
 /// Attempts for a batch that keeps meeting serialization or deadlock failures.
 const MAX_ATTEMPTS: u32 = 6;
-/// Rounds of "a concurrent node committed one of our keys first" within one batch.
-const MAX_ROUNDS: usize = 4;
 
 /// Runs until every sender is dropped and the queue is empty.
 pub(super) async fn run(inner: Arc<Inner>, mut jobs: mpsc::Receiver<AppendJob>, max_batch: usize) {
@@ -59,6 +59,8 @@ fn commit(inner: &Arc<Inner>, jobs: Vec<AppendJob>) -> BoxFuture<'_, ()> {
                     attempt += 1;
                     backoff(attempt).await;
                 }
+                // The racing transaction has committed: at once.
+                Err(Fail::Race) if attempt + 1 < MAX_ATTEMPTS => attempt += 1,
                 other => break other,
             }
         };
@@ -103,7 +105,7 @@ type Outcome = (Vec<StoreResult<Appended>>, Option<u64>);
 
 async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     let mut client = inner.client().await?;
-    let mut tx = client.transaction().await?;
+    let tx = client.transaction().await?;
     let mut room_ids: Vec<&str> = msgs.iter().map(|m| m.room.as_str()).collect();
     room_ids.sort_unstable();
     room_ids.dedup();
@@ -121,60 +123,34 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     }
     let mut plans: Vec<Option<Plan>> = vec![None; msgs.len()];
     let mut inserted: Vec<Option<(Message, i64)>> = vec![None; msgs.len()];
-    let mut events = Vec::new();
-    for round in 0.. {
-        if round == MAX_ROUNDS {
-            return Err(StoreError::Unavailable("idempotency keys kept colliding across nodes".into()).into());
+    let open: Vec<usize> = (0..msgs.len()).collect();
+    let decided = check(&tx, msgs, &open, &rooms).await?;
+    let mut to_insert = Vec::new();
+    for (i, plan) in open.iter().zip(decided) {
+        if matches!(plan, Plan::Insert) {
+            to_insert.push(*i);
         }
-        let sp = tx.savepoint("batch").await?;
-        let open: Vec<usize> = (0..msgs.len()).filter(|i| plans[*i].is_none()).collect();
-        let decided = check(&sp, msgs, &open, &rooms).await?;
-        let mut to_insert = Vec::new();
-        for (i, plan) in open.iter().zip(decided) {
-            if matches!(plan, Plan::Insert) {
-                to_insert.push(*i);
-            }
-            plans[*i] = Some(plan);
-        }
-        let written = insert(&sp, msgs, &to_insert).await?;
-        if written.len() == to_insert.len() {
-            sp.commit().await?;
-            for (i, (m, ord)) in to_insert.iter().zip(written) {
-                events.push(TimelineEvent::Message(m.clone()));
-                inserted[*i] = Some((m, ord));
-            }
-            break;
-        }
-        // Another node committed some of these keys first: undo this round's writes (its
-        // `seq`s with them) and look those jobs up again, now that their rows are visible.
-        sp.rollback().await?;
-        for i in to_insert {
-            plans[i] = None;
-        }
+        plans[*i] = Some(plan);
     }
-    let markers = read_markers(msgs, &inserted);
-    if !markers.is_empty() {
-        let (r, u, s, o): (Vec<&str>, Vec<&str>, Vec<i64>, Vec<i64>) = markers.into_iter().fold(
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-            |mut acc, ((room, user), (seq, ord))| {
-                acc.0.push(room);
-                acc.1.push(user);
-                acc.2.push(seq);
-                acc.3.push(ord);
-                acc
-            },
-        );
-        // Writing in a room reads it: each author's marker moves to their last message here.
-        exec(
-            &tx,
-            "UPDATE members mb SET read_seq = v.seq, read_ord = v.ord
-               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(room_id, user_id, seq, ord)
-              WHERE mb.room_id = v.room_id AND mb.user_id = v.user_id",
-            &[&r, &u, &s, &o],
-        )
-        .await?;
+    let planned = assign(&tx, msgs, &to_insert).await?;
+    let events: Vec<TimelineEvent> = planned.iter().map(|(m, _)| TimelineEvent::Message(m.clone())).collect();
+    let markers = read_markers(msgs, &to_insert, &planned);
+    // Three independent statements sent together (tokio-postgres pipelines them on the one
+    // connection): the messages, the authors' read markers, the log entries (the log head is
+    // locked from here to the commit).
+    let (written, (), last) = tokio::try_join!(
+        write(&tx, &planned),
+        move_markers(&tx, markers),
+        queries::log_events(&tx, &events),
+    )?;
+    if written != planned.len() {
+        // Another node committed one of these keys first (the insert waited for it): give
+        // the whole batch up, its `seq`s with it, and run it again, which finds that row.
+        return Err(Fail::Race);
     }
-    let last = queries::log_events(&tx, &events).await?;
+    for (i, m) in to_insert.iter().zip(planned) {
+        inserted[*i] = Some(m);
+    }
     tx.commit().await?;
     let mut results: Vec<StoreResult<Appended>> = Vec::with_capacity(msgs.len());
     for (i, plan) in plans.into_iter().enumerate() {
@@ -213,22 +189,6 @@ async fn check(
         "SELECT {MESSAGE_COLUMNS} FROM messages
           WHERE (author, client_msg_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
     );
-    let mut existing: HashMap<(String, String), Message> = HashMap::new();
-    for r in rows(c, &sql, &[&authors, &keys]).await? {
-        let m = message_of(&r)?;
-        existing.insert((m.author.clone(), m.client_msg_id.clone()), m);
-    }
-    let mut member: HashMap<(String, String), ()> = HashMap::new();
-    for r in rows(
-        c,
-        "SELECT room_id, user_id FROM members
-          WHERE (room_id, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-        &[&room_of, &authors],
-    )
-    .await?
-    {
-        member.insert((r.try_get(0)?, r.try_get(1)?), ());
-    }
     // Blocks only matter in dms: the author and the other person, either way round.
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for i in open {
@@ -239,21 +199,45 @@ async fn check(
             b.push(peer);
         }
     }
-    let mut blocked: HashMap<(String, String), ()> = HashMap::new();
-    if !a.is_empty() {
-        for r in rows(
+    // The three lookups go together, in one round trip.
+    let key_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&authors, &keys];
+    let member_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&room_of, &authors];
+    let (key_rows, member_rows, block_rows) = tokio::try_join!(
+        rows(c, &sql, &key_params),
+        rows(
             c,
-            "SELECT user_id, blocked FROM blocks
-              WHERE (user_id, blocked) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
-                 OR (blocked, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-            &[&a, &b],
-        )
-        .await?
-        {
-            let (x, y): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            blocked.insert((y.clone(), x.clone()), ());
-            blocked.insert((x, y), ());
-        }
+            "SELECT room_id, user_id FROM members
+              WHERE (room_id, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            &member_params,
+        ),
+        async {
+            if a.is_empty() {
+                return Ok(Vec::new());
+            }
+            rows(
+                c,
+                "SELECT user_id, blocked FROM blocks
+                  WHERE (user_id, blocked) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+                     OR (blocked, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                &[&a, &b],
+            )
+            .await
+        },
+    )?;
+    let mut existing: HashMap<(String, String), Message> = HashMap::new();
+    for r in &key_rows {
+        let m = message_of(r)?;
+        existing.insert((m.author.clone(), m.client_msg_id.clone()), m);
+    }
+    let mut member: HashMap<(String, String), ()> = HashMap::new();
+    for r in &member_rows {
+        member.insert((r.try_get(0)?, r.try_get(1)?), ());
+    }
+    let mut blocked: HashMap<(String, String), ()> = HashMap::new();
+    for r in &block_rows {
+        let (x, y): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        blocked.insert((y.clone(), x.clone()), ());
+        blocked.insert((x, y), ());
     }
     let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::new();
     let mut plans = Vec::with_capacity(open.len());
@@ -290,10 +274,9 @@ async fn check(
     Ok(plans)
 }
 
-/// Takes `seq`s for the jobs (in job order per room) and inserts their messages; returns the
-/// messages written with their ordinals, or nothing when another node committed one of the keys
-/// meanwhile (the caller then rolls the round back).
-async fn insert(
+/// Takes `seq`s for the jobs (in job order per room, the rooms being locked) and returns their
+/// messages with their ordinals, not yet written.
+async fn assign(
     c: &deadpool_postgres::Transaction<'_>,
     msgs: &[&NewMessage],
     which: &[usize],
@@ -321,10 +304,8 @@ async fn insert(
     {
         next.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
     }
-    let ts = now_ms();
+    let ts = rfc3339_ms(now_ms());
     let mut planned = Vec::with_capacity(which.len());
-    let (mut c_room, mut c_seq, mut c_id, mut c_author, mut c_key, mut c_body, mut c_ord) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for &i in which {
         let m = msgs[i];
         let Some((seq, ord)) = next.get_mut(&m.room) else {
@@ -332,56 +313,80 @@ async fn insert(
         };
         *seq += 1;
         *ord += 1;
-        let id = queries::new_id();
-        c_room.push(m.room.as_str());
-        c_seq.push(*seq);
-        c_id.push(id.clone());
-        c_author.push(m.author.as_str());
-        c_key.push(m.client_msg_id.as_str());
-        c_body.push(m.body.as_str());
-        c_ord.push(*ord);
-        planned.push((
-            Message {
-                id,
-                room: m.room.clone(),
-                seq: seq_of(*seq),
-                author: m.author.clone(),
-                body: m.body.clone(),
-                ts: rfc3339_ms(ts),
-                client_msg_id: m.client_msg_id.clone(),
-                edited_at: None,
-                deleted: None,
-            },
-            *ord,
-        ));
+        let message = Message {
+            id: queries::new_id(),
+            room: m.room.clone(),
+            seq: seq_of(*seq),
+            author: m.author.clone(),
+            body: m.body.clone(),
+            ts: ts.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            edited_at: None,
+            deleted: None,
+        };
+        planned.push((message, *ord));
     }
-    let written: Vec<String> = rows(
+    Ok(planned)
+}
+
+/// Inserts the planned messages; returns how many were written (fewer when another node
+/// committed one of the keys meanwhile).
+async fn write(c: &deadpool_postgres::Transaction<'_>, planned: &[(Message, i64)]) -> Pg<usize> {
+    if planned.is_empty() {
+        return Ok(0);
+    }
+    let ts = now_ms();
+    let room: Vec<&str> = planned.iter().map(|(m, _)| m.room.as_str()).collect();
+    let seq: Vec<i64> = planned.iter().map(|(m, _)| to_i64(m.seq)).collect();
+    let id: Vec<&str> = planned.iter().map(|(m, _)| m.id.as_str()).collect();
+    let author: Vec<&str> = planned.iter().map(|(m, _)| m.author.as_str()).collect();
+    let key: Vec<&str> = planned.iter().map(|(m, _)| m.client_msg_id.as_str()).collect();
+    let body: Vec<&str> = planned.iter().map(|(m, _)| m.body.as_str()).collect();
+    let ord: Vec<i64> = planned.iter().map(|(_, o)| *o).collect();
+    let n = exec(
         c,
         "INSERT INTO messages (room_id, seq, id, author, client_msg_id, body, ts, ord)
          SELECT v.room_id, v.seq, v.id, v.author, v.key, v.body, $8, v.ord
            FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
              AS v(room_id, seq, id, author, key, body, ord)
-         ON CONFLICT (author, client_msg_id) DO NOTHING RETURNING id",
-        &[&c_room, &c_seq, &c_id, &c_author, &c_key, &c_body, &c_ord, &ts],
+         ON CONFLICT (author, client_msg_id) DO NOTHING",
+        &[&room, &seq, &id, &author, &key, &body, &ord, &ts],
     )
-    .await?
-    .iter()
-    .map(|r| r.try_get(0))
-    .collect::<Result<_, _>>()?;
-    if written.len() != planned.len() {
-        return Ok(Vec::new());
-    }
-    Ok(planned)
+    .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// Each author's last message per room in this batch: where their read marker moves.
+/// Writing in a room reads it: each author's marker moves to their last message there.
+async fn move_markers(c: &deadpool_postgres::Transaction<'_>, markers: Vec<Marker<'_>>) -> Pg<()> {
+    if markers.is_empty() {
+        return Ok(());
+    }
+    let mut r = Vec::with_capacity(markers.len());
+    let (mut u, mut s, mut o) = (Vec::new(), Vec::new(), Vec::new());
+    for ((room, user), (seq, ord)) in markers {
+        r.push(room);
+        u.push(user);
+        s.push(seq);
+        o.push(ord);
+    }
+    exec(
+        c,
+        "UPDATE members mb SET read_seq = v.seq, read_ord = v.ord
+           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(room_id, user_id, seq, ord)
+          WHERE mb.room_id = v.room_id AND mb.user_id = v.user_id",
+        &[&r, &u, &s, &o],
+    )
+    .await?;
+    Ok(())
+}
+
 /// `(room, author)` and where the author's marker moves: `(seq, ordinal)`.
 type Marker<'a> = ((&'a str, &'a str), (i64, i64));
 
-fn read_markers<'a>(msgs: &[&'a NewMessage], inserted: &[Option<(Message, i64)>]) -> Vec<Marker<'a>> {
+fn read_markers<'a>(msgs: &[&'a NewMessage], which: &[usize], planned: &[(Message, i64)]) -> Vec<Marker<'a>> {
     let mut out: Vec<Marker<'a>> = Vec::new();
-    for (m, written) in msgs.iter().zip(inserted) {
-        let Some((w, ord)) = written else { continue };
+    for (&i, (w, ord)) in which.iter().zip(planned) {
+        let m = msgs[i];
         let at = (to_i64(w.seq), *ord);
         let key = (m.room.as_str(), m.author.as_str());
         match out.iter_mut().find(|(k, _)| *k == key) {

@@ -64,6 +64,9 @@ pub struct PgOptions {
 pub(super) enum Fail {
     Store(StoreError),
     Pg(tokio_postgres::Error),
+    /// A concurrent transaction on another node committed an idempotency key this batch was
+    /// inserting: the batch runs again, and finds that row.
+    Race,
 }
 
 impl From<StoreError> for Fail {
@@ -84,6 +87,7 @@ impl Fail {
         match self {
             Fail::Store(e) => e,
             Fail::Pg(e) => pg_error(&e),
+            Fail::Race => StoreError::Unavailable("idempotency keys kept colliding across nodes".into()),
         }
     }
 }

@@ -1010,21 +1010,22 @@ pub(super) async fn log_events(c: &impl GenericClient, events: &[TimelineEvent])
         return Ok(None);
     }
     let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let head: i64 = row(c, "UPDATE log_head SET pos = pos + $1 WHERE id = 1 RETURNING pos", &[&n])
-        .await?
-        .ok_or(StoreError::Fatal("the log head row is missing".into()))?
-        .try_get(0)?;
-    let first = head - n + 1;
-    let positions: Vec<i64> = (first..=head).collect();
     let rooms: Vec<&str> = events.iter().map(TimelineEvent::room).collect();
     let seqs: Vec<i64> = events.iter().map(|e| to_i64(e.seq())).collect();
-    exec(
+    // One statement, so the log head is held for one round trip and the commit: take the
+    // positions, write the entries, announce the new head (delivered at commit).
+    let head: i64 = row(
         c,
-        "INSERT INTO event_log (pos, room_id, seq) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[])",
-        &[&positions, &rooms, &seqs],
+        "WITH h AS (UPDATE log_head SET pos = pos + $1 WHERE id = 1 RETURNING pos),
+              entries AS (INSERT INTO event_log (pos, room_id, seq)
+                SELECT h.pos - $1 + v.n, v.room_id, v.seq
+                  FROM h, UNNEST($2::text[], $3::bigint[]) WITH ORDINALITY AS v(room_id, seq, n))
+         SELECT h.pos, pg_notify($4, h.pos::text) FROM h",
+        &[&n, &rooms, &seqs, &super::LOG_CHANNEL],
     )
-    .await?;
-    exec(c, "SELECT pg_notify($1, $2)", &[&super::LOG_CHANNEL, &head.to_string()]).await?;
+    .await?
+    .ok_or(StoreError::Fatal("the log head row is missing".into()))?
+    .try_get(0)?;
     Ok(Some(seq_of(head)))
 }
 
