@@ -675,4 +675,89 @@ mod tests {
         assert_eq!(hub.check_positions(store.as_ref()).await.unwrap(), 0, "told once");
         store.close().await;
     }
+
+    /// A bus whose subscriptions to one topic take a second (a slow round trip).
+    struct SlowBus {
+        inner: LocalBus,
+        slow: Topic,
+    }
+
+    #[async_trait::async_trait]
+    impl Bus for SlowBus {
+        fn set_handler(&self, handler: crate::bus::BusHandler) {
+            self.inner.set_handler(handler)
+        }
+        async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+            self.inner.publish(event).await
+        }
+        async fn subscribe(&self, topics: &[Topic]) -> Result<(), BusError> {
+            if topics.contains(&self.slow) {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            self.inner.subscribe(topics).await
+        }
+        async fn unsubscribe(&self, topics: &[Topic]) -> Result<(), BusError> {
+            self.inner.unsubscribe(topics).await
+        }
+        async fn ping(&self) -> Result<(), BusError> {
+            Ok(())
+        }
+    }
+
+    fn handle(id: &str, user: &str) -> Arc<SessionHandle> {
+        SessionHandle::new(id.into(), user.into(), None, 16, Arc::new(Metrics::new()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_subscription_stalls_only_its_own_topic() {
+        let bus = SlowBus { inner: LocalBus::standalone(), slow: Topic::Room("slow".into()) };
+        let hub = Hub::new(Arc::new(bus), 0);
+        let (a, b) = (handle("a", "ua"), handle("b", "ub"));
+        hub.add_session(&a).await.unwrap();
+        hub.add_session(&b).await.unwrap();
+        let slow = {
+            let (hub, a) = (hub.clone(), a.clone());
+            tokio::spawn(async move { hub.subscribe(&a, &["slow".to_owned(), "shared".to_owned()]).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        hub.subscribe(&b, &["other".to_owned()]).await.unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "another room did not wait for it"
+        );
+        slow.await.unwrap().unwrap();
+    }
+
+    fn member_frame(room: &str, seq: u64, user: &str, change: MemberChange) -> BusEvent {
+        BusEvent {
+            topic: Topic::Room(room.into()),
+            room: room.into(),
+            seq,
+            member: Some((user.into(), change)),
+            origin: None,
+            payload: bytes::Bytes::from_static(b"{}"),
+            published_us: 0,
+            control: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_leave_arriving_after_a_newer_join_keeps_the_member_subscribed() {
+        let hub = Hub::new(Arc::new(LocalBus::standalone()), 0);
+        let s = handle("s", "u");
+        hub.add_session(&s).await.unwrap();
+        hub.subscribe(&s, &["r".to_owned()]).await.unwrap();
+        // The user left at seq 3 and joined again at seq 5; the bus brings the join first.
+        hub.deliver(member_frame("r", 5, "u", MemberChange::Joined));
+        hub.deliver(member_frame("r", 3, "u", MemberChange::Left));
+        let m = hub.members.read().unwrap();
+        let room = m.rooms.get("r").expect("room still held");
+        assert!(room.sessions.iter().any(|x| Arc::ptr_eq(x, &s)), "the stale leave did not unsubscribe");
+        drop(m);
+        // A newer leave does.
+        hub.deliver(member_frame("r", 7, "u", MemberChange::Left));
+        let m = hub.members.read().unwrap();
+        assert!(m.rooms.get("r").is_none_or(|r| r.sessions.is_empty()));
+    }
 }
