@@ -113,6 +113,7 @@ pub struct Metrics {
     /// Time for `Store::append` as the caller sees it (queueing, group commit, fsync).
     pub store_append_seconds: Histogram,
     /// Time from the relay publishing a committed event to a session writing it to its socket.
+    /// The relay may run on another node: the figure then compares two clocks.
     pub fanout_seconds: Histogram,
     /// Frames waiting in a connection's queue when it starts a write.
     pub queue_depth: Histogram,
@@ -186,7 +187,7 @@ impl Metrics {
         );
         registry.register(
             "fanout_seconds",
-            "Time from publishing a committed event to writing it to a client socket",
+            "Time from publishing a committed event to writing it to a client socket (the publishing node's clock against this one's: across machines it includes their offset)",
             m.fanout_seconds.clone(),
         );
         registry.register(
