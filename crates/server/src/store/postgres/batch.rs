@@ -132,14 +132,16 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
         }
         plans[*i] = Some(plan);
     }
-    let planned = assign(&tx, msgs, &to_insert).await?;
+    // One timestamp for the batch: what is stored is what the acks say.
+    let ts = now_ms();
+    let planned = assign(&tx, msgs, &to_insert, ts).await?;
     let events: Vec<TimelineEvent> = planned.iter().map(|(m, _)| TimelineEvent::Message(m.clone())).collect();
     let markers = read_markers(msgs, &to_insert, &planned);
     // Three independent statements sent together (tokio-postgres pipelines them on the one
     // connection): the messages, the authors' read markers, the log entries (the log head is
     // locked from here to the commit).
     let (written, (), last) = tokio::try_join!(
-        write(&tx, &planned),
+        write(&tx, &planned, ts),
         move_markers(&tx, markers),
         queries::log_events(&tx, &events),
     )?;
@@ -280,6 +282,7 @@ async fn assign(
     c: &deadpool_postgres::Transaction<'_>,
     msgs: &[&NewMessage],
     which: &[usize],
+    ts_ms: i64,
 ) -> Pg<Vec<(Message, i64)>> {
     if which.is_empty() {
         return Ok(Vec::new());
@@ -304,7 +307,7 @@ async fn assign(
     {
         next.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
     }
-    let ts = rfc3339_ms(now_ms());
+    let ts = rfc3339_ms(ts_ms);
     let mut planned = Vec::with_capacity(which.len());
     for &i in which {
         let m = msgs[i];
@@ -331,11 +334,10 @@ async fn assign(
 
 /// Inserts the planned messages; returns how many were written (fewer when another node
 /// committed one of the keys meanwhile).
-async fn write(c: &deadpool_postgres::Transaction<'_>, planned: &[(Message, i64)]) -> Pg<usize> {
+async fn write(c: &deadpool_postgres::Transaction<'_>, planned: &[(Message, i64)], ts: i64) -> Pg<usize> {
     if planned.is_empty() {
         return Ok(0);
     }
-    let ts = now_ms();
     let room: Vec<&str> = planned.iter().map(|(m, _)| m.room.as_str()).collect();
     let seq: Vec<i64> = planned.iter().map(|(m, _)| to_i64(m.seq)).collect();
     let id: Vec<&str> = planned.iter().map(|(m, _)| m.id.as_str()).collect();
