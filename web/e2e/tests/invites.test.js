@@ -21,6 +21,8 @@ async function createRoom(page, name, kind = 'private') {
 /** Invites `username` to the open room from the Invite dialog; returns the dialog's outcome:
  * the toast, or the error shown in the dialog (which is then closed). */
 async function inviteFromDialog(page, username) {
+  // A toast still showing from before (a message, a join) must not be taken for the answer.
+  await page.evaluate(() => (document.querySelector('#toast').hidden = true));
   await page.getByRole('button', { name: 'Invite', exact: true }).click();
   const dialog = page.getByRole('dialog');
   await dialog.getByLabel('Username').fill(username);
