@@ -119,6 +119,9 @@ pub struct Metrics {
     pub queue_depth: Histogram,
     /// Connections closed because their queue overflowed (4010).
     pub slow_consumer_closes: Counter,
+    /// Ephemeral frames (typing, read markers, invites) dropped because their share of a
+    /// connection's queue was full.
+    pub ephemeral_dropped: Counter,
     /// Connections closed by the server, by close code.
     pub closes: Family<CodeLabel, Counter>,
     /// Sessions that resumed with `since`.
@@ -163,6 +166,7 @@ impl Metrics {
             fanout_seconds: Histogram::new(latency_buckets()),
             queue_depth: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             slow_consumer_closes: Counter::default(),
+            ephemeral_dropped: Counter::default(),
             closes: Family::default(),
             resumes: Counter::default(),
             replayed_events: Counter::default(),
@@ -199,6 +203,11 @@ impl Metrics {
             "slow_consumer_closes",
             "Connections closed because their queue overflowed (4010)",
             m.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "ephemeral_dropped",
+            "Ephemeral frames dropped because their share of a connection's queue was full",
+            m.ephemeral_dropped.clone(),
         );
         registry.register("closes", "Connections closed by the server, by close code", m.closes.clone());
         registry.register("resumes", "Sessions that resumed with since", m.resumes.clone());

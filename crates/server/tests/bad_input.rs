@@ -556,3 +556,62 @@ async fn a_silent_client_is_closed_with_4009_and_the_ping_op_answers_pong() {
     live.send_frame(&switchboard_client::protocol::ClientFrame::Ping).unwrap();
     expect_frame(&mut live, |f| matches!(f, ServerFrame::Pong)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typing_flood_never_cuts_a_slow_reader_and_messages_still_arrive_in_order() {
+    let server = TestServer::with(|c| {
+        c.send_queue = 64;
+        c.rate_per_sec = 100_000;
+        c.rate_burst = 100_000;
+    })
+    .await;
+    let (alice, _) = server.user("alice").await;
+    let (bob, bob_user) = server.user("bob").await;
+    let mut typers = Vec::new();
+    let mut ids = vec![bob_user.id.clone()];
+    for i in 0..3 {
+        let (c, u) = server.user(&format!("typer{i}")).await;
+        ids.push(u.id);
+        typers.push(c);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let room = alice.create_room("busy", RoomKind::Private, &refs).await.unwrap();
+    // Bob's socket takes a few KB and is not read during the flood.
+    let mut slow = common::raw_slow_reader(&server).await;
+    raw_hello(&mut slow, bob.token().unwrap()).await;
+    let mut sessions = Vec::new();
+    for t in &typers {
+        sessions.push(server.session(t, BTreeMap::new()).await);
+    }
+    let typing = switchboard_client::protocol::ClientFrame::Typing { room: room.id.clone() };
+    for round in 0..1500 {
+        for s in &sessions {
+            s.send_frame(&typing).unwrap();
+        }
+        if round % 75 == 0 {
+            alice.post_message(&room.id, &format!("m{round}"), &format!("message {round}")).await.unwrap();
+        }
+    }
+    // Well past what a 64-frame queue and the socket's buffers hold, all of it typing but 20.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seqs = Vec::new();
+    while seqs.len() < 20 {
+        match raw_next(&mut slow).await {
+            RawEvent::Frame(f) => {
+                if let ServerFrame::Message(m) = f {
+                    seqs.push(m.seq);
+                }
+            }
+            RawEvent::Closed(code) => panic!("the reader was closed ({code:?}) by ephemeral traffic"),
+        }
+    }
+    assert_eq!(seqs, (room.last_seq + 1..=room.last_seq + 20).collect::<Vec<_>>(), "every message, in order");
+    let metrics = reqwest::get(format!("{}/metrics", server.metrics)).await.unwrap().text().await.unwrap();
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with("switchboard_ephemeral_dropped_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(dropped > 0.0, "typing was dropped for the slow reader, not queued without bound");
+}

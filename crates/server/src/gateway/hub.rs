@@ -62,6 +62,18 @@ pub enum Outbound {
     },
 }
 
+impl Outbound {
+    /// Nothing a resume would replay (typing, read markers, invites): under pressure these are
+    /// dropped rather than counted toward the slow-consumer cut.
+    pub fn is_ephemeral(&self) -> bool {
+        match self {
+            Outbound::Event(f) => f.seq == 0,
+            Outbound::Direct(_) => true,
+            Outbound::Check { .. } | Outbound::Joined { .. } => false,
+        }
+    }
+}
+
 /// The hub's handle on one connection.
 #[derive(Debug)]
 pub struct SessionHandle {
@@ -90,8 +102,14 @@ impl SessionHandle {
     }
 
     fn push(&self, out: Outbound) {
-        if self.outbox.push(out) == Pushed::Full && self.kick(close::SLOW_CONSUMER) {
-            self.metrics.slow_consumer_closes.inc();
+        match self.outbox.push(out) {
+            Pushed::Full if self.kick(close::SLOW_CONSUMER) => {
+                self.metrics.slow_consumer_closes.inc();
+            }
+            Pushed::Dropped => {
+                self.metrics.ephemeral_dropped.inc();
+            }
+            _ => {}
         }
     }
 

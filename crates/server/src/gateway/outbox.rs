@@ -6,6 +6,12 @@
 //! slots up front cost about 1.5 KiB per connection (measured with DHAT), a third of the target
 //! for a whole idle connection. Kicks and the drain signal travel through the same wake-up as
 //! a frame, so an idle session waits on one future.
+//!
+//! Ephemeral frames (typing, read markers, invites: nothing a resume would replay) never cost a
+//! client its connection: they may fill at most half the queue, past which new ones are
+//! dropped, and they do not count toward the cut, which only timeline events (what the client
+//! must not miss) trigger. So the queue holds at most `capacity` timeline events plus
+//! `capacity / 2` ephemeral ones.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -27,6 +33,8 @@ pub enum Pushed {
     Full,
     /// The session has ended: nothing was queued.
     Closed,
+    /// An ephemeral frame found its share of the queue full: dropped, and that is all.
+    Dropped,
 }
 
 /// What the session takes next.
@@ -43,6 +51,8 @@ pub enum Next {
 #[derive(Debug, Default)]
 struct Slots {
     items: VecDeque<Outbound>,
+    /// How many of `items` are ephemeral.
+    ephemeral: usize,
     closed: bool,
 }
 
@@ -75,7 +85,12 @@ impl Outbox {
             if s.closed {
                 return Pushed::Closed;
             }
-            if s.items.len() >= self.capacity {
+            if item.is_ephemeral() {
+                if s.ephemeral >= (self.capacity / 2).max(1) {
+                    return Pushed::Dropped;
+                }
+                s.ephemeral += 1;
+            } else if s.items.len() - s.ephemeral >= self.capacity {
                 return Pushed::Full;
             }
             s.items.push_back(item);
@@ -111,6 +126,9 @@ impl Outbox {
     pub fn try_recv(&self) -> Option<Outbound> {
         let mut s = self.slots.lock().ok()?;
         let item = s.items.pop_front();
+        if item.as_ref().is_some_and(Outbound::is_ephemeral) {
+            s.ephemeral -= 1;
+        }
         if s.items.is_empty() && s.items.capacity() > KEEP_CAPACITY {
             s.items = VecDeque::new();
         }
@@ -149,6 +167,7 @@ impl Outbox {
         if let Ok(mut s) = self.slots.lock() {
             s.closed = true;
             s.items = VecDeque::new();
+            s.ephemeral = 0;
         }
     }
 }
@@ -234,6 +253,33 @@ mod tests {
         q.close();
         assert!(q.is_empty());
         assert_eq!(q.push(item("b")), Pushed::Closed);
+    }
+
+    fn typing() -> Outbound {
+        let text = axum::extract::ws::Utf8Bytes::from_static("{\"op\":\"typing\"}");
+        Outbound::Event(std::sync::Arc::new(super::super::hub::Frame {
+            room: "r".into(),
+            seq: 0,
+            member: None,
+            text,
+            published_us: 0,
+        }))
+    }
+
+    #[tokio::test]
+    async fn ephemeral_frames_take_half_the_queue_at_most_and_never_cause_the_cut() {
+        let q = Outbox::new(4);
+        assert_eq!(q.push(typing()), Pushed::Queued);
+        assert_eq!(q.push(typing()), Pushed::Queued);
+        assert_eq!(q.push(typing()), Pushed::Dropped, "their half is full: dropped, no kick");
+        // Timeline items still get the whole capacity.
+        for r in ["a", "b", "c", "d"] {
+            assert_eq!(q.push(item(r)), Pushed::Queued);
+        }
+        assert_eq!(q.push(item("e")), Pushed::Full, "only timeline items fill the queue");
+        assert!(q.kicked().is_none());
+        assert!(matches!(q.recv().await, Next::Item(Outbound::Event(_))));
+        assert_eq!(q.push(typing()), Pushed::Queued, "a slot of their half came free");
     }
 
     #[test]
