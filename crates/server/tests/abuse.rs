@@ -460,6 +460,8 @@ async fn a_block_stops_typing_and_read_markers_in_the_dm_too() {
     amy_ws.send_frame(&typing).unwrap();
     common::expect_frame(&mut bo_ws, |f| matches!(f, ServerFrame::Typing { .. })).await;
     bo.block(&amy.me().await.unwrap().id).await.unwrap();
+    // Past the typing throttle, so that only the block can stop the next one.
+    tokio::time::sleep(switchboard::limits::TYPING_EVERY + Duration::from_millis(100)).await;
     amy_ws.send_frame(&typing).unwrap();
     amy_ws
         .send_frame(&switchboard_client::protocol::ClientFrame::Read { room: dm.id.clone(), seq: 2 })
@@ -468,6 +470,27 @@ async fn a_block_stops_typing_and_read_markers_in_the_dm_too() {
         matches!(f, ServerFrame::Typing { .. } | ServerFrame::Read { .. })
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_is_throttled_per_user_and_room_across_devices() {
+    let server = TestServer::start().await;
+    let (amy, _) = server.user("amy").await;
+    let (bo, bo_user) = server.user("bo").await;
+    let dm = amy.create_room("", RoomKind::Dm, &[&bo_user.id]).await.unwrap();
+    let mut bo_ws = server.session(&bo, BTreeMap::new()).await;
+    let (phone, laptop) =
+        (server.session(&amy, BTreeMap::new()).await, server.session(&amy, BTreeMap::new()).await);
+    let typing = switchboard_client::protocol::ClientFrame::Typing { room: dm.id.clone() };
+    for _ in 0..30 {
+        phone.send_frame(&typing).unwrap();
+        laptop.send_frame(&typing).unwrap();
+    }
+    common::expect_frame(&mut bo_ws, |f| matches!(f, ServerFrame::Typing { .. })).await;
+    common::expect_none(&mut bo_ws, 800, |f| matches!(f, ServerFrame::Typing { .. })).await;
+    tokio::time::sleep(switchboard::limits::TYPING_EVERY).await;
+    phone.send_frame(&typing).unwrap();
+    common::expect_frame(&mut bo_ws, |f| matches!(f, ServerFrame::Typing { .. })).await;
 }
 
 // ---- 8. sends are limited per user, across connections and REST ----

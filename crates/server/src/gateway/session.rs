@@ -567,6 +567,8 @@ impl Session {
             }
             ClientFrame::Typing { room } => match self.member_of(&room) {
                 Err(e) => Some(e.to_frame(None, Some(room))),
+                // Throttled per user and room across devices: the extra ones are dropped.
+                Ok(()) if !self.state.limits.typing(&self.token.user.id, &room) => None,
                 Ok(()) => {
                     let frame = ServerFrame::Typing { room: room.clone(), user: self.token.user.id.clone() };
                     let in_dm = self.rooms.get(room.as_str()).is_some_and(|p| p.kind == RoomKind::Dm);
