@@ -38,6 +38,9 @@ pub struct Config {
     /// How often a node compares the rooms it holds sessions in with the store, to catch a
     /// quiet room whose last events were lost on the bus.
     pub position_check_ms: u64,
+    /// Typing indicators one user's devices together send into one room: one per this long
+    /// reaches the room (0 = no throttle). Clients show one for a few seconds.
+    pub typing_interval_ms: u64,
     /// Secret for Switchboard's own HS256 tokens; generated into `<data>/jwt_secret` if unset.
     pub jwt_secret: Option<String>,
     /// Lifetime of tokens Switchboard issues, in seconds.
@@ -127,6 +130,7 @@ impl Default for Config {
             node_id: None,
             lease_ttl_ms: 3_000,
             position_check_ms: 2_000,
+            typing_interval_ms: 2_000,
             jwt_secret: None,
             token_ttl_secs: 7 * 24 * 3600,
             jwt_external_hs256_secret: None,
@@ -255,6 +259,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_POSITION_CHECK_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position_check_ms: Option<u64>,
+    /// One typing indicator per user and room per this many ms reaches the room; 0 = no
+    /// throttle [default: 2000].
+    #[arg(long, env = "SWITCHBOARD_TYPING_INTERVAL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typing_interval_ms: Option<u64>,
     /// Secret for Switchboard's own tokens [default: generated into <data>/jwt_secret].
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

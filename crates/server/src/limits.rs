@@ -41,11 +41,6 @@ const ADDRESS_FREE_FAILURES: u32 = 30;
 /// Addresses remembered per account as ones it signed in from.
 const KNOWN_PER_ACCOUNT: usize = 8;
 
-/// Typing indicators a user's devices together pass into one room: one per this long. Clients
-/// show an indicator for a few seconds after the last one (the browser client 6 s, sending one
-/// every 3 s while typing), so more only costs every member's queue.
-pub const TYPING_EVERY: Duration = Duration::from_secs(2);
-
 /// The client address as throttles see it: IPv4 as is, IPv6 by its /64 (one subscriber's
 /// share, which a single attacker can fill with addresses at will).
 pub fn client_key(ip: IpAddr) -> IpAddr {
@@ -149,7 +144,8 @@ pub struct Limits {
     signups: DefaultKeyedRateLimiter<IpAddr>,
     login_attempts: DefaultKeyedRateLimiter<IpAddr>,
     sends: DefaultKeyedRateLimiter<String>,
-    typing: DefaultKeyedRateLimiter<(String, String)>,
+    /// `None` when typing is not throttled (`typing_interval_ms = 0`).
+    typing: Option<DefaultKeyedRateLimiter<(String, String)>>,
     login_pairs: Backoff<(String, IpAddr)>,
     login_addresses: Backoff<IpAddr>,
     login_accounts: Backoff<String>,
@@ -170,7 +166,8 @@ impl Limits {
                 cfg.user_sends_per_sec,
                 cfg.user_sends_burst,
             )),
-            typing: RateLimiter::keyed(quota(TYPING_EVERY, 1, 1)),
+            typing: (cfg.typing_interval_ms > 0)
+                .then(|| RateLimiter::keyed(quota(Duration::from_millis(cfg.typing_interval_ms), 1, 1))),
             login_pairs: Backoff::new(cfg.login_free_failures, MAX_BACKOFF),
             login_addresses: Backoff::new(ADDRESS_FREE_FAILURES.max(cfg.login_free_failures), MAX_BACKOFF),
             login_accounts: Backoff::new(ACCOUNT_FREE_FAILURES, MAX_ACCOUNT_BACKOFF),
@@ -203,10 +200,11 @@ impl Limits {
         self.keyed(&self.sends, &user.to_owned(), "you are sending too fast; slow down")
     }
 
-    /// Whether a typing indicator of `user` in `room` goes out; more than one per
-    /// [`TYPING_EVERY`] are dropped without an error (typing is best effort).
+    /// Whether a typing indicator of `user` in `room` goes out: one per `typing_interval_ms`
+    /// from all of the user's devices; the rest are dropped without an error (typing is best
+    /// effort, and clients show an indicator for a few seconds after the last one).
     pub fn typing(&self, user: &str, room: &str) -> bool {
-        self.typing.check_key(&(user.to_owned(), room.to_owned())).is_ok()
+        self.typing.as_ref().is_none_or(|t| t.check_key(&(user.to_owned(), room.to_owned())).is_ok())
     }
 
     /// Checked before a password is hashed: whether `ip` may try `account` now.
@@ -275,8 +273,10 @@ impl Limits {
         }
         self.sends.retain_recent();
         self.sends.shrink_to_fit();
-        self.typing.retain_recent();
-        self.typing.shrink_to_fit();
+        if let Some(t) = &self.typing {
+            t.retain_recent();
+            t.shrink_to_fit();
+        }
         let now = Instant::now();
         self.login_pairs.sweep(now);
         self.login_addresses.sweep(now);

@@ -563,6 +563,8 @@ async fn a_typing_flood_never_cuts_a_slow_reader_and_messages_still_arrive_in_or
         c.send_queue = 64;
         c.rate_per_sec = 100_000;
         c.rate_burst = 100_000;
+        // The flood must reach the reader's queue: no typing throttle here.
+        c.typing_interval_ms = 0;
     })
     .await;
     let (alice, _) = server.user("alice").await;
