@@ -144,8 +144,10 @@ pub struct Limits {
     signups: DefaultKeyedRateLimiter<IpAddr>,
     login_attempts: DefaultKeyedRateLimiter<IpAddr>,
     sends: DefaultKeyedRateLimiter<String>,
-    /// `None` when typing is not throttled (`typing_interval_ms = 0`).
-    typing: Option<DefaultKeyedRateLimiter<(String, String)>>,
+    /// When each user last typed into each room (their indicator went out); `None` when typing
+    /// is not throttled (`typing_interval_ms = 0`).
+    typing: Option<Mutex<HashMap<(String, String), Instant>>>,
+    typing_every: Duration,
     login_pairs: Backoff<(String, IpAddr)>,
     login_addresses: Backoff<IpAddr>,
     login_accounts: Backoff<String>,
@@ -166,8 +168,8 @@ impl Limits {
                 cfg.user_sends_per_sec,
                 cfg.user_sends_burst,
             )),
-            typing: (cfg.typing_interval_ms > 0)
-                .then(|| RateLimiter::keyed(quota(Duration::from_millis(cfg.typing_interval_ms), 1, 1))),
+            typing: (cfg.typing_interval_ms > 0).then(|| Mutex::new(HashMap::new())),
+            typing_every: Duration::from_millis(cfg.typing_interval_ms),
             login_pairs: Backoff::new(cfg.login_free_failures, MAX_BACKOFF),
             login_addresses: Backoff::new(ADDRESS_FREE_FAILURES.max(cfg.login_free_failures), MAX_BACKOFF),
             login_accounts: Backoff::new(ACCOUNT_FREE_FAILURES, MAX_ACCOUNT_BACKOFF),
@@ -204,7 +206,30 @@ impl Limits {
     /// from all of the user's devices; the rest are dropped without an error (typing is best
     /// effort, and clients show an indicator for a few seconds after the last one).
     pub fn typing(&self, user: &str, room: &str) -> bool {
-        self.typing.as_ref().is_none_or(|t| t.check_key(&(user.to_owned(), room.to_owned())).is_ok())
+        let Some(Ok(mut last)) = self.typing.as_ref().map(Mutex::lock) else {
+            return true;
+        };
+        let now = Instant::now();
+        let key = (user.to_owned(), room.to_owned());
+        if last.get(&key).is_some_and(|at| now.duration_since(*at) < self.typing_every) {
+            return false;
+        }
+        if last.len() >= MAX_KEYS {
+            let every = self.typing_every;
+            last.retain(|_, at| now.duration_since(*at) < every);
+        }
+        if last.len() < MAX_KEYS {
+            last.insert(key, now);
+        }
+        true
+    }
+
+    /// The user sent a message into the room: watchers stop showing them as typing, so the
+    /// next indicator goes out at once.
+    pub fn typing_ended(&self, user: &str, room: &str) {
+        if let Some(Ok(mut last)) = self.typing.as_ref().map(Mutex::lock) {
+            last.remove(&(user.to_owned(), room.to_owned()));
+        }
     }
 
     /// Checked before a password is hashed: whether `ip` may try `account` now.
@@ -273,9 +298,10 @@ impl Limits {
         }
         self.sends.retain_recent();
         self.sends.shrink_to_fit();
-        if let Some(t) = &self.typing {
-            t.retain_recent();
-            t.shrink_to_fit();
+        if let Some(Ok(mut last)) = self.typing.as_ref().map(Mutex::lock) {
+            let every = self.typing_every;
+            last.retain(|_, at| at.elapsed() < every);
+            last.shrink_to_fit();
         }
         let now = Instant::now();
         self.login_pairs.sweep(now);

@@ -488,6 +488,11 @@ async fn typing_is_throttled_per_user_and_room_across_devices() {
     }
     common::expect_frame(&mut bo_ws, |f| matches!(f, ServerFrame::Typing { .. })).await;
     common::expect_none(&mut bo_ws, 800, |f| matches!(f, ServerFrame::Typing { .. })).await;
+    // A message ends the typing (watchers stop showing it): typing again shows at once.
+    phone.send(&dm.id, "done typing").await.unwrap();
+    laptop.send_frame(&typing).unwrap();
+    common::expect_frame(&mut bo_ws, |f| matches!(f, ServerFrame::Typing { .. })).await;
+    common::expect_none(&mut bo_ws, 500, |f| matches!(f, ServerFrame::Typing { .. })).await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     phone.send_frame(&typing).unwrap();
     common::expect_frame(&mut bo_ws, |f| matches!(f, ServerFrame::Typing { .. })).await;

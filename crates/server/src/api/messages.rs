@@ -42,6 +42,7 @@ pub async fn post(
         state.metrics.send_refused(&e);
         return Err(e);
     }
+    state.limits.typing_ended(&user.id, &room);
     let msg = NewMessage { room, author: user.id, client_msg_id: body.client_msg_id, body: body.body };
     let result = state.store.append(msg).await.map_err(ApiError::from);
     state.metrics.send_result(started, &result);

@@ -550,6 +550,7 @@ impl Session {
                             body,
                         };
                         let cmid = msg.client_msg_id.clone();
+                        self.state.limits.typing_ended(&self.token.user.id, &room);
                         match self.state.store.queue_append(msg).await {
                             Ok(commit) => {
                                 let metrics = self.state.metrics.clone();
