@@ -91,11 +91,10 @@ fn commit(inner: &Arc<Inner>, jobs: Vec<AppendJob>) -> BoxFuture<'_, ()> {
 }
 
 /// What the checks decided for one job.
-#[derive(Clone)]
 enum Plan {
     /// Settled: the answer is known.
     Done(StoreResult<Appended>),
-    /// To insert with this `seq` and ordinal.
+    /// To insert (its `seq` and ordinal are taken next).
     Insert,
     /// The same key as an earlier job of this batch: answered from that one.
     SameAs(usize),
@@ -121,17 +120,9 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
         let kind: String = r.try_get(1)?;
         rooms.insert(r.try_get(0)?, (RoomKind::parse(&kind).unwrap_or(RoomKind::Private), r.try_get(2)?));
     }
-    let mut plans: Vec<Option<Plan>> = vec![None; msgs.len()];
+    let plans = check(&tx, msgs, &rooms).await?;
+    let to_insert: Vec<usize> = (0..msgs.len()).filter(|i| matches!(plans[*i], Plan::Insert)).collect();
     let mut inserted: Vec<Option<(Message, i64)>> = vec![None; msgs.len()];
-    let open: Vec<usize> = (0..msgs.len()).collect();
-    let decided = check(&tx, msgs, &open, &rooms).await?;
-    let mut to_insert = Vec::new();
-    for (i, plan) in open.iter().zip(decided) {
-        if matches!(plan, Plan::Insert) {
-            to_insert.push(*i);
-        }
-        plans[*i] = Some(plan);
-    }
     // One timestamp for the batch: what is stored is what the acks say.
     let ts = now_ms();
     let planned = assign(&tx, msgs, &to_insert, ts).await?;
@@ -157,12 +148,12 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     let mut results: Vec<StoreResult<Appended>> = Vec::with_capacity(msgs.len());
     for (i, plan) in plans.into_iter().enumerate() {
         let result = match plan {
-            Some(Plan::Done(r)) => r,
-            Some(Plan::Insert) => match inserted[i].take() {
+            Plan::Done(r) => r,
+            Plan::Insert => match inserted[i].take() {
                 Some((message, _)) => Ok(Appended { message, created: true }),
                 None => Err(StoreError::Unavailable("append lost in its batch".into())),
             },
-            Some(Plan::SameAs(j)) => match results.get(j) {
+            Plan::SameAs(j) => match results.get(j) {
                 Some(Ok(first)) if first.message.room == msgs[i].room => {
                     Ok(Appended { message: first.message.clone(), created: false })
                 }
@@ -170,34 +161,32 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
                 Some(Err(e)) => Err(e.clone()),
                 None => Err(StoreError::Unavailable("append lost in its batch".into())),
             },
-            None => Err(StoreError::Unavailable("append left undecided".into())),
         };
         results.push(result);
     }
     Ok((results, last))
 }
 
-/// Decides each open job from what is committed: an existing key, membership, blocks.
+/// Decides each job from what is committed: an existing key, membership, blocks.
 async fn check(
     c: &deadpool_postgres::Transaction<'_>,
     msgs: &[&NewMessage],
-    open: &[usize],
     rooms: &HashMap<String, (RoomKind, Option<String>)>,
 ) -> Pg<Vec<Plan>> {
-    let authors: Vec<&str> = open.iter().map(|i| msgs[*i].author.as_str()).collect();
-    let keys: Vec<&str> = open.iter().map(|i| msgs[*i].client_msg_id.as_str()).collect();
-    let room_of: Vec<&str> = open.iter().map(|i| msgs[*i].room.as_str()).collect();
+    let authors: Vec<&str> = msgs.iter().map(|m| m.author.as_str()).collect();
+    let keys: Vec<&str> = msgs.iter().map(|m| m.client_msg_id.as_str()).collect();
+    let room_of: Vec<&str> = msgs.iter().map(|m| m.room.as_str()).collect();
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages
           WHERE (author, client_msg_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
     );
     // Blocks only matter in dms: the author and the other person, either way round.
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for i in open {
-        if let Some((RoomKind::Dm, Some(key))) = rooms.get(&msgs[*i].room)
-            && let Some(peer) = dm_peer(key, &msgs[*i].author)
+    for m in msgs {
+        if let Some((RoomKind::Dm, Some(key))) = rooms.get(&m.room)
+            && let Some(peer) = dm_peer(key, &m.author)
         {
-            a.push(msgs[*i].author.clone());
+            a.push(m.author.clone());
             b.push(peer);
         }
     }
@@ -242,9 +231,8 @@ async fn check(
         blocked.insert((x, y), ());
     }
     let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut plans = Vec::with_capacity(open.len());
-    for &i in open {
-        let m = msgs[i];
+    let mut plans = Vec::with_capacity(msgs.len());
+    for (i, &m) in msgs.iter().enumerate() {
         let is_member = member.contains_key(&(m.room.clone(), m.author.clone()));
         let not_member = || match rooms.get(&m.room) {
             Some((RoomKind::Public, _)) => StoreError::NotMember,
