@@ -42,6 +42,15 @@ pub enum ClientFrame {
     },
     /// Application-level heartbeat, answered by `pong`.
     Ping,
+    /// Sets this connection's status, and optionally the user's custom status text (an empty
+    /// text clears it; leaving it out keeps it).
+    Status {
+        /// `online` or `away`.
+        status: crate::model::ChosenStatus,
+        /// Custom status text, bounded and sanitised by the server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
 }
 
 /// A change on a room's timeline: the events that take a `seq` and that resume replays.
@@ -133,6 +142,10 @@ pub enum ServerFrame {
         heartbeat_ms: u64,
         /// The user's rooms with `last_seq`, `read_seq` and `unread`.
         rooms: Vec<Room>,
+        /// The presence of the user and of the people in the user's small rooms (extension;
+        /// absent when presence is off).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        presence: Vec<crate::model::Presence>,
     },
     /// A `send` was durably stored.
     Ack {
@@ -199,15 +212,16 @@ pub enum ServerFrame {
         /// Last `seq` not replayed.
         until_seq: u64,
     },
-    /// A user's presence (sent once presence exists).
-    Presence {
-        /// User id.
-        user: String,
-        /// `online`, `away` or `offline`.
-        status: String,
-        /// RFC 3339 UTC, when known.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        last_seen: Option<String>,
+    /// A user's presence changed (someone sharing a small room with the user, or the user's
+    /// own other devices).
+    Presence(crate::model::Presence),
+    /// How many members of a large room are online or away now (extension): sent instead of
+    /// per-member `presence` frames, at most every few seconds, when the count moves.
+    Online {
+        /// Room id.
+        room: String,
+        /// Members online or away.
+        count: u64,
     },
     /// You were invited into a room: accept with `POST /v1/rooms/{id}/join`, or decline with
     /// `DELETE /v1/invites/{room id}` (extension).

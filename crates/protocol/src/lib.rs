@@ -19,4 +19,6 @@ pub mod model;
 pub mod rest;
 
 pub use frames::{ClientFrame, ServerFrame, TimelineEvent};
-pub use model::{AddPolicy, Invite, MemberChange, Message, Role, Room, RoomKind, User};
+pub use model::{
+    AddPolicy, ChosenStatus, Invite, MemberChange, Message, Presence, Role, Room, RoomKind, Status, User,
+};

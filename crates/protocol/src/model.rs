@@ -148,6 +148,13 @@ pub struct Room {
     /// Messages by others after the caller's read marker, not deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unread: Option<u64>,
+    /// How many members the room has (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u64>,
+    /// For a room above the server's presence limit, how many members are online or away:
+    /// such rooms get this count instead of per-member `presence` frames (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<u64>,
 }
 
 /// A message in its current state.
@@ -206,4 +213,63 @@ impl MemberChange {
             _ => None,
         }
     }
+}
+
+/// A user's presence across all of their connections and nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// At least one connection is active.
+    Online,
+    /// Connected, but every connection is away (set by the client, or idle).
+    Away,
+    /// No connection.
+    Offline,
+}
+
+impl Status {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Offline => "offline",
+        }
+    }
+
+    /// Parses the wire name back; `None` for anything unknown.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "online" => Some(Status::Online),
+            "away" => Some(Status::Away),
+            "offline" => Some(Status::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// What a client may set its connection to: offline is never chosen, it is the absence of
+/// connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChosenStatus {
+    /// Active.
+    Online,
+    /// Away from the keyboard.
+    Away,
+}
+
+/// One user's presence as others see it: in `presence` frames, in `ready` and over REST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Presence {
+    /// User id.
+    pub user: String,
+    /// Derived from all of the user's connections.
+    pub status: Status,
+    /// When the user was last connected (RFC 3339 UTC), for `offline` users when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// The user's custom status text, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }

@@ -189,3 +189,11 @@ pub struct ReadState {
     /// Last `seq` read (never moves back, never past `last_seq`).
     pub read_seq: u64,
 }
+
+/// `GET /v1/presence?users=…`: the presence of the asked-for users the caller may see; the
+/// others are left out, exactly as unknown users are.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PresenceList {
+    /// One entry per visible user, in the order asked.
+    pub presence: Vec<crate::model::Presence>,
+}

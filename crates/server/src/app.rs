@@ -24,6 +24,10 @@ use crate::hashing::HashPool;
 use crate::limits::Limits;
 use crate::listener::{self, ListenerConfig};
 use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::presence::local::LocalPresence;
+use crate::presence::node::{PresenceConfig, PresenceNode};
+use crate::presence::redis::{RedisOptions, RedisPresence};
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -53,6 +57,8 @@ pub struct AppState {
     pub hasher: Arc<HashPool>,
     /// Throttles on sign-ups, logins and sends.
     pub limits: Arc<Limits>,
+    /// Presence, unless it is off.
+    pub presence: Option<Arc<PresenceNode>>,
 }
 
 /// Opens the backends the configuration names.
@@ -95,6 +101,38 @@ async fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)
     Ok((store, bus))
 }
 
+/// Opens the presence backend the configuration names (`None` when presence is off).
+async fn presence_backend(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Presence>>> {
+    Ok(match cfg.presence.as_str() {
+        "off" => None,
+        "local" => Some(Arc::new(LocalPresence::new())),
+        url => {
+            let opts = RedisOptions {
+                url: url.to_owned(),
+                prefix: cfg.presence_prefix.clone(),
+                timeout: Duration::from_millis(cfg.bus_timeout_ms),
+            };
+            let p = RedisPresence::connect(&opts)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
+            Some(Arc::new(p))
+        }
+    })
+}
+
+/// Presence settings from the configuration.
+fn presence_config(cfg: &Config) -> PresenceConfig {
+    PresenceConfig {
+        ttl_ms: cfg.presence_ttl_ms,
+        grace_ms: cfg.presence_grace_ms,
+        away_after_ms: cfg.presence_away_after_ms,
+        room_limit: cfg.presence_room_limit,
+        interval_ms: cfg.presence_interval_ms,
+        count_ms: cfg.presence_count_ms,
+        public: cfg.presence_public,
+    }
+}
+
 /// A running node.
 pub struct Server {
     /// The address actually bound (useful with port 0).
@@ -114,6 +152,7 @@ impl Server {
     /// Opens the backends, binds the listener and starts serving.
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
         let (store, bus) = backends(&cfg).await?;
+        let presence_backend = presence_backend(&cfg).await?;
         let auth = Auth::from_config(&cfg).context("setting up tokens")?;
         let node: Arc<str> = Arc::from(cfg.node_name());
         let hub = Hub::new(bus.clone(), cfg.max_sessions_per_user);
@@ -171,6 +210,19 @@ impl Server {
                 )
                 .instrument(tracing::info_span!("node", id = %node)),
         );
+        let presence = presence_backend.map(|backend| {
+            let p = PresenceNode::new(
+                backend,
+                store.clone(),
+                bus.clone(),
+                hub.clone(),
+                metrics.clone(),
+                node.clone(),
+                presence_config(&cfg),
+            );
+            p.start(shutdown.clone());
+            p
+        });
         let listener_cfg = ListenerConfig {
             per_ip: cfg.max_connections_per_ip,
             head_timeout: Duration::from_millis(cfg.request_head_timeout_ms),
@@ -187,6 +239,7 @@ impl Server {
             metrics: metrics.clone(),
             hasher: Arc::new(hasher),
             limits,
+            presence,
         };
         let app = crate::api::router(state.clone());
         let http =

@@ -41,6 +41,29 @@ pub struct Config {
     /// Typing indicators one user's devices together send into one room: one per this long
     /// reaches the room (0 = no throttle). Clients show one for a few seconds.
     pub typing_interval_ms: u64,
+    /// Presence: `local` (in-process), `redis://HOST:PORT` (shared by a cluster) or `off`.
+    pub presence: String,
+    /// First part of every Redis key: clusters sharing one Redis use different ones.
+    pub presence_prefix: String,
+    /// A connection's presence lives this long unrenewed (nodes renew every third of it): how
+    /// soon a crashed node's users go offline.
+    pub presence_ttl_ms: u64,
+    /// A closed connection still counts this long, so a reconnect within it (a flapping phone)
+    /// is no change at all.
+    pub presence_grace_ms: u64,
+    /// A connection with no client activity (pings aside) for this long is away.
+    pub presence_away_after_ms: u64,
+    /// Rooms with more members get an online count instead of per-member presence frames, and
+    /// read markers only to the reader's own devices.
+    pub presence_room_limit: u64,
+    /// At most one presence change per user per this long leaves a node (the latest wins).
+    pub presence_interval_ms: u64,
+    /// At most one online count per large room per this long.
+    pub presence_count_ms: u64,
+    /// Anyone may read anyone's presence over REST (otherwise only people sharing a room).
+    pub presence_public: bool,
+    /// Longest custom status text, in characters.
+    pub max_status_chars: usize,
     /// Secret for Switchboard's own HS256 tokens; generated into `<data>/jwt_secret` if unset.
     pub jwt_secret: Option<String>,
     /// Lifetime of tokens Switchboard issues, in seconds.
@@ -131,6 +154,16 @@ impl Default for Config {
             lease_ttl_ms: 3_000,
             position_check_ms: 2_000,
             typing_interval_ms: 2_000,
+            presence: "local".into(),
+            presence_prefix: "sb".into(),
+            presence_ttl_ms: 20_000,
+            presence_grace_ms: 5_000,
+            presence_away_after_ms: 600_000,
+            presence_room_limit: 250,
+            presence_interval_ms: 1_000,
+            presence_count_ms: 3_000,
+            presence_public: false,
+            max_status_chars: 100,
             jwt_secret: None,
             token_ttl_secs: 7 * 24 * 3600,
             jwt_external_hs256_secret: None,
@@ -264,6 +297,46 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_TYPING_INTERVAL_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typing_interval_ms: Option<u64>,
+    /// Presence: `local`, `redis://HOST:PORT` or `off` [default: local].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<String>,
+    /// First part of every Redis key [default: sb].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_prefix: Option<String>,
+    /// A connection's presence lives this long unrenewed, in ms [default: 20000].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_ttl_ms: Option<u64>,
+    /// A closed connection still counts this long, in ms (flap debounce) [default: 5000].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_GRACE_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_grace_ms: Option<u64>,
+    /// Idle time before a connection is away, in ms [default: 600000].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_AWAY_AFTER_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_away_after_ms: Option<u64>,
+    /// Rooms above this many members get an online count instead of presence frames [default: 250].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_ROOM_LIMIT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_room_limit: Option<u64>,
+    /// At most one presence change per user per this many ms [default: 1000].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_interval_ms: Option<u64>,
+    /// At most one online count per large room per this many ms [default: 3000].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_COUNT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_count_ms: Option<u64>,
+    /// Anyone may read anyone's presence over REST [default: false].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_PUBLIC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_public: Option<bool>,
+    /// Longest custom status text in characters [default: 100].
+    #[arg(long, env = "SWITCHBOARD_MAX_STATUS_CHARS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_status_chars: Option<usize>,
     /// Secret for Switchboard's own tokens [default: generated into <data>/jwt_secret].
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -491,6 +564,27 @@ impl Config {
         }
         if self.store_timeout_ms < 100 || self.bus_timeout_ms < 100 {
             return bad("store_timeout_ms and bus_timeout_ms must be at least 100");
+        }
+        if !matches!(self.presence.as_str(), "local" | "off") && !self.presence.starts_with("redis://") {
+            return bad("presence must be `local`, `off` or redis://HOST:PORT");
+        }
+        if self.presence == "local" && self.bus != "local" {
+            // Each node would know only its own connections.
+            return bad("a cluster (bus nats://…) needs presence on redis://HOST:PORT, or `off`");
+        }
+        if self.presence_ttl_ms < 300
+            || self.presence_interval_ms < 10
+            || self.presence_count_ms < 100
+            || self.max_status_chars == 0
+        {
+            return bad(
+                "presence_ttl_ms must be at least 300, presence_interval_ms 10, presence_count_ms 100, and max_status_chars positive",
+            );
+        }
+        if self.presence_prefix.is_empty()
+            || !self.presence_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "_-:".contains(c))
+        {
+            return bad("presence_prefix must be letters, digits, '_', '-' or ':'");
         }
         if self.bus != "local" && !self.bus.starts_with("nats://") {
             return bad("bus must be `local` or nats://HOST:PORT");

@@ -12,6 +12,7 @@
 //!   [`limits`]: throttles. [`validate`]: input rules. [`error`]: the client-facing error.
 //! - [`store`]: the persistence seam and its SQLite implementation.
 //! - [`bus`]: the fanout seam and its in-process implementation.
+//! - [`presence`]: who is online, in-process or on Redis, and who hears of it.
 //! - [`config`]: flags, environment and TOML. [`metrics`]: Prometheus metrics. [`trim`]: giving
 //!   memory back after many sessions close.
 //!
@@ -33,6 +34,7 @@ pub mod hashing;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod presence;
 pub mod store;
 pub mod trim;
 pub mod validate;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -26,7 +26,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::config::Config;
 use crate::error::ApiError;
 
-/// Most keys one table keeps; past it, idle keys are swept first and new ones are not tracked.
+/// Most keys one table keeps; past it, idle keys are swept first, and then each table makes
+/// room its own way (see [`Backoff::fail`], [`Keyed::check`] and [`Limits::typing`]).
 const MAX_KEYS: usize = 100_000;
 /// A failure record is forgotten after this long without a new failure.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
@@ -133,6 +134,64 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
     }
 }
 
+/// A keyed rate limiter with a bound on its keys. Governor keeps a state for every key it has
+/// seen until a sweep drops the idle ones, and the sweep runs once a minute: without a bound,
+/// a stranger with many addresses (an IPv6 /48 holds 65,536 /64s) could grow a table without
+/// limit in between. The limiter sits behind a lock only so that a full one can be replaced.
+struct Keyed<K: Hash + Eq + Clone> {
+    quota: Quota,
+    limiter: RwLock<DefaultKeyedRateLimiter<K>>,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(quota: Quota) -> Self {
+        Keyed { quota, limiter: RwLock::new(RateLimiter::keyed(quota)) }
+    }
+
+    /// The limiter; a poisoned lock still holds a whole limiter (no code of ours panics while
+    /// holding it for writing), so it is used as is rather than letting every check fail.
+    fn read(&self) -> RwLockReadGuard<'_, DefaultKeyedRateLimiter<K>> {
+        self.limiter.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes one cell for `key`, or says how long until it may try again.
+    fn check(&self, key: &K, clock: &DefaultClock) -> Result<(), Duration> {
+        if self.read().len() >= MAX_KEYS {
+            self.make_room();
+        }
+        self.read().check_key(key).map_err(|not_until| not_until.wait_time_from(clock.now()))
+    }
+
+    /// A full table drops its idle keys; if it is still more than half full, someone is filling
+    /// it on purpose, and it starts over empty. Governor cannot drop one chosen key, so the
+    /// choice is between starting over and refusing keys it has not seen: refusing would let
+    /// whoever fills the table lock every newcomer out (no one could sign up or sign in), while
+    /// starting over only hands every key, theirs included, a fresh budget, once per 50,000 new
+    /// keys; someone holding that many addresses or accounts has that many budgets anyway. The
+    /// failed-login backoff lives in other tables, so password guessing stays slowed. Clearing
+    /// at half rather than at full keeps the sweep, which visits every key, to once per
+    /// 50,000 new keys too. Two callers can both see the table full; the second finds room
+    /// made and leaves it; the bound is loose by the checks in flight between `len` and
+    /// `check_key`.
+    fn make_room(&self) {
+        let mut limiter = self.limiter.write().unwrap_or_else(PoisonError::into_inner);
+        if limiter.len() < MAX_KEYS {
+            return;
+        }
+        limiter.retain_recent();
+        if limiter.len() > MAX_KEYS / 2 {
+            *limiter = RateLimiter::keyed(self.quota);
+        }
+    }
+
+    /// Drops idle keys and the memory they held.
+    fn sweep(&self) {
+        let limiter = self.read();
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+}
+
 fn quota(per: Duration, n: u32, burst: u32) -> Quota {
     let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(n);
@@ -141,9 +200,9 @@ fn quota(per: Duration, n: u32, burst: u32) -> Quota {
 
 /// The node's throttles.
 pub struct Limits {
-    signups: DefaultKeyedRateLimiter<IpAddr>,
-    login_attempts: DefaultKeyedRateLimiter<IpAddr>,
-    sends: DefaultKeyedRateLimiter<String>,
+    signups: Keyed<IpAddr>,
+    login_attempts: Keyed<IpAddr>,
+    sends: Keyed<String>,
     /// When each user last typed into each room (their indicator went out); `None` when typing
     /// is not throttled (`typing_interval_ms = 0`).
     typing: Option<Mutex<HashMap<(String, String), Instant>>>,
@@ -161,13 +220,9 @@ impl Limits {
         let signups = cfg.signups_per_ip_per_hour;
         let logins = cfg.logins_per_ip_per_min;
         Limits {
-            signups: RateLimiter::keyed(quota(Duration::from_secs(3600), signups, signups)),
-            login_attempts: RateLimiter::keyed(quota(Duration::from_secs(60), logins, logins.div_ceil(3))),
-            sends: RateLimiter::keyed(quota(
-                Duration::from_secs(1),
-                cfg.user_sends_per_sec,
-                cfg.user_sends_burst,
-            )),
+            signups: Keyed::new(quota(Duration::from_secs(3600), signups, signups)),
+            login_attempts: Keyed::new(quota(Duration::from_secs(60), logins, logins.div_ceil(3))),
+            sends: Keyed::new(quota(Duration::from_secs(1), cfg.user_sends_per_sec, cfg.user_sends_burst)),
             typing: (cfg.typing_interval_ms > 0).then(|| Mutex::new(HashMap::new())),
             typing_every: Duration::from_millis(cfg.typing_interval_ms),
             login_pairs: Backoff::new(cfg.login_free_failures, MAX_BACKOFF),
@@ -180,14 +235,11 @@ impl Limits {
 
     fn keyed<K: Hash + Eq + Clone>(
         &self,
-        limiter: &DefaultKeyedRateLimiter<K>,
+        limiter: &Keyed<K>,
         key: &K,
         message: &str,
     ) -> Result<(), ApiError> {
-        limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::rate_limited(wait, message)
-        })
+        limiter.check(key, &self.clock).map_err(|wait| ApiError::rate_limited(wait, message))
     }
 
     /// A sign-up from `ip`.
@@ -292,12 +344,9 @@ impl Limits {
 
     /// Drops idle keys so that memory follows recent traffic, not all traffic ever seen.
     pub fn sweep(&self) {
-        for l in [&self.signups, &self.login_attempts] {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-        self.sends.retain_recent();
-        self.sends.shrink_to_fit();
+        self.signups.sweep();
+        self.login_attempts.sweep();
+        self.sends.sweep();
         if let Some(Ok(mut last)) = self.typing.as_ref().map(Mutex::lock) {
             let every = self.typing_every;
             last.retain(|_, at| at.elapsed() < every);
@@ -356,6 +405,18 @@ mod tests {
         b.fail(u32::MAX, now);
         assert!(b.wait(&u32::MAX, now).is_some(), "a newcomer past a full table backs off too");
         assert!(b.entries.lock().unwrap().map.len() <= MAX_KEYS);
+    }
+
+    #[test]
+    fn a_full_rate_limiter_starts_over_instead_of_growing_or_refusing() {
+        let l = Limits::new(&Config::default());
+        for i in 0..MAX_KEYS as u32 {
+            assert!(l.signup(IpAddr::V4(std::net::Ipv4Addr::from(i))).is_ok());
+        }
+        assert_eq!(l.signups.read().len(), MAX_KEYS, "each address spent one sign-up and is kept");
+        let newcomer = IpAddr::V4(std::net::Ipv4Addr::from(u32::MAX));
+        assert!(l.signup(newcomer).is_ok(), "a newcomer past a full table is not refused");
+        assert!(l.signups.read().len() <= MAX_KEYS, "the table does not grow past its bound");
     }
 
     #[test]

@@ -56,18 +56,25 @@ pub enum Backend {
     Store,
     /// The bus.
     Bus,
+    /// The presence backend.
+    Presence,
 }
 
 impl Backend {
     fn label(self) -> BackendLabel {
-        BackendLabel { backend: if self == Backend::Store { "store" } else { "bus" } }
+        let backend = match self {
+            Backend::Store => "store",
+            Backend::Bus => "bus",
+            Backend::Presence => "presence",
+        };
+        BackendLabel { backend }
     }
 }
 
 /// Label for backend errors.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabel {
-    /// `store` or `bus`.
+    /// `store`, `bus` or `presence`.
     pub backend: &'static str,
 }
 
@@ -141,6 +148,12 @@ pub struct Metrics {
     pub throttled: Family<ReasonLabel, Counter>,
     /// 1, labelled with the node's id, so dashboards can tell the nodes of a cluster apart.
     pub node_info: Family<NodeLabel, Gauge>,
+    /// Presence changes this node announced (after the per-user throttle).
+    pub presence_changes: Counter,
+    /// `presence` and `online` frames this node queued for its sessions.
+    pub presence_frames: Counter,
+    /// Calls to the presence backend, by what they were for.
+    pub presence_calls: Family<ReasonLabel, Counter>,
 }
 
 /// What the `throttled` family counts.
@@ -176,6 +189,9 @@ impl Metrics {
             accept_errors: Counter::default(),
             throttled: Family::default(),
             node_info: Family::default(),
+            presence_changes: Counter::default(),
+            presence_frames: Counter::default(),
+            presence_calls: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections", m.connections.clone());
@@ -219,6 +235,21 @@ impl Metrics {
         registry.register("gaps", "gap frames sent", m.gaps.clone());
         registry.register("backend_errors", "Backend failures, by backend", m.backend_errors.clone());
         registry.register("node_info", "This node's id (always 1)", m.node_info.clone());
+        registry.register(
+            "presence_changes",
+            "Presence changes announced by this node",
+            m.presence_changes.clone(),
+        );
+        registry.register(
+            "presence_frames",
+            "presence and online frames queued for sessions",
+            m.presence_frames.clone(),
+        );
+        registry.register(
+            "presence_calls",
+            "Calls to the presence backend, by reason",
+            m.presence_calls.clone(),
+        );
         registry.register(
             "connections_refused",
             "Connections dropped at accept because their address holds its cap",

@@ -136,6 +136,26 @@ pub fn room_name(raw: &str, allow_empty: bool) -> Result<String, ApiError> {
     }
 }
 
+/// A custom status text: trimmed and NFC-normalised, at most `max` characters, without control
+/// or bidi characters; empty (or only invisible characters) means "clear it".
+pub fn status_text(raw: &str, max: usize) -> Result<Option<String>, ApiError> {
+    use unicode_normalization::UnicodeNormalization;
+    let text: String = raw.trim().nfc().collect();
+    if text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            "status text must not hold control or bidi characters",
+        ));
+    }
+    if text.chars().count() > max {
+        return Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            format!("status text must be at most {max} characters"),
+        ));
+    }
+    Ok((!blank(&text)).then_some(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +169,18 @@ mod tests {
         assert!(username(&"a".repeat(33)).is_err());
         assert!(username("a b").is_err());
         assert!(username("a\u{202e}b").is_err());
+    }
+
+    #[test]
+    fn status_texts_are_bounded_and_clean() {
+        assert_eq!(status_text("  lunch  ", 10).unwrap().as_deref(), Some("lunch"));
+        assert_eq!(status_text("\u{200b}\u{3164}", 10).unwrap(), None, "invisible only clears");
+        assert_eq!(status_text("", 10).unwrap(), None);
+        assert!(status_text(&"x".repeat(11), 10).is_err());
+        assert!(status_text(&format!("a{}", "\u{0301}".repeat(100)), 10).is_err(), "marks count");
+        assert!(status_text("a\u{202e}b", 10).is_err());
+        assert!(status_text("a\nb", 10).is_err());
+        assert_eq!(status_text("e\u{301}", 10).unwrap().as_deref(), Some("\u{e9}"), "NFC");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Readiness {
     pub store: String,
     /// `ok`, or why the bus does not answer.
     pub bus: String,
+    /// `ok`, `unavailable` or `off`. It does not gate readiness: presence is best effort, and a
+    /// Redis outage must not take every node out of the load balancer.
+    pub presence: String,
 }
 
 /// 200 when the store and bus answer and the node is not draining; 503 otherwise. The body
@@ -32,7 +35,13 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness, description = "Ready"), (status = 503, body = Readiness, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
-    let (store, bus) = tokio::join!(state.store.ping(), state.bus.ping());
+    let presence = async {
+        match &state.presence {
+            Some(p) => p.ping().await.map_or_else(|_| "unavailable", |()| "ok"),
+            None => "off",
+        }
+    };
+    let (store, bus, presence) = tokio::join!(state.store.ping(), state.bus.ping(), presence);
     let draining = state.shutdown.is_cancelled();
     let status = match (&store, &bus) {
         _ if draining => "draining",
@@ -54,6 +63,7 @@ pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
             |()| "ok".into(),
         ),
         bus: bus.map_or_else(|_| "unavailable".into(), |()| "ok".into()),
+        presence: presence.into(),
     };
     let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, axum::Json(body)).into_response()

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use switchboard_protocol::rest::{
     EditMessage, ErrorBody, HistoryQuery, MarkRead, MessageList, PostMessage, ReadState,
 };
-use switchboard_protocol::{Message, ServerFrame, TimelineEvent};
+use switchboard_protocol::{Message, RoomKind, TimelineEvent};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
@@ -121,9 +121,11 @@ pub async fn read(
 ) -> Result<Json<ReadState>, ApiError> {
     validate::id(&room, "room")?;
     let read_seq = state.store.mark_read(&room, &user.id, body.seq).await?;
-    if !state.store.dm_blocked(&room, &user.id).await.unwrap_or(true) {
-        let frame = ServerFrame::Read { room: room.clone(), user: user.id, seq: read_seq };
-        state.hub.publish_ephemeral(&room, &frame, None).await;
-    }
+    let to_room = match state.store.room_for(&room, &user.id).await {
+        Ok(r) if r.kind == RoomKind::Dm => !state.store.dm_blocked(&room, &user.id).await.unwrap_or(true),
+        Ok(r) => r.members.unwrap_or(0) <= state.cfg.presence_room_limit,
+        Err(_) => false,
+    };
+    state.hub.publish_read(&room, &user.id, read_seq, None, to_room).await;
     Ok(Json(ReadState { read_seq }))
 }

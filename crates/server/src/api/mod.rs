@@ -5,6 +5,7 @@ mod extract;
 mod health;
 mod me;
 mod messages;
+mod presence;
 mod rooms;
 mod sessions;
 mod users;
@@ -32,7 +33,7 @@ use crate::error::ApiError;
     info(title = "Switchboard", description = "Real-time chat server: REST API (v1). The WebSocket protocol is in docs/protocol.md."),
     modifiers(&BearerAuth),
     tags(
-        (name = "accounts"), (name = "rooms"), (name = "messages"), (name = "gateway"), (name = "operations")
+        (name = "accounts"), (name = "rooms"), (name = "messages"), (name = "presence"), (name = "gateway"), (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -65,6 +66,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(users::me))
         .routes(routes!(users::get_user))
         .routes(routes!(users::lookup))
+        .routes(routes!(presence::one))
+        .routes(routes!(presence::many))
         .routes(routes!(rooms::create, rooms::list))
         .routes(routes!(rooms::public))
         .routes(routes!(rooms::get))

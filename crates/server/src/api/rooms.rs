@@ -57,7 +57,22 @@ pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<RoomList>, ApiError> {
-    Ok(Json(RoomList { rooms: state.store.rooms_for(&user.id).await? }))
+    let mut rooms = state.store.rooms_for(&user.id).await?;
+    for r in rooms.iter_mut() {
+        with_online(&state, r).await;
+    }
+    Ok(Json(RoomList { rooms }))
+}
+
+/// A large room's online count, for its members (counting costs a read of its member list, so
+/// a passer-by of a public room cannot make the node do it at will).
+async fn with_online(state: &AppState, room: &mut Room) {
+    if let Some(p) = &state.presence
+        && room.role.is_some()
+        && room.members.unwrap_or(0) > state.cfg.presence_room_limit
+    {
+        room.online = p.online_count(&room.id).await;
+    }
 }
 
 /// Public rooms by name, so people can find rooms to join; the caller's own carry their role
@@ -88,7 +103,9 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Room>, ApiError> {
     validate::id(&id, "room")?;
-    Ok(Json(state.store.room_for(&id, &user.id).await?))
+    let mut room = state.store.room_for(&id, &user.id).await?;
+    with_online(&state, &mut room).await;
+    Ok(Json(room))
 }
 
 /// Joins a public room, or accepts an invite to any room (a no-op for a member).

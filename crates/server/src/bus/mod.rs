@@ -65,6 +65,19 @@ pub enum Control {
         /// Which signed-in session; `None` for all of them.
         session: Option<String>,
     },
+    /// The payload is a `presence` frame about `user` at `version`: receivers give each local
+    /// session each version once (however many rooms it shares with the user) and drop older
+    /// versions. On a room topic it goes to the room's members, on the user's topic to the
+    /// user's own sessions.
+    Presence {
+        /// Whose presence.
+        user: String,
+        /// The change's version.
+        version: u64,
+    },
+    /// A member of this large room changed presence: nodes holding its members count who is
+    /// online again (at most every few seconds) and push the count if it moved.
+    Recount,
 }
 
 /// Now, in microseconds since the Unix epoch (the unit of [`BusEvent::published_us`]).

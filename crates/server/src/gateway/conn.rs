@@ -22,7 +22,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Ops a v1 client may send; anything else is `unknown_op`.
-const KNOWN_OPS: &[&str] = &["hello", "send", "typing", "read", "ping"];
+const KNOWN_OPS: &[&str] = &["hello", "send", "typing", "read", "ping", "status"];
 
 /// What reading the socket produced.
 pub(crate) enum Inbound {

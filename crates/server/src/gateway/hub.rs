@@ -85,6 +85,9 @@ pub struct SessionHandle {
     pub token_session: Option<String>,
     /// Frames on their way to the socket.
     pub outbox: Outbox,
+    /// Whether the connection is away (the client said so, or it has been idle): what the
+    /// node registers again when the presence backend lost it.
+    pub away: std::sync::atomic::AtomicBool,
     /// Counts slow-consumer closes when the overflow happens, not when the close gets out.
     metrics: Arc<Metrics>,
 }
@@ -98,7 +101,14 @@ impl SessionHandle {
         queue: usize,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Arc::new(SessionHandle { id, user, token_session, outbox: Outbox::new(queue), metrics })
+        Arc::new(SessionHandle {
+            id,
+            user,
+            token_session,
+            outbox: Outbox::new(queue),
+            away: Default::default(),
+            metrics,
+        })
     }
 
     fn push(&self, out: Outbound) {
@@ -151,6 +161,18 @@ impl Members {
     }
 }
 
+/// The last presence version of one user handed out on this node, and to which sessions (by
+/// address), so a session sharing many rooms with the user gets each change once.
+struct PresenceSeen {
+    version: u64,
+    given: std::collections::HashSet<usize>,
+    at: std::time::Instant,
+}
+
+/// How long the hub remembers which sessions got a user's latest presence: well past any bus
+/// delay, after which a late copy is taken for new.
+const PRESENCE_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Whether the bus is subscribed to one topic; locked while that topic's subscription changes,
 /// so changes to one topic happen one at a time while other topics' go on.
 type TopicCell = Arc<tokio::sync::Mutex<bool>>;
@@ -181,6 +203,10 @@ pub struct Hub {
     /// node unsubscribed from a room it holds sessions for; no lock covers the whole node, so a
     /// user with 500 rooms does not stall anyone else's `hello`.
     topics: Mutex<HashMap<Topic, TopicCell>>,
+    /// Per user, the latest presence version delivered here (see [`PresenceSeen`]).
+    presence_seen: Mutex<HashMap<String, PresenceSeen>>,
+    /// Large rooms held here whose online count may have moved since it was last counted.
+    recounts: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Hub {
@@ -192,6 +218,8 @@ impl Hub {
             max_per_user,
             signouts: Default::default(),
             topics: Default::default(),
+            presence_seen: Default::default(),
+            recounts: Default::default(),
         });
         let weak: Weak<Hub> = Arc::downgrade(&hub);
         bus.set_handler(Arc::new(move |ev| {
@@ -204,8 +232,12 @@ impl Hub {
 
     /// Routes one bus event to the local sessions it concerns.
     pub fn deliver(self: &Arc<Self>, ev: BusEvent) {
-        if let Some(Control::EndSessions { user, session }) = &ev.control {
-            return self.end_local_sessions(user, session.as_deref());
+        match &ev.control {
+            Some(Control::EndSessions { user, session }) => {
+                return self.end_local_sessions(user, session.as_deref());
+            }
+            Some(Control::Recount) => return self.note_recount(&ev.room),
+            _ => {}
         }
         let Ok(text) = Utf8Bytes::try_from(ev.payload) else {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
@@ -219,8 +251,11 @@ impl Hub {
             published_us: ev.published_us,
         });
         let on_room_topic = matches!(ev.topic, Topic::Room(_));
+        if let Some(Control::Presence { user, version }) = &ev.control {
+            return self.deliver_presence(&frame, user, *version, on_room_topic, ev.origin.as_deref());
+        }
         if let (Topic::User(user), 0, None) = (&ev.topic, frame.seq, &frame.member) {
-            return self.deliver_direct(&frame, user);
+            return self.deliver_direct(&frame, user, ev.origin.as_deref());
         }
         match &frame.member {
             Some((user, MemberChange::Joined)) => {
@@ -249,13 +284,118 @@ impl Hub {
         }
     }
 
-    fn deliver_direct(&self, frame: &Arc<Frame>, user: &str) {
+    fn deliver_direct(&self, frame: &Arc<Frame>, user: &str, origin: Option<&str>) {
         let Ok(members) = self.members.read() else {
             return;
         };
         for s in members.users.get(user).into_iter().flatten() {
-            s.push(Outbound::Direct(frame.clone()));
+            if origin != Some(s.id.as_str()) {
+                s.push(Outbound::Direct(frame.clone()));
+            }
         }
+    }
+
+    /// A presence change: to the room's members (not the user's own sessions, which hear it on
+    /// their user topic), or to the user's other sessions; each session gets each version once,
+    /// and an older version than one already handed out is dropped.
+    fn deliver_presence(
+        &self,
+        frame: &Arc<Frame>,
+        user: &str,
+        version: u64,
+        on_room: bool,
+        origin: Option<&str>,
+    ) {
+        let Ok(members) = self.members.read() else { return };
+        let targets: Vec<&Arc<SessionHandle>> = if on_room {
+            let Some(room) = members.rooms.get(frame.room.as_str()) else { return };
+            room.sessions.iter().filter(|s| s.user != user).collect()
+        } else {
+            let Some(own) = members.users.get(user) else { return };
+            own.iter().filter(|s| origin != Some(s.id.as_str())).collect()
+        };
+        let Ok(mut seen) = self.presence_seen.lock() else { return };
+        let now = std::time::Instant::now();
+        let entry = seen.entry(user.to_owned()).or_insert_with(|| PresenceSeen {
+            version,
+            given: Default::default(),
+            at: now,
+        });
+        if version < entry.version {
+            return;
+        }
+        if version > entry.version {
+            *entry = PresenceSeen { version, given: Default::default(), at: now };
+        }
+        for s in targets {
+            if entry.given.insert(Arc::as_ptr(s) as usize) {
+                s.metrics.presence_frames.inc();
+                s.push(if on_room {
+                    Outbound::Event(frame.clone())
+                } else {
+                    Outbound::Direct(frame.clone())
+                });
+            }
+        }
+    }
+
+    /// Records that a large room's online count may have moved, if this node holds it.
+    fn note_recount(&self, room: &str) {
+        let held =
+            self.members.read().is_ok_and(|m| m.rooms.get(room).is_some_and(|r| !r.sessions.is_empty()));
+        if held && let Ok(mut r) = self.recounts.lock() {
+            r.insert(room.to_owned());
+        }
+    }
+
+    /// Takes the large rooms to count again (see [`Hub::note_recount`]).
+    pub fn take_recounts(&self) -> Vec<String> {
+        self.recounts.lock().map(|mut r| r.drain().collect()).unwrap_or_default()
+    }
+
+    /// Marks a room for counting (a session just joined it, or asked for its count).
+    pub fn want_recount(&self, room: &str) {
+        self.note_recount(room);
+    }
+
+    /// Forgets who got presence versions long ago.
+    pub fn prune_presence(&self) {
+        if let Ok(mut seen) = self.presence_seen.lock() {
+            seen.retain(|_, s| s.at.elapsed() < PRESENCE_MEMORY);
+        }
+    }
+
+    /// Queues an ephemeral frame for the local sessions of one room (the online count).
+    pub fn push_to_room(&self, room: &str, frame: &ServerFrame) {
+        let Ok(text) = serde_json::to_string(frame) else { return };
+        let frame = Arc::new(Frame {
+            room: room.to_owned(),
+            seq: 0,
+            member: None,
+            text: Utf8Bytes::from(text),
+            published_us: crate::bus::now_us(),
+        });
+        let Ok(members) = self.members.read() else { return };
+        for s in members.rooms.get(room).into_iter().flat_map(|r| &r.sessions) {
+            s.metrics.presence_frames.inc();
+            s.push(Outbound::Event(frame.clone()));
+        }
+    }
+
+    /// Every session on this node, as `(user, session id, away)`: what the node renews in the
+    /// presence backend.
+    pub fn local_sessions(&self) -> Vec<(String, String, bool)> {
+        let Ok(m) = self.members.read() else { return Vec::new() };
+        m.users
+            .values()
+            .flatten()
+            .map(|s| (s.user.clone(), s.id.clone(), s.away.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Whether a session with this id is still on this node.
+    pub fn has_session(&self, user: &str, id: &str) -> bool {
+        self.members.read().is_ok_and(|m| m.users.get(user).is_some_and(|v| v.iter().any(|s| s.id == id)))
     }
 
     fn end_local_sessions(&self, user: &str, which: Option<&str>) {
@@ -594,6 +734,29 @@ impl Hub {
         };
         if let Err(e) = self.bus.publish(user_event(user, payload.into())).await {
             tracing::warn!(error = %e, user, "publish to a user failed");
+        }
+    }
+
+    /// Tells of a moved read marker where someone shows it: the whole room (the reader's other
+    /// devices included) when `to_room` (dms and small rooms, not across a block), else only
+    /// the reader's own other devices. Never back to `origin`, the session that moved it.
+    pub async fn publish_read(
+        &self,
+        room: &str,
+        user: &str,
+        seq: u64,
+        origin: Option<String>,
+        to_room: bool,
+    ) {
+        let frame = ServerFrame::Read { room: room.to_owned(), user: user.to_owned(), seq };
+        if to_room {
+            return self.publish_ephemeral(room, &frame, origin).await;
+        }
+        let Ok(payload) = serde_json::to_vec(&frame) else { return };
+        let mut ev = user_event(user, payload.into());
+        ev.origin = origin;
+        if let Err(e) = self.bus.publish(ev).await {
+            tracing::warn!(error = %e, user, "publishing a read marker failed");
         }
     }
 

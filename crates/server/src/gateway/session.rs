@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use switchboard_protocol::codes::{close, error as code};
-use switchboard_protocol::{ClientFrame, RoomKind, ServerFrame};
+use switchboard_protocol::{ChosenStatus, ClientFrame, RoomKind, ServerFrame};
 use tracing::Instrument;
 
 use super::conn::{Conn, Inbound, WriteFailed};
@@ -25,6 +25,7 @@ use crate::app::AppState;
 use crate::auth::{AuthError, Verified};
 use crate::error::ApiError;
 use crate::metrics::{Held, Metrics, SessionState};
+use crate::presence::node::PresenceNode;
 use crate::store::{Appended, Committing, NewMessage};
 use crate::validate;
 
@@ -73,7 +74,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         state.cfg.send_queue,
         state.metrics.clone(),
     );
-    let registered = Registered(Some((state.hub.clone(), handle.clone())));
+    let registered = Registered(Some((state.hub.clone(), handle.clone(), state.presence.clone())));
     if let Err(e) = Box::pin(state.hub.add_session(&handle)).await {
         handle.outbox.close();
         let (code, reason) = match e {
@@ -101,6 +102,9 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         registered.leave().await;
         return;
     }
+    if let Some(p) = &state.presence {
+        Box::pin(p.connected(&user.id, &handle.id, false)).await;
+    }
     let session = Box::new(Session {
         state: state.clone(),
         conn,
@@ -109,6 +113,9 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         rooms: HashMap::new(),
         pending: InFlight::default(),
         written: Vec::new(),
+        last_active: std::time::Instant::now(),
+        idle: false,
+        chose_away: false,
     });
     let since = since.unwrap_or_default();
     if span.is_disabled() {
@@ -123,23 +130,31 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
 /// A session's place in the hub. `leave` takes it out; if the session's task ends any other
 /// way (a panic, the runtime shutting down), dropping this still closes its queue and takes it
 /// out, so the hub never keeps delivering to a session that is gone.
-struct Registered(Option<(Arc<Hub>, Arc<SessionHandle>)>);
+struct Registered(Option<(Arc<Hub>, Arc<SessionHandle>, Option<Arc<PresenceNode>>)>);
 
 impl Registered {
     async fn leave(mut self) {
-        if let Some((hub, handle)) = self.0.take() {
+        if let Some((hub, handle, presence)) = self.0.take() {
             handle.outbox.close();
             Box::pin(hub.remove_session(&handle)).await;
+            if let Some(p) = presence {
+                Box::pin(p.disconnected(&handle.user, &handle.id)).await;
+            }
         }
     }
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        if let Some((hub, handle)) = self.0.take() {
+        if let Some((hub, handle, presence)) = self.0.take() {
             handle.outbox.close();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { hub.remove_session(&handle).await });
+                rt.spawn(async move {
+                    hub.remove_session(&handle).await;
+                    if let Some(p) = presence {
+                        p.disconnected(&handle.user, &handle.id).await;
+                    }
+                });
             }
         }
     }
@@ -266,6 +281,13 @@ struct Session {
     pending: InFlight,
     /// Publish times of the live frames in the batch being written, for the fanout metric.
     written: Vec<u64>,
+    /// When the client last did something (any frame but a ping): idle past the presence
+    /// setting, the connection is away.
+    last_active: std::time::Instant,
+    /// Away because idle.
+    idle: bool,
+    /// Away because the client said so.
+    chose_away: bool,
 }
 
 impl Session {
@@ -304,11 +326,21 @@ impl Session {
         if !late.is_empty() {
             keys.extend(self.state.hub.subscribe(&self.handle, &late).await.map_err(|_| unavailable())?);
         }
+        let limit = self.state.cfg.presence_room_limit;
+        let mut listed = rooms.clone();
+        let mut presence = Vec::new();
+        if let Some(p) = self.state.presence.clone() {
+            for r in listed.iter_mut().filter(|r| r.members.unwrap_or(0) > limit) {
+                r.online = p.online_count(&r.id).await;
+            }
+            presence = p.for_ready(&self.token.user.id).await;
+        }
         let ready = ServerFrame::Ready {
             session_id: self.handle.id.clone(),
             user: self.token.user.clone(),
             heartbeat_ms: self.state.cfg.heartbeat_ms,
-            rooms: rooms.clone(),
+            rooms: listed,
+            presence,
         };
         self.conn.feed_frame(&ready).await?;
         if !since.is_empty() {
@@ -332,7 +364,8 @@ impl Session {
             }
             let key = keys.get(room.id.as_str()).cloned().unwrap_or_else(|| Arc::from(room.id.as_str()));
             self.state.hub.note_position(&room.id, last);
-            self.rooms.insert(key, Position { seq: from, member: true, kind: room.kind });
+            let big = room.members.unwrap_or(0) > limit;
+            self.rooms.insert(key, Position { seq: from, member: true, kind: room.kind, big });
             if last > from {
                 self.fill(&room.id, last).await?;
             }
@@ -397,7 +430,40 @@ impl Session {
             return Err(Stop::Close(close::HEARTBEAT_TIMEOUT, "no heartbeat from client"));
         }
         self.check_token(hb).await?;
+        let away_after = Duration::from_millis(self.state.cfg.presence_away_after_ms);
+        if !self.idle && self.last_active.elapsed() >= away_after {
+            self.idle = true;
+            self.presence_changed(crate::presence::Text::Keep);
+        }
         Ok(self.conn.ping().await?)
+    }
+
+    /// Whether the connection is away: the client said so, or it has been idle.
+    fn away(&self) -> bool {
+        self.chose_away || self.idle
+    }
+
+    /// Tells presence this connection's status (and the user's text), without waiting for it.
+    fn presence_changed(&mut self, text: crate::presence::Text) {
+        let away = self.away();
+        self.handle.away.store(away, std::sync::atomic::Ordering::Relaxed);
+        let Some(p) = self.state.presence.clone() else { return };
+        let (user, session) = (self.token.user.id.clone(), self.handle.id.clone());
+        self.pending.push_back(Box::pin(async move {
+            p.set(&user, &session, away, text).await;
+            None
+        }));
+    }
+
+    /// The client did something: an idle connection is back.
+    fn active(&mut self) {
+        self.last_active = std::time::Instant::now();
+        if self.idle {
+            self.idle = false;
+            if !self.chose_away {
+                self.presence_changed(crate::presence::Text::Keep);
+            }
+        }
     }
 
     /// Closes the session (4003) before REST would refuse its token: at the last heartbeat
@@ -498,11 +564,18 @@ impl Session {
                 let info = self.state.store.room_for(&room, &self.token.user.id).await.ok();
                 let upto = info.as_ref().map_or(seq, |r| r.last_seq.max(seq));
                 let kind = info.as_ref().map_or(RoomKind::Private, |r| r.kind);
+                let big =
+                    info.as_ref().and_then(|r| r.members).unwrap_or(0) > self.state.cfg.presence_room_limit;
+                if big {
+                    // This node counts the room from now on (it may not have held it before).
+                    self.state.hub.want_recount(&room);
+                }
                 self.state.hub.note_position(&room, upto);
-                let p = self.rooms.entry(key).or_insert(Position { seq: 0, member: false, kind });
+                let p = self.rooms.entry(key).or_insert(Position { seq: 0, member: false, kind, big });
                 // What happened while the user was out is not theirs to see.
                 p.seq = p.seq.max(seq.saturating_sub(1));
                 p.kind = kind;
+                p.big = big;
                 self.fill(&room, upto).await?;
             }
         }
@@ -524,12 +597,16 @@ impl Session {
     }
 
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), Stop> {
+        if !matches!(frame, ClientFrame::Ping) {
+            self.active();
+        }
         let reply = match frame {
             ClientFrame::Hello { .. } => Some(
                 ApiError::bad_request(code::ALREADY_AUTHENTICATED, "hello was already accepted")
                     .to_frame(None, None),
             ),
             ClientFrame::Ping => Some(ServerFrame::Pong),
+            ClientFrame::Status { status, text } => self.on_status(status, text),
             ClientFrame::Send { room, client_msg_id, body } => {
                 let checked = validate::id(&room, "room")
                     .and_then(|()| validate::client_msg_id(&client_msg_id))
@@ -586,14 +663,18 @@ impl Session {
             ClientFrame::Read { room, seq } => match self.member_of(&room) {
                 Err(e) => Some(e.to_frame(None, Some(room))),
                 Ok(()) => {
-                    let in_dm = self.rooms.get(room.as_str()).is_some_and(|p| p.kind == RoomKind::Dm);
+                    let audience = match self.rooms.get(room.as_str()) {
+                        Some(p) if p.kind == RoomKind::Dm => ReadAudience::DmUnlessBlocked,
+                        Some(p) if p.big => ReadAudience::OwnDevices,
+                        _ => ReadAudience::Room,
+                    };
                     self.pending.push_back(mark_read(
                         &self.state,
                         room,
                         self.token.user.id.clone(),
                         seq,
                         self.handle.id.clone(),
-                        in_dm,
+                        audience,
                     ));
                     None
                 }
@@ -604,6 +685,38 @@ impl Session {
         }
         Ok(())
     }
+}
+
+impl Session {
+    /// `{"op":"status"}`: sets this connection online or away, and the user's text if given.
+    fn on_status(&mut self, status: ChosenStatus, text: Option<String>) -> Option<ServerFrame> {
+        if self.state.presence.is_none() {
+            return Some(
+                ApiError::bad_request(code::INVALID_REQUEST, "presence is off on this server")
+                    .to_frame(None, None),
+            );
+        }
+        let text = match text.map(|t| validate::status_text(&t, self.state.cfg.max_status_chars)) {
+            None => crate::presence::Text::Keep,
+            Some(Ok(Some(t))) => crate::presence::Text::Set(t),
+            Some(Ok(None)) => crate::presence::Text::Clear,
+            Some(Err(e)) => return Some(e.to_frame(None, None)),
+        };
+        self.chose_away = status == ChosenStatus::Away;
+        self.presence_changed(text);
+        None
+    }
+}
+
+/// Who hears of a moved read marker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadAudience {
+    /// The room (and the user's other devices in it).
+    Room,
+    /// A dm: the other person too, unless either blocked the other.
+    DmUnlessBlocked,
+    /// A large room: only the user's own other devices.
+    OwnDevices,
 }
 
 /// Answers `ack` only after the durable commit.
@@ -656,15 +769,30 @@ fn publish_unless_blocked(
     })
 }
 
-/// Moves the read marker, then tells the room (and the user's other devices), except across a
-/// block in a dm (`in_dm`: only then is the block looked up).
-fn mark_read(state: &AppState, room: String, user: String, seq: u64, origin: String, in_dm: bool) -> Pending {
+/// Moves the read marker, then tells whoever shows it (see [`ReadAudience`]); a block in a dm
+/// is looked up only for dms.
+fn mark_read(
+    state: &AppState,
+    room: String,
+    user: String,
+    seq: u64,
+    origin: String,
+    audience: ReadAudience,
+) -> Pending {
     let state = state.clone();
     Box::pin(async move {
         match state.store.mark_read(&room, &user, seq).await {
             Ok(seq) => {
-                let frame = ServerFrame::Read { room: room.clone(), user: user.clone(), seq };
-                publish_unless_blocked(&state, room, frame, origin, in_dm.then_some(user)).await
+                let to_room = match audience {
+                    ReadAudience::Room => true,
+                    ReadAudience::OwnDevices => false,
+                    // Unknown (store unreachable) counts as blocked: read markers are best effort.
+                    ReadAudience::DmUnlessBlocked => {
+                        !state.store.dm_blocked(&room, &user).await.unwrap_or(true)
+                    }
+                };
+                state.hub.publish_read(&room, &user, seq, Some(origin), to_room).await;
+                None
             }
             Err(e) => Some(ApiError::from(e).to_frame(None, Some(room))),
         }

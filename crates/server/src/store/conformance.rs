@@ -40,7 +40,8 @@ macro_rules! store_conformance {
             dms_have_no_owner,
             sessions_end_and_expire,
             unread_is_kept_by_the_writes,
-            a_removed_member_cannot_read_through_an_old_key
+            a_removed_member_cannot_read_through_an_old_key,
+            member_counts_and_presence_audiences_follow_membership_and_blocks
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -885,4 +886,55 @@ pub(crate) async fn crossed_batches_over_the_same_rooms_all_commit(a: Arc<dyn St
     for r in &rooms {
         assert_eq!(seqs(&a, r).await, (1..=61).collect::<Vec<_>>());
     }
+}
+
+pub(crate) async fn member_counts_and_presence_audiences_follow_membership_and_blocks(store: Arc<dyn Store>) {
+    let (a, b, c, d) =
+        (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await, user(&store, "d").await);
+    let small = room(&store, &a, RoomKind::Private, &[&b]).await;
+    let big = room(&store, &a, RoomKind::Public, &[&b, &c]).await;
+    let dm = room(&store, &a, RoomKind::Dm, &[&d]).await;
+    let count = |room: &str| {
+        let (store, room, a) = (store.clone(), room.to_owned(), a.clone());
+        async move { store.room_for(&room, &a).await.unwrap().members }
+    };
+    assert_eq!((count(&small).await, count(&big).await, count(&dm).await), (Some(2), Some(3), Some(2)));
+    let mut rooms = store.presence_rooms(&a).await.unwrap();
+    rooms.sort();
+    let mut expected = vec![(small.clone(), 2), (big.clone(), 3), (dm.clone(), 2)];
+    expected.sort();
+    assert_eq!(rooms, expected);
+    // Rooms of at most 2 members: b (small) and d (dm), not c (only in the big one).
+    let mut contacts = store.contacts(&a, 2, 100).await.unwrap();
+    contacts.sort();
+    let mut want = vec![b.clone(), d.clone()];
+    want.sort();
+    assert_eq!(contacts, want);
+    assert_eq!(store.contacts(&a, 100, 1).await.unwrap().len(), 1, "the limit holds");
+    let stranger = user(&store, "e").await;
+    let asked = vec![stranger.clone(), c.clone(), "ghost".to_owned(), b.clone()];
+    assert_eq!(store.visible_users(&a, &asked).await.unwrap(), vec![c.clone(), b.clone()]);
+    assert!(store.visible_users(&stranger, &[a.clone()]).await.unwrap().is_empty(), "no shared room");
+    // A block hides both ways: the dm carries nothing, and neither sees the other.
+    store.block(&d, &a).await.unwrap();
+    assert!(!store.presence_rooms(&a).await.unwrap().iter().any(|(r, _)| *r == dm));
+    assert!(!store.presence_rooms(&d).await.unwrap().iter().any(|(r, _)| *r == dm));
+    assert!(!store.contacts(&a, 2, 100).await.unwrap().contains(&d));
+    assert!(store.visible_users(&a, std::slice::from_ref(&d)).await.unwrap().is_empty());
+    assert!(store.visible_users(&d, std::slice::from_ref(&a)).await.unwrap().is_empty());
+    // Counts follow joins, leaves and removals.
+    store.join(&big, &stranger).await.unwrap();
+    assert_eq!(count(&big).await, Some(4));
+    store.remove_member(&big, &c, &c).await.unwrap();
+    store.remove_member(&big, &a, &b).await.unwrap();
+    assert_eq!(count(&big).await, Some(2));
+    let mut ids = store.member_ids(&big).await.unwrap();
+    ids.sort();
+    let mut want = vec![a.clone(), stranger.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(
+        store.rooms_for(&a).await.unwrap().iter().find(|r| r.id == big).and_then(|r| r.members),
+        Some(2)
+    );
 }

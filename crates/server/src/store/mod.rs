@@ -333,6 +333,18 @@ pub trait Store: Send + Sync + 'static {
     /// own at once; other nodes' when the backend tells it). Waking on it is only a hint: a
     /// consumer still reads by cursor, and polls in case a wake-up was missed.
     fn log_watch(&self) -> watch::Receiver<u64>;
+    /// The user's rooms with their member counts, except dms with someone either of them has
+    /// blocked: where a change of the user's presence goes.
+    async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>>;
+    /// Up to `limit` people who share a room of at most `room_limit` members with `user`,
+    /// except those either of them has blocked: whose presence `ready` carries.
+    async fn contacts(&self, user: &str, room_limit: u64, limit: u32) -> StoreResult<Vec<String>>;
+    /// Those of `users` (in the order given) who share a room with `viewer` and have no block
+    /// between them and `viewer`: the only ones whose presence `viewer` may read.
+    async fn visible_users(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>>;
+    /// The ids of a room's members, for counting who of a large room is online.
+    async fn member_ids(&self, room: &str) -> StoreResult<Vec<String>>;
+
     /// Finishes queued writes and stops; later writes fail with `Closed`.
     async fn close(&self);
 }

@@ -22,6 +22,9 @@ pub(super) struct Position {
     /// removal). Nothing else of the room is kept: a session's memory grows by this small
     /// position per room, however many rooms the user is in.
     pub(super) kind: RoomKind,
+    /// Above the presence limit: read markers go only to the user's own devices, and the room
+    /// gets an online count instead of presence frames.
+    pub(super) big: bool,
 }
 
 /// The user's own membership change carried by a timeline event, if any.
@@ -160,6 +163,8 @@ async fn room_frame(
         role: None,
         read_seq: None,
         unread: None,
+        members: None,
+        online: None,
     });
     info.last_seq = seq;
     if change != MemberChange::Joined {

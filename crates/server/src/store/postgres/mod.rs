@@ -14,6 +14,7 @@
 //! under an advisory lock, so nodes starting together migrate once. Other nodes' commits reach
 //! this node's log watch by `LISTEN`/`NOTIFY`.
 
+mod audience;
 mod batch;
 mod queries;
 
@@ -36,7 +37,8 @@ use super::{
 };
 
 /// Schema migrations, applied in order; `schema_migrations` records which ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_member_count.sql")];
 
 /// The channel commits are announced on.
 const LOG_CHANNEL: &str = "switchboard_log";
@@ -514,6 +516,22 @@ impl Store for PgStore {
 
     async fn last_seqs(&self, rooms: &[String]) -> StoreResult<Vec<(String, u64)>> {
         read!(self, |c| queries::last_seqs(c, rooms).await?)
+    }
+
+    async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {
+        read!(self, |c| audience::presence_rooms(c, user).await?)
+    }
+
+    async fn contacts(&self, user: &str, room_limit: u64, limit: u32) -> StoreResult<Vec<String>> {
+        read!(self, |c| audience::contacts(c, user, room_limit, limit).await?)
+    }
+
+    async fn visible_users(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
+        read!(self, |c| audience::visible_users(c, viewer, users).await?)
+    }
+
+    async fn member_ids(&self, room: &str) -> StoreResult<Vec<String>> {
+        read!(self, |c| audience::member_ids(c, room).await?)
     }
 
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64> {

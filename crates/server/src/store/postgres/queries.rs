@@ -150,7 +150,7 @@ pub(super) async fn ensure_external_user(
 const ROOM_COLUMNS: &str = "r.id, r.name, r.kind, r.last_seq, mb.role, mb.read_seq,
     CASE WHEN mb.user_id IS NULL THEN NULL ELSE
       GREATEST(0, r.msg_count - mb.read_ord - (SELECT COUNT(*) FROM (SELECT 1 FROM messages d
-         WHERE d.room_id = r.id AND d.deleted AND d.seq > mb.read_seq LIMIT 1000) x)) END";
+         WHERE d.room_id = r.id AND d.deleted AND d.seq > mb.read_seq LIMIT 1000) x)) END, r.member_count";
 
 fn room_of(r: &Row) -> Pg<Room> {
     let kind: String = r.try_get(2)?;
@@ -163,6 +163,8 @@ fn room_of(r: &Row) -> Pg<Room> {
         role: role.as_deref().and_then(Role::parse),
         read_seq: r.try_get::<_, Option<i64>>(5)?.map(seq_of),
         unread: r.try_get::<_, Option<i64>>(6)?.map(seq_of),
+        members: Some(seq_of(r.try_get(7)?)),
+        online: None,
     })
 }
 
@@ -419,6 +421,8 @@ fn invite_of(r: &Row) -> Pg<Invite> {
             role: None,
             read_seq: None,
             unread: None,
+            members: None,
+            online: None,
         },
         inviter: User { id: r.try_get(4)?, username: r.try_get(5)? },
         created_at: rfc3339_ms(r.try_get(6)?),

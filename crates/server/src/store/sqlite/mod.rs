@@ -2,6 +2,7 @@
 //! power cut loses nothing acked), one writer thread with group commit ([`writer`]) and a small
 //! pool of read-only connections that read concurrently with it.
 
+mod audience;
 mod checkpoint;
 mod queries;
 mod writer;
@@ -27,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_messages_by_room.sql"),
     include_str!("migrations/0003_sessions_consent_unread.sql"),
     include_str!("migrations/0004_event_log.sql"),
+    include_str!("migrations/0005_member_count.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -367,6 +369,26 @@ impl Store for SqliteStore {
     async fn last_seqs(&self, rooms: &[String]) -> StoreResult<Vec<(String, u64)>> {
         let rooms = rooms.to_vec();
         self.read(move |c| queries::last_seqs(c, &rooms)).await
+    }
+
+    async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {
+        let u = user.to_owned();
+        self.read(move |c| audience::presence_rooms(c, &u)).await
+    }
+
+    async fn contacts(&self, user: &str, room_limit: u64, limit: u32) -> StoreResult<Vec<String>> {
+        let u = user.to_owned();
+        self.read(move |c| audience::contacts(c, &u, room_limit, limit)).await
+    }
+
+    async fn visible_users(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
+        let (v, users) = (viewer.to_owned(), users.to_vec());
+        self.read(move |c| audience::visible_users(c, &v, &users)).await
+    }
+
+    async fn member_ids(&self, room: &str) -> StoreResult<Vec<String>> {
+        let r = room.to_owned();
+        self.read(move |c| audience::member_ids(c, &r)).await
     }
 
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64> {

@@ -138,6 +138,8 @@ fn room_row(r: &Row<'_>) -> rusqlite::Result<Room> {
         role: role.as_deref().and_then(Role::parse),
         read_seq: r.get::<_, Option<i64>>(5)?.map(seq_of),
         unread: r.get::<_, Option<i64>>(6)?.map(seq_of),
+        members: Some(seq_of(r.get(7)?)),
+        online: None,
     })
 }
 
@@ -146,7 +148,7 @@ fn room_row(r: &Row<'_>) -> rusqlite::Result<Room> {
 const ROOM_COLUMNS: &str = "r.id, r.name, r.kind, r.last_seq, mb.role, mb.read_seq,
     CASE WHEN mb.user_id IS NULL THEN NULL ELSE
       MAX(0, r.msg_count - mb.read_ord - (SELECT COUNT(*) FROM (SELECT 1 FROM messages d
-         WHERE d.room_id = r.id AND d.deleted = 1 AND d.seq > mb.read_seq LIMIT 1000))) END";
+         WHERE d.room_id = r.id AND d.deleted = 1 AND d.seq > mb.read_seq LIMIT 1000))) END, r.member_count";
 
 pub(super) fn rooms_for(c: &Connection, user: &str) -> StoreResult<Vec<Room>> {
     let sql = format!(
@@ -393,6 +395,8 @@ fn invite_row(r: &Row<'_>) -> rusqlite::Result<Invite> {
             role: None,
             read_seq: None,
             unread: None,
+            members: None,
+            online: None,
         },
         inviter: User { id: r.get(4)?, username: r.get(5)? },
         created_at: rfc3339_ms(r.get(6)?),

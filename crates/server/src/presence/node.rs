@@ -1,0 +1,390 @@
+//! This node's side of presence: registering its connections, renewing them, sweeping what
+//! lapsed anywhere, and telling the right people, few enough times.
+//!
+//! Who hears a change of user U:
+//! - the members of U's rooms of at most `room_limit` members (not across a blocked dm), as a
+//!   `presence` frame on each room's topic; receiving hubs give each session each version once;
+//! - U's own other sessions, on U's topic;
+//! - in larger rooms, nobody per change: the change marks the room for a recount, and each node
+//!   holding members counts who is online at most every `count_ms`, pushing an `online` frame
+//!   only when the count moved.
+//!
+//! At most one change per user per `interval_ms` leaves a node (the latest wins), so a client
+//! toggling its status cannot flood its contacts; flapping connections are already absorbed by
+//! the backend's grace period.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard_protocol::{ChosenStatus, Presence as WirePresence, ServerFrame, Status};
+use tokio_util::sync::CancellationToken;
+
+use super::{Presence, PresenceError, State, Text};
+use crate::bus::{Bus, BusEvent, Control, Topic};
+use crate::gateway::hub::Hub;
+use crate::metrics::{Backend, Metrics};
+use crate::store::Store;
+
+/// Settings of presence (from the configuration).
+#[derive(Debug, Clone)]
+pub struct PresenceConfig {
+    /// A connection's life without renewal: how soon a crashed node's users go offline.
+    pub ttl_ms: u64,
+    /// How long a closed connection still counts (the flap debounce).
+    pub grace_ms: u64,
+    /// Idle time (no frames but pings) after which a connection is away.
+    pub away_after_ms: u64,
+    /// Rooms with more members get an online count instead of per-member presence.
+    pub room_limit: u64,
+    /// At most one announced change per user per this long.
+    pub interval_ms: u64,
+    /// At most one count per large room per this long.
+    pub count_ms: u64,
+    /// Whether anyone may read anyone's presence over REST.
+    pub public: bool,
+}
+
+/// How many people's presence `ready` carries.
+const READY_CONTACTS: u32 = 1000;
+/// Lapsed connections removed per sweep call; a sweep goes on while it finds this many.
+const SWEEP_BATCH: usize = 1000;
+
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    pending: Option<State>,
+}
+
+#[derive(Clone, Copy)]
+struct Count {
+    value: u64,
+    at: Instant,
+}
+
+/// Presence as this node runs it.
+pub struct PresenceNode {
+    backend: Arc<dyn Presence>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    node: Arc<str>,
+    /// The settings.
+    pub cfg: PresenceConfig,
+    throttle: Mutex<HashMap<String, Throttle>>,
+    counts: Mutex<HashMap<String, Count>>,
+}
+
+impl PresenceNode {
+    /// Presence for this node over `backend`.
+    pub fn new(
+        backend: Arc<dyn Presence>,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        node: Arc<str>,
+        cfg: PresenceConfig,
+    ) -> Arc<Self> {
+        Arc::new(PresenceNode {
+            backend,
+            store,
+            bus,
+            hub,
+            metrics,
+            node,
+            cfg,
+            throttle: Mutex::default(),
+            counts: Mutex::default(),
+        })
+    }
+
+    fn conn(&self, session: &str) -> String {
+        format!("{}/{session}", self.node)
+    }
+
+    fn call(&self, reason: &'static str) {
+        self.metrics.presence_calls.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
+    }
+
+    fn failed(&self, e: &PresenceError) {
+        self.metrics.backend_error(Backend::Presence);
+        tracing::debug!(error = %e, "presence call failed");
+    }
+
+    /// A session started.
+    pub async fn connected(&self, user: &str, session: &str, away: bool) {
+        self.call("connect");
+        let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
+        match self.backend.connect(user, &self.conn(session), status, self.cfg.ttl_ms).await {
+            Ok(Some(change)) => self.changed(change).await,
+            Ok(None) => {}
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    /// A session set its status or text (or went idle, or came back).
+    pub async fn set(&self, user: &str, session: &str, away: bool, text: Text) {
+        self.call("status");
+        let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
+        match self.backend.set_status(user, &self.conn(session), status, text, self.cfg.ttl_ms).await {
+            Ok(Some(change)) => self.changed(change).await,
+            Ok(None) => {}
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    /// A session ended: it lingers for the grace period, then a sweep announces the change.
+    pub async fn disconnected(&self, user: &str, session: &str) {
+        self.call("disconnect");
+        if let Err(e) = self.backend.disconnect(user, &self.conn(session), self.cfg.grace_ms).await {
+            self.failed(&e);
+        }
+    }
+
+    /// Announces a change now, or holds it (the latest wins) when the user's last one left less
+    /// than `interval_ms` ago.
+    async fn changed(&self, change: State) {
+        let interval = Duration::from_millis(self.cfg.interval_ms);
+        {
+            let Ok(mut t) = self.throttle.lock() else { return };
+            let entry = t.entry(change.user.clone()).or_default();
+            if entry.last.is_some_and(|at| at.elapsed() < interval) {
+                if entry.pending.as_ref().is_none_or(|p| p.version < change.version) {
+                    entry.pending = Some(change);
+                }
+                return;
+            }
+            entry.last = Some(Instant::now());
+            entry.pending = None;
+        }
+        self.announce(change).await;
+    }
+
+    /// Sends held changes whose interval has passed, and forgets idle throttle entries.
+    async fn flush_held(&self) {
+        let interval = Duration::from_millis(self.cfg.interval_ms);
+        let due: Vec<State> = {
+            let Ok(mut t) = self.throttle.lock() else { return };
+            let mut due = Vec::new();
+            t.retain(|_, e| {
+                let ready = e.last.is_none_or(|at| at.elapsed() >= interval);
+                if ready && let Some(p) = e.pending.take() {
+                    e.last = Some(Instant::now());
+                    due.push(p);
+                    return true;
+                }
+                e.pending.is_some() || e.last.is_some_and(|at| at.elapsed() < interval)
+            });
+            due
+        };
+        for change in due {
+            self.announce(change).await;
+        }
+    }
+
+    /// Publishes a change to everyone who should hear it (see the module's doc).
+    async fn announce(&self, change: State) {
+        self.metrics.presence_changes.inc();
+        let frame = ServerFrame::Presence(change.to_wire());
+        let Ok(payload) = serde_json::to_vec(&frame) else { return };
+        let payload = bytes::Bytes::from(payload);
+        let control = Control::Presence { user: change.user.clone(), version: change.version };
+        let event = |topic: Topic, room: &str, control: Control, payload: bytes::Bytes| BusEvent {
+            topic,
+            room: room.to_owned(),
+            seq: 0,
+            member: None,
+            origin: None,
+            payload,
+            published_us: crate::bus::now_us(),
+            control: Some(control),
+        };
+        let mut events = vec![event(Topic::User(change.user.clone()), "", control.clone(), payload.clone())];
+        match self.store.presence_rooms(&change.user).await {
+            Ok(rooms) => {
+                for (room, members) in rooms {
+                    if members <= self.cfg.room_limit {
+                        events.push(event(
+                            Topic::Room(room.clone()),
+                            &room,
+                            control.clone(),
+                            payload.clone(),
+                        ));
+                    } else if change.status != Status::Away {
+                        // Away and online both count as present: only arrivals and departures
+                        // move a count.
+                        events.push(event(
+                            Topic::Room(room.clone()),
+                            &room,
+                            Control::Recount,
+                            bytes::Bytes::new(),
+                        ));
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, user = %change.user, "cannot list rooms for presence"),
+        }
+        for ev in events {
+            if let Err(e) = self.bus.publish(ev).await {
+                tracing::debug!(error = %e, "presence publish failed");
+                return;
+            }
+        }
+    }
+
+    /// What `ready` carries: the presence of the user and of the people in their small rooms.
+    pub async fn for_ready(&self, user: &str) -> Vec<WirePresence> {
+        let mut users = match self.store.contacts(user, self.cfg.room_limit, READY_CONTACTS).await {
+            Ok(c) => c,
+            Err(_) => Vec::new(),
+        };
+        users.insert(0, user.to_owned());
+        self.call("get");
+        match self.backend.get(&users).await {
+            Ok(states) => states.iter().map(State::to_wire).collect(),
+            Err(e) => {
+                self.failed(&e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The presence of users, for REST (the caller decided who may see whom).
+    pub async fn get(&self, users: &[String]) -> Result<Vec<WirePresence>, PresenceError> {
+        self.call("get");
+        let states = self.backend.get(users).await.inspect_err(|e| self.failed(e))?;
+        Ok(states.iter().map(State::to_wire).collect())
+    }
+
+    /// How many members of a room are online or away, counted at most every `count_ms`.
+    pub async fn online_count(&self, room: &str) -> Option<u64> {
+        let fresh = Duration::from_millis(self.cfg.count_ms);
+        if let Some(c) = self.counts.lock().ok()?.get(room).copied()
+            && c.at.elapsed() < fresh
+        {
+            return Some(c.value);
+        }
+        self.count(room).await.map(|(value, _)| value)
+    }
+
+    /// Counts a room's present members; returns the count and whether it moved.
+    async fn count(&self, room: &str) -> Option<(u64, bool)> {
+        let ids = self.store.member_ids(room).await.ok()?;
+        self.call("count");
+        let states = match self.backend.get(&ids).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.failed(&e);
+                return None;
+            }
+        };
+        let value = states.iter().filter(|s| s.status != Status::Offline).count() as u64;
+        let mut counts = self.counts.lock().ok()?;
+        let before = counts.insert(room.to_owned(), Count { value, at: Instant::now() });
+        Some((value, before.is_none_or(|b| b.value != value)))
+    }
+
+    /// Counts the large rooms marked since the last pass and pushes counts that moved.
+    async fn recount(&self) {
+        for room in self.hub.take_recounts() {
+            if let Some((value, true)) = self.count(&room).await {
+                self.hub.push_to_room(&room, &ServerFrame::Online { room: room.clone(), count: value });
+            }
+        }
+        if let Ok(mut counts) = self.counts.lock() {
+            counts.retain(|_, c| c.at.elapsed() < Duration::from_secs(300));
+        }
+    }
+
+    /// Renews this node's connections and registers again those the backend lost.
+    async fn renew(&self) {
+        let sessions = self.hub.local_sessions();
+        if sessions.is_empty() {
+            return;
+        }
+        let conns: Vec<(String, String)> =
+            sessions.iter().map(|(u, s, _)| (u.clone(), self.conn(s))).collect();
+        self.call("renew");
+        match self.backend.renew(&conns, self.cfg.ttl_ms).await {
+            Ok(lost) => {
+                if !lost.is_empty() {
+                    tracing::info!(count = lost.len(), "presence lost connections; registering them again");
+                }
+                for i in lost {
+                    let Some((user, session, away)) = sessions.get(i) else { continue };
+                    self.connected(user, session, *away).await;
+                    // Closed meanwhile: let it go again.
+                    if !self.hub.has_session(user, session) {
+                        self.disconnected(user, session).await;
+                    }
+                }
+            }
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    /// Removes lapsed connections of every node (as any node may) and announces the changes.
+    async fn sweep(&self) {
+        loop {
+            self.call("sweep");
+            match self.backend.sweep(SWEEP_BATCH).await {
+                Ok(changes) => {
+                    let full = changes.len() >= SWEEP_BATCH;
+                    for change in changes {
+                        self.changed(change).await;
+                    }
+                    if !full {
+                        return;
+                    }
+                }
+                Err(e) => return self.failed(&e),
+            }
+        }
+    }
+
+    /// Checks the backend answers, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), PresenceError> {
+        self.backend.ping().await
+    }
+
+    /// Renewals on their own task (so that announcing a crashed node's thousands of changes
+    /// never delays them), and sweeps, held changes and counts on another, until `stop`.
+    pub fn start(self: &Arc<Self>, stop: CancellationToken) {
+        let renew_every = Duration::from_millis((self.cfg.ttl_ms / 3).max(50));
+        let me = self.clone();
+        let stop2 = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop2.cancelled() => return,
+                    _ = tokio::time::sleep(renew_every) => me.renew().await,
+                }
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(me.cfg.interval_ms.clamp(50, 1000));
+            let count_every = Duration::from_millis(me.cfg.count_ms);
+            let mut last_count = Instant::now();
+            let mut last_sweep = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+                if last_sweep.elapsed() >= Duration::from_millis(500) {
+                    last_sweep = Instant::now();
+                    me.sweep().await;
+                    me.hub.prune_presence();
+                }
+                me.flush_held().await;
+                if last_count.elapsed() >= count_every {
+                    last_count = Instant::now();
+                    me.recount().await;
+                }
+            }
+        });
+    }
+}
