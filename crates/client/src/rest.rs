@@ -5,10 +5,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_protocol::rest::{
     AddMember, AuthResponse, BlockList, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery,
-    InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage, PublicRoomsQuery, ReadState,
-    Registration, RoomList, UserLookup, UserSettings,
+    InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage, PresenceList, PublicRoomsQuery,
+    ReadState, Registration, RoomList, UserLookup, UserSettings,
 };
-use switchboard_protocol::{AddPolicy, Invite, Message, Room, RoomKind, TimelineEvent, User};
+use switchboard_protocol::{AddPolicy, Invite, Message, Presence, Room, RoomKind, TimelineEvent, User};
 
 use crate::ClientError;
 
@@ -143,6 +143,17 @@ impl Client {
         let req =
             self.request(Method::GET, "/v1/users/lookup").query(&UserLookup { username: username.into() });
         Self::decode(req.send().await?).await
+    }
+
+    /// One user's presence (`404` unless the caller shares a room with them).
+    pub async fn presence(&self, user: &str) -> Result<Presence, ClientError> {
+        Self::decode(self.request(Method::GET, &format!("/v1/users/{user}/presence")).send().await?).await
+    }
+
+    /// Many users' presence; those the caller may not see are left out.
+    pub async fn presence_of(&self, users: &[&str]) -> Result<Vec<Presence>, ClientError> {
+        let req = self.request(Method::GET, "/v1/presence").query(&[("users", users.join(","))]);
+        Ok(Self::decode::<PresenceList>(req.send().await?).await?.presence)
     }
 
     /// One room.

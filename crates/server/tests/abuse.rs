@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{RawEvent, TestServer, raw, raw_close_code, raw_hello, raw_next};
+use common::{RawEvent, TestServer, external_token, now_secs, raw, raw_close_code, raw_hello, raw_next};
 use futures_util::SinkExt;
 use switchboard_client::protocol::{AddPolicy, RoomKind, ServerFrame};
 
@@ -290,19 +290,6 @@ async fn logging_out_ends_the_token_on_rest_and_closes_its_sockets_at_once() {
     let hello = serde_json::json!({"op": "hello", "token": other_device.token().unwrap()});
     again.send(Message::Text(hello.to_string().into())).await.unwrap();
     assert_eq!(raw_close_code(&mut again).await, Some(4003));
-}
-
-fn external_token(secret: &str, sub: &str, exp: u64, iat: Option<u64>) -> String {
-    let mut claims = serde_json::json!({"sub": sub, "exp": exp});
-    if let Some(iat) = iat {
-        claims["iat"] = iat.into();
-    }
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap()
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

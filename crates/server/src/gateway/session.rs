@@ -326,11 +326,11 @@ impl Session {
         if !late.is_empty() {
             keys.extend(self.state.hub.subscribe(&self.handle, &late).await.map_err(|_| unavailable())?);
         }
-        let limit = self.state.cfg.presence_room_limit;
+        let big_above = self.state.cfg.presence_room_limit;
         let mut listed = rooms.clone();
         let mut presence = Vec::new();
         if let Some(p) = self.state.presence.clone() {
-            for r in listed.iter_mut().filter(|r| r.members.unwrap_or(0) > limit) {
+            for r in listed.iter_mut().filter(|r| r.members.unwrap_or(0) > big_above) {
                 r.online = p.online_count(&r.id).await;
             }
             presence = p.for_ready(&self.token.user.id).await;
@@ -364,7 +364,7 @@ impl Session {
             }
             let key = keys.get(room.id.as_str()).cloned().unwrap_or_else(|| Arc::from(room.id.as_str()));
             self.state.hub.note_position(&room.id, last);
-            let big = room.members.unwrap_or(0) > limit;
+            let big = room.members.unwrap_or(0) > big_above;
             self.rooms.insert(key, Position { seq: from, member: true, kind: room.kind, big });
             if last > from {
                 self.fill(&room.id, last).await?;

@@ -53,13 +53,17 @@ const SWEEP_BATCH: usize = 1000;
 #[derive(Default)]
 struct Throttle {
     last: Option<Instant>,
-    pending: Option<State>,
+    /// The latest held change, and the session that made it (`None` once held changes from
+    /// several sessions were merged: then every session hears it).
+    pending: Option<(State, Option<String>)>,
 }
 
 #[derive(Clone, Copy)]
 struct Count {
     value: u64,
     at: Instant,
+    /// The count last pushed to this node's sessions.
+    pushed: Option<u64>,
 }
 
 /// Presence as this node runs it.
@@ -118,7 +122,7 @@ impl PresenceNode {
         self.call("connect");
         let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
         match self.backend.connect(user, &self.conn(session), status, self.cfg.ttl_ms).await {
-            Ok(Some(change)) => self.changed(change).await,
+            Ok(Some(change)) => self.changed(change, Some(session)).await,
             Ok(None) => {}
             Err(e) => self.failed(&e),
         }
@@ -129,7 +133,7 @@ impl PresenceNode {
         self.call("status");
         let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
         match self.backend.set_status(user, &self.conn(session), status, text, self.cfg.ttl_ms).await {
-            Ok(Some(change)) => self.changed(change).await,
+            Ok(Some(change)) => self.changed(change, Some(session)).await,
             Ok(None) => {}
             Err(e) => self.failed(&e),
         }
@@ -144,28 +148,35 @@ impl PresenceNode {
     }
 
     /// Announces a change now, or holds it (the latest wins) when the user's last one left less
-    /// than `interval_ms` ago.
-    async fn changed(&self, change: State) {
+    /// than `interval_ms` ago. `origin`, the session that made it, does not hear it back (a
+    /// held change is told to all of the user's sessions).
+    async fn changed(&self, change: State, origin: Option<&str>) {
         let interval = Duration::from_millis(self.cfg.interval_ms);
         {
             let Ok(mut t) = self.throttle.lock() else { return };
             let entry = t.entry(change.user.clone()).or_default();
             if entry.last.is_some_and(|at| at.elapsed() < interval) {
-                if entry.pending.as_ref().is_none_or(|p| p.version < change.version) {
-                    entry.pending = Some(change);
+                let origin = origin.map(str::to_owned);
+                match &entry.pending {
+                    Some((held, _)) if held.version >= change.version => {}
+                    Some((_, held_origin)) => {
+                        let merged = if *held_origin == origin { origin } else { None };
+                        entry.pending = Some((change, merged));
+                    }
+                    None => entry.pending = Some((change, origin)),
                 }
                 return;
             }
             entry.last = Some(Instant::now());
             entry.pending = None;
         }
-        self.announce(change).await;
+        self.announce(change, origin).await;
     }
 
     /// Sends held changes whose interval has passed, and forgets idle throttle entries.
     async fn flush_held(&self) {
         let interval = Duration::from_millis(self.cfg.interval_ms);
-        let due: Vec<State> = {
+        let due: Vec<(State, Option<String>)> = {
             let Ok(mut t) = self.throttle.lock() else { return };
             let mut due = Vec::new();
             t.retain(|_, e| {
@@ -179,13 +190,13 @@ impl PresenceNode {
             });
             due
         };
-        for change in due {
-            self.announce(change).await;
+        for (change, origin) in due {
+            self.announce(change, origin.as_deref()).await;
         }
     }
 
     /// Publishes a change to everyone who should hear it (see the module's doc).
-    async fn announce(&self, change: State) {
+    async fn announce(&self, change: State, origin: Option<&str>) {
         self.metrics.presence_changes.inc();
         let frame = ServerFrame::Presence(change.to_wire());
         let Ok(payload) = serde_json::to_vec(&frame) else { return };
@@ -201,7 +212,9 @@ impl PresenceNode {
             published_us: crate::bus::now_us(),
             control: Some(control),
         };
-        let mut events = vec![event(Topic::User(change.user.clone()), "", control.clone(), payload.clone())];
+        let mut own = event(Topic::User(change.user.clone()), "", control.clone(), payload.clone());
+        own.origin = origin.map(str::to_owned);
+        let mut events = vec![own];
         match self.store.presence_rooms(&change.user).await {
             Ok(rooms) => {
                 for (room, members) in rooms {
@@ -266,11 +279,11 @@ impl PresenceNode {
         {
             return Some(c.value);
         }
-        self.count(room).await.map(|(value, _)| value)
+        self.count(room).await
     }
 
-    /// Counts a room's present members; returns the count and whether it moved.
-    async fn count(&self, room: &str) -> Option<(u64, bool)> {
+    /// Counts a room's present members.
+    async fn count(&self, room: &str) -> Option<u64> {
         let ids = self.store.member_ids(room).await.ok()?;
         self.call("count");
         let states = match self.backend.get(&ids).await {
@@ -282,14 +295,21 @@ impl PresenceNode {
         };
         let value = states.iter().filter(|s| s.status != Status::Offline).count() as u64;
         let mut counts = self.counts.lock().ok()?;
-        let before = counts.insert(room.to_owned(), Count { value, at: Instant::now() });
-        Some((value, before.is_none_or(|b| b.value != value)))
+        let entry =
+            counts.entry(room.to_owned()).or_insert(Count { value, at: Instant::now(), pushed: None });
+        (entry.value, entry.at) = (value, Instant::now());
+        Some(value)
     }
 
     /// Counts the large rooms marked since the last pass and pushes counts that moved.
     async fn recount(&self) {
         for room in self.hub.take_recounts() {
-            if let Some((value, true)) = self.count(&room).await {
+            let Some(value) = self.count(&room).await else { continue };
+            let moved = self
+                .counts
+                .lock()
+                .is_ok_and(|mut c| c.get_mut(&room).is_some_and(|e| e.pushed.replace(value) != Some(value)));
+            if moved {
                 self.hub.push_to_room(&room, &ServerFrame::Online { room: room.clone(), count: value });
             }
         }
@@ -333,7 +353,7 @@ impl PresenceNode {
                 Ok(changes) => {
                     let full = changes.len() >= SWEEP_BATCH;
                     for change in changes {
-                        self.changed(change).await;
+                        self.changed(change, None).await;
                     }
                     if !full {
                         return;

@@ -252,3 +252,19 @@ impl Drop for PgSchema {
         .join();
     }
 }
+
+/// A token from "the operator's backend" (HS256 with `secret`), for `sub`: users appear on
+/// first use, with no password to hash, so tests can make thousands.
+pub fn external_token(secret: &str, sub: &str, exp: u64, iat: Option<u64>) -> String {
+    let mut claims = serde_json::json!({"sub": sub, "exp": exp});
+    if let Some(iat) = iat {
+        claims["iat"] = iat.into();
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).unwrap()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
