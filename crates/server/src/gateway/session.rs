@@ -130,7 +130,10 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
 /// A session's place in the hub. `leave` takes it out; if the session's task ends any other
 /// way (a panic, the runtime shutting down), dropping this still closes its queue and takes it
 /// out, so the hub never keeps delivering to a session that is gone.
-struct Registered(Option<(Arc<Hub>, Arc<SessionHandle>, Option<Arc<PresenceNode>>)>);
+struct Registered(Option<Place>);
+
+/// Where a session is registered: the hub, its handle there, and presence.
+type Place = (Arc<Hub>, Arc<SessionHandle>, Option<Arc<PresenceNode>>);
 
 impl Registered {
     async fn leave(mut self) {

@@ -249,10 +249,8 @@ impl PresenceNode {
 
     /// What `ready` carries: the presence of the user and of the people in their small rooms.
     pub async fn for_ready(&self, user: &str) -> Vec<WirePresence> {
-        let mut users = match self.store.contacts(user, self.cfg.room_limit, READY_CONTACTS).await {
-            Ok(c) => c,
-            Err(_) => Vec::new(),
-        };
+        let mut users: Vec<String> =
+            self.store.contacts(user, self.cfg.room_limit, READY_CONTACTS).await.unwrap_or_default();
         users.insert(0, user.to_owned());
         self.call("get");
         match self.backend.get(&users).await {

@@ -914,7 +914,10 @@ pub(crate) async fn member_counts_and_presence_audiences_follow_membership_and_b
     let stranger = user(&store, "e").await;
     let asked = vec![stranger.clone(), c.clone(), "ghost".to_owned(), b.clone()];
     assert_eq!(store.visible_users(&a, &asked).await.unwrap(), vec![c.clone(), b.clone()]);
-    assert!(store.visible_users(&stranger, &[a.clone()]).await.unwrap().is_empty(), "no shared room");
+    assert!(
+        store.visible_users(&stranger, std::slice::from_ref(&a)).await.unwrap().is_empty(),
+        "no shared room"
+    );
     // A block hides both ways: the dm carries nothing, and neither sees the other.
     store.block(&d, &a).await.unwrap();
     assert!(!store.presence_rooms(&a).await.unwrap().iter().any(|(r, _)| *r == dm));
