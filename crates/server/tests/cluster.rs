@@ -4,7 +4,7 @@
 //! processes are in `process.rs`.
 //!
 //! They need the real engines: `#[ignore]`d in a plain `cargo test`; scripts/test runs them with
-//! `SWITCHBOARD_TEST_POSTGRES` and `SWITCHBOARD_TEST_NATS` set.
+//! `SWITCHBOARD_TEST_POSTGRES`, `SWITCHBOARD_TEST_NATS` and `SWITCHBOARD_TEST_REDIS` set.
 
 mod common;
 
@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{TestServer, expect_frame, expect_none};
-use switchboard_client::protocol::{MemberChange, RoomKind, ServerFrame};
+use switchboard_client::protocol::{MemberChange, RoomKind, ServerFrame, Status};
 use switchboard_client::{Client, Session, SessionConfig};
 
-const NEEDS: &str = "needs PostgreSQL and NATS: scripts/test runs it";
+const NEEDS: &str = "needs PostgreSQL, NATS and Redis: scripts/test runs it";
 
 /// `n` nodes on one fresh schema and one fresh subject prefix.
 struct Cluster {
@@ -28,9 +28,11 @@ impl Cluster {
         let schema = common::PgSchema::create().await;
         let prefix = format!("{}-{}", common::nats_prefix(), uuid_simple());
         let secret = "cluster-test-secret-0123456789abcdef0123456789".to_owned();
+        let presence_prefix = common::redis_prefix();
         let mut nodes = Vec::new();
         for i in 0..n {
             let (url, prefix, secret) = (schema.url.clone(), prefix.clone(), secret.clone());
+            let presence_prefix = presence_prefix.clone();
             nodes.push(
                 TestServer::with(move |c| {
                     c.store = Some(url);
@@ -41,6 +43,10 @@ impl Cluster {
                     c.lease_ttl_ms = 600;
                     c.position_check_ms = 300;
                     c.pg_pool_size = 6;
+                    c.presence = common::redis_url();
+                    c.presence_prefix = presence_prefix;
+                    c.presence_grace_ms = 300;
+                    c.presence_interval_ms = 50;
                 })
                 .await,
             );
@@ -74,7 +80,7 @@ async fn read_until(s: &mut Session, room: &str, upto: u64) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn members_on_three_nodes_see_every_message_once_in_seq_order() {
     let _ = NEEDS;
     let cluster = Cluster::start(3).await;
@@ -115,7 +121,7 @@ async fn members_on_three_nodes_see_every_message_once_in_seq_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn one_client_msg_id_sent_to_two_nodes_at_once_is_one_message() {
     let cluster = Cluster::start(2).await;
     let (alice0, _) = cluster.user(0, "alice").await;
@@ -148,7 +154,7 @@ async fn one_client_msg_id_sent_to_two_nodes_at_once_is_one_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn a_member_removed_on_one_node_stops_receiving_on_another_at_once() {
     let cluster = Cluster::start(2).await;
     let (alice, _) = cluster.user(0, "alice").await;
@@ -170,7 +176,7 @@ async fn a_member_removed_on_one_node_stops_receiving_on_another_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn the_relay_moves_to_another_node_when_its_node_stops() {
     let mut cluster = Cluster::start(2).await;
     let (alice, _) = cluster.user(1, "alice").await;
@@ -193,7 +199,7 @@ async fn the_relay_moves_to_another_node_when_its_node_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn a_sign_out_on_one_node_closes_sessions_on_another() {
     let cluster = Cluster::start(2).await;
     let (alice, _) = cluster.user(0, "alice").await;
@@ -217,4 +223,31 @@ async fn a_sign_out_on_one_node_closes_sessions_on_another() {
             Err(_) => panic!("the session on the other node stayed open"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
+async fn two_devices_on_two_nodes_are_one_presence_for_a_watcher_on_a_third() {
+    let cluster = Cluster::start(3).await;
+    let (a0, alice) = cluster.user(0, "alice").await;
+    let a1 = cluster.nodes[1].client().with_token(a0.token().unwrap());
+    let (w, watcher) = cluster.user(2, "watcher").await;
+    let (s, _) = cluster.user(2, "stranger").await;
+    a0.create_room("r", RoomKind::Private, &[watcher.as_str()]).await.unwrap();
+    let mut watching = cluster.session(2, &w).await;
+    let is = |st: Status| {
+        let alice = alice.clone();
+        move |f: &ServerFrame| matches!(f, ServerFrame::Presence(p) if p.user == alice && p.status == st)
+    };
+    let phone = cluster.session(0, &a0).await;
+    expect_frame(&mut watching, is(Status::Online)).await;
+    let laptop = cluster.session(1, &a1).await;
+    phone.close();
+    expect_none(&mut watching, 1200, |f| matches!(f, ServerFrame::Presence(p) if p.user == alice)).await;
+    assert_eq!(w.presence(&alice).await.unwrap().status, Status::Online, "still online through node 1");
+    laptop.close();
+    let off = expect_frame(&mut watching, is(Status::Offline)).await;
+    assert!(matches!(off, ServerFrame::Presence(p) if p.last_seen.is_some()));
+    // Another node, the same rule: a stranger learns nothing.
+    assert_eq!(s.presence(&alice).await.unwrap_err().status(), Some(404));
 }

@@ -3,8 +3,10 @@
 //! `client_msg_id → ack(seq) → delivery` and counts lost, duplicated and reordered records;
 //! the pass mark is zero of each.
 //!
-//! NATS here is a private `nats-server` on a free port, so it can be killed and restarted
-//! without touching anyone else's. The PostgreSQL restart restarts the machine's server: this
+//! NATS and Redis here are private servers on free ports, so they can be killed and restarted
+//! without touching anyone else's. Presence has its own faults: a node killed takes its users
+//! offline within the TTL, and a Redis lost and restarted empty neither blocks sends nor keeps
+//! anyone offline. The PostgreSQL restart restarts the machine's server: this
 //! binary's tests run one at a time (a lock below) and scripts/test runs test binaries one
 //! after another.
 //!
@@ -16,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use switchboard_client::protocol::{RoomKind, ServerFrame};
+use switchboard_client::protocol::{RoomKind, ServerFrame, Status};
 use switchboard_client::{Client, Session, SessionConfig, SessionEvent};
 
 /// One test at a time: they restart shared engines.
@@ -28,26 +30,45 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A `nats-server` of this test's own.
-struct Nats {
+/// An engine process of this test's own (`nats-server` or `redis-server`) on a free port, so it
+/// can be killed and restarted without touching anyone else's.
+struct Engine {
     child: Option<Child>,
     port: u16,
+    program: &'static str,
+    args: fn(u16) -> Vec<String>,
 }
 
-impl Nats {
-    fn start() -> Nats {
-        let mut n = Nats { child: None, port: free_port() };
-        n.restart();
-        n
+impl Engine {
+    fn start(program: &'static str, args: fn(u16) -> Vec<String>) -> Engine {
+        let mut e = Engine { child: None, port: free_port(), program, args };
+        e.restart();
+        e
+    }
+
+    fn nats() -> Engine {
+        Self::start("nats-server", |port| {
+            vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]
+        })
+    }
+
+    /// A Redis that keeps nothing on disk: a restart comes back empty.
+    fn redis() -> Engine {
+        Self::start("redis-server", |port| {
+            let args = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--port"];
+            let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+            v.push(port.to_string());
+            v
+        })
     }
 
     fn restart(&mut self) {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+        let child = Command::new(self.program)
+            .args((self.args)(self.port))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server runs (scripts/services installs it)");
+            .unwrap_or_else(|_| panic!("{} runs (scripts/services installs it)", self.program));
         self.child = Some(child);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -55,7 +76,7 @@ impl Nats {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("nats-server did not start");
+        panic!("{} did not start", self.program);
     }
 
     fn kill(&mut self) {
@@ -66,11 +87,12 @@ impl Nats {
     }
 
     fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.program == "redis-server" { "redis" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 
-impl Drop for Nats {
+impl Drop for Engine {
     fn drop(&mut self) {
         self.kill();
     }
@@ -82,7 +104,13 @@ struct Node {
 }
 
 impl Node {
-    async fn spawn(i: usize, store: &str, nats: &str, data: &std::path::Path) -> Node {
+    /// A node on `store`, `nats` and presence on `redis` (the machine's, under a prefix of its
+    /// own, when `None`).
+    async fn spawn(i: usize, store: &str, nats: &str, redis: Option<&str>, data: &std::path::Path) -> Node {
+        let (redis, prefix) = match redis {
+            Some(url) => (url.to_owned(), "faults".to_owned()),
+            None => (common::redis_url(), common::redis_prefix()),
+        };
         let port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
@@ -91,6 +119,8 @@ impl Node {
             .args(["--lease-ttl-ms", "1000", "--position-check-ms", "500", "--pg-pool-size", "6"])
             .args(["--user-sends-per-sec", "100000", "--user-sends-burst", "100000"])
             .args(["--signups-per-ip-per-hour", "100000", "--store-timeout-ms", "1000"])
+            .args(["--presence", &redis, "--presence-prefix", &prefix, "--presence-ttl-ms", "3000"])
+            .args(["--presence-grace-ms", "300", "--presence-interval-ms", "50", "--bus-timeout-ms", "500"])
             .env("SWITCHBOARD_JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -260,7 +290,7 @@ async fn setup(n: usize, nats: &str) -> Setup {
     let data = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
     for i in 0..n {
-        nodes.push(Node::spawn(i, &schema.url, nats, data.path()).await);
+        nodes.push(Node::spawn(i, &schema.url, nats, None, data.path()).await);
     }
     let c = Client::new(&nodes[0].base);
     let writer = c.register("writer", "correct horse battery").await.unwrap();
@@ -317,10 +347,10 @@ async fn run_with_fault(s: &mut Setup, fault: impl AsyncFnOnce(&mut Setup)) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn kill_9_of_a_node_during_sends_loses_and_repeats_nothing() {
     let _serial = SERIAL.lock().await;
-    let nats = Nats::start();
+    let nats = Engine::nats();
     let mut s = setup(3, &nats.url()).await;
     run_with_fault(&mut s, async |s: &mut Setup| {
         s.nodes[0].kill_9();
@@ -329,10 +359,10 @@ async fn kill_9_of_a_node_during_sends_loses_and_repeats_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn nats_restarted_during_sends_loses_nothing_acked() {
     let _serial = SERIAL.lock().await;
-    let mut nats = Nats::start();
+    let mut nats = Engine::nats();
     let url = nats.url();
     let mut s = setup(2, &url).await;
     run_with_fault(&mut s, async |_s: &mut Setup| {
@@ -344,10 +374,10 @@ async fn nats_restarted_during_sends_loses_nothing_acked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs PostgreSQL and NATS: scripts/test runs it"]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
 async fn postgres_restarted_during_sends_loses_nothing_acked() {
     let _serial = SERIAL.lock().await;
-    let nats = Nats::start();
+    let nats = Engine::nats();
     let mut s = setup(2, &nats.url()).await;
     run_with_fault(&mut s, async |_s: &mut Setup| {
         let status = tokio::task::spawn_blocking(|| {
@@ -365,4 +395,100 @@ async fn postgres_restarted_during_sends_loses_nothing_acked() {
         assert!(status.success(), "PostgreSQL restarted");
     })
     .await;
+}
+
+/// A session on `node` for `token`, ready.
+async fn session_on(node: &Node, token: &str) -> Session {
+    let cfg =
+        SessionConfig { url: node.ws(), token: token.to_owned(), since: BTreeMap::new(), reconnect: false };
+    Session::connect(cfg).await.expect("session connects")
+}
+
+/// Waits up to `secs` for `user`'s presence with `status` on `s`; returns how long it took.
+async fn wait_presence(s: &mut Session, user: &str, status: Status, secs: u64) -> Duration {
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let f = tokio::time::timeout_at(deadline, s.next_frame())
+            .await
+            .unwrap_or_else(|_| panic!("no {status:?} for {user} within {secs} s"))
+            .expect("session open");
+        if let ServerFrame::Presence(p) = f
+            && p.user == user
+            && p.status == status
+        {
+            return started.elapsed();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
+async fn kill_9_of_a_node_takes_its_users_offline_within_the_ttl() {
+    let _serial = SERIAL.lock().await;
+    let (nats, redis) = (Engine::nats(), Engine::redis());
+    let schema = common::PgSchema::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut doomed = Node::spawn(0, &schema.url, &nats.url(), Some(&redis.url()), data.path()).await;
+    let other = Node::spawn(1, &schema.url, &nats.url(), Some(&redis.url()), data.path()).await;
+    let c = Client::new(&other.base);
+    let alice = c.register("alice", "correct horse battery").await.unwrap();
+    let watcher = c.register("watcher", "correct horse battery").await.unwrap();
+    let w = Client::new(&other.base).with_token(&watcher.token);
+    w.set_add_policy(switchboard_client::protocol::AddPolicy::Anyone).await.unwrap();
+    let a = Client::new(&other.base).with_token(&alice.token);
+    a.create_room("r", RoomKind::Private, &[&watcher.user.id]).await.unwrap();
+    let mut watching = session_on(&other, &watcher.token).await;
+    let _alice_on = session_on(&doomed, &alice.token).await;
+    wait_presence(&mut watching, &alice.user.id, Status::Online, 5).await;
+    doomed.kill_9();
+    // The TTL is 3 s; the surviving node sweeps every half second.
+    let took = wait_presence(&mut watching, &alice.user.id, Status::Offline, 10).await;
+    assert!(took < Duration::from_millis(4500), "offline {took:?} after the kill, TTL 3 s");
+    assert_eq!(w.presence(&alice.user.id).await.unwrap().status, Status::Offline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
+async fn a_redis_lost_and_restarted_empty_blocks_nothing_and_everyone_comes_back() {
+    let _serial = SERIAL.lock().await;
+    let (nats, mut redis) = (Engine::nats(), Engine::redis());
+    let schema = common::PgSchema::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::spawn(0, &schema.url, &nats.url(), Some(&redis.url()), data.path()).await;
+    let c = Client::new(&node.base);
+    let alice = c.register("alice", "correct horse battery").await.unwrap();
+    let bob = c.register("bob", "correct horse battery").await.unwrap();
+    let b = Client::new(&node.base).with_token(&bob.token);
+    b.set_add_policy(switchboard_client::protocol::AddPolicy::Anyone).await.unwrap();
+    let a = Client::new(&node.base).with_token(&alice.token);
+    let room = a.create_room("r", RoomKind::Private, &[&bob.user.id]).await.unwrap();
+    let alice_on = session_on(&node, &alice.token).await;
+    assert_eq!(b.presence(&alice.user.id).await.unwrap().status, Status::Online);
+    redis.kill();
+    // Sends are acked, a new hello is answered, and the node stays ready.
+    let started = std::time::Instant::now();
+    alice_on.send(&room.id, "while Redis is down").await.expect("acked without Redis");
+    let _bob_on = tokio::time::timeout(Duration::from_secs(5), session_on(&node, &bob.token))
+        .await
+        .expect("hello answered");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let ready: serde_json::Value =
+        reqwest::get(format!("{}/readyz", node.base)).await.unwrap().json().await.unwrap();
+    assert_eq!((ready["status"].as_str(), ready["presence"].as_str()), (Some("ready"), Some("unavailable")));
+    let err = b.presence(&alice.user.id).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(503), Some("unavailable")));
+    // Back, empty: the next renewal (a third of the 3 s TTL) registers every open connection.
+    redis.restart();
+    let mut back = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(p) = b.presence(&alice.user.id).await
+            && p.status == Status::Online
+        {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "alice is online again after Redis came back empty");
 }

@@ -214,6 +214,20 @@ pub fn nats_prefix() -> String {
     std::env::var("SWITCHBOARD_TEST_NATS_PREFIX").unwrap_or_else(|_| "sbtest".into())
 }
 
+/// The Redis the networked tests use (scripts/test sets it up).
+pub fn redis_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_REDIS").unwrap_or_else(|_| {
+        panic!("SWITCHBOARD_TEST_REDIS is not set: these tests need Redis (scripts/test sets it up)")
+    })
+}
+
+/// A Redis key prefix of this test's own, under this run's (scripts/test deletes the run's keys).
+pub fn redis_prefix() -> String {
+    let run = std::env::var("SWITCHBOARD_TEST_REDIS_PREFIX").unwrap_or_else(|_| "sbtest".into());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{run}:{nanos:x}")
+}
+
 /// A fresh schema in the test database, dropped when the test ends; `url` selects it.
 pub struct PgSchema {
     pub name: String,
