@@ -98,6 +98,10 @@ pub struct Member {
     pub user: User,
     /// Their role.
     pub role: crate::model::Role,
+    /// Their read marker, where read markers are shown (dms and small rooms; extension): what
+    /// a client needs to show "Seen" after a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<u64>,
 }
 
 /// `GET /v1/rooms/{id}/members`.

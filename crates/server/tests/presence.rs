@@ -233,6 +233,10 @@ async fn read_markers_go_only_where_they_are_shown_and_large_rooms_get_counts() 
     assert_eq!(b.room(&big.id).await.unwrap().online, Some(3));
     carol_on.close();
     expect_frame(&mut bobs, |f| matches!(f, ServerFrame::Online { room, count: 2 } if *room == big.id)).await;
+    // Member lists carry read markers where they are shown, so "Seen" survives a reload.
+    let small_members = a.members(&small.id).await.unwrap().members;
+    assert!(small_members.iter().all(|m| m.read_seq.is_some()));
+    assert!(a.members(&big.id).await.unwrap().members.iter().all(|m| m.read_seq.is_none()));
     // Bob still sees carol through REST (they share the big room), not per change.
     assert_eq!(b.presence(&carol.id).await.unwrap().status, Status::Offline);
     drop(alice);

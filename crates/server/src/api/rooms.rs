@@ -134,9 +134,20 @@ pub async fn members(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MemberList>, ApiError> {
     validate::id(&id, "room")?;
-    state.store.room_for(&id, &user.id).await?;
-    let members =
-        state.store.members(&id).await?.into_iter().map(|(user, role)| Member { user, role }).collect();
+    let room = state.store.room_for(&id, &user.id).await?;
+    // Read markers only where they are shown live (to members; never across a blocked dm).
+    let shown = room.role.is_some()
+        && match room.kind {
+            RoomKind::Dm => !state.store.dm_blocked(&id, &user.id).await.unwrap_or(true),
+            _ => room.members.unwrap_or(0) <= state.cfg.presence_room_limit,
+        };
+    let members = state
+        .store
+        .members(&id)
+        .await?
+        .into_iter()
+        .map(|m| Member { user: m.user, role: m.role, read_seq: shown.then_some(m.read_seq) })
+        .collect();
     Ok(Json(MemberList { members }))
 }
 

@@ -348,7 +348,10 @@ pub(crate) async fn membership_rules_hold(store: Arc<dyn Store>) {
     assert_eq!(store.role(&private, &b).await.unwrap(), None);
     let members = store.members(&private).await.unwrap();
     assert_eq!(members.len(), 1);
-    assert_eq!(members[0].0.id, a);
+    assert_eq!(members[0].user.id, a);
+    assert_eq!(members[0].role, Role::Owner);
+    let marked = store.mark_read(&private, &a, u64::MAX).await.unwrap();
+    assert_eq!(store.members(&private).await.unwrap()[0].read_seq, marked, "members carry read markers");
 }
 
 pub(crate) async fn adds_follow_the_targets_policy(store: Arc<dyn Store>) {

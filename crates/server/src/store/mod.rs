@@ -110,6 +110,17 @@ pub struct NewRoom {
     pub members: Vec<String>,
 }
 
+/// A member as [`Store::members`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMember {
+    /// Who.
+    pub user: User,
+    /// Their role.
+    pub role: Role,
+    /// Their read marker, for "Seen" where read markers are shown.
+    pub read_seq: u64,
+}
+
 /// Result of [`Store::create_room`]: `created` is false when an existing dm was returned.
 #[derive(Debug, Clone)]
 pub struct CreatedRoom {
@@ -240,8 +251,8 @@ pub trait Store: Send + Sync + 'static {
     async fn room_for(&self, room: &str, user: &str) -> StoreResult<Room>;
     /// The user's role, or `None` when not a member (or no such room).
     async fn role(&self, room: &str, user: &str) -> StoreResult<Option<Role>>;
-    /// Current members with their roles.
-    async fn members(&self, room: &str) -> StoreResult<Vec<(User, Role)>>;
+    /// Current members with their roles and read markers.
+    async fn members(&self, room: &str) -> StoreResult<Vec<RoomMember>>;
     /// Joins a public room, or a room the user holds an invite to (accepting it, while its
     /// inviter may still add people there); `None` when already a member. A user a moderator
     /// removed cannot join again by themselves.

@@ -412,7 +412,7 @@ impl Store for PgStore {
         read!(self, |c| queries::role(c, room, user).await?)
     }
 
-    async fn members(&self, room: &str) -> StoreResult<Vec<(User, Role)>> {
+    async fn members(&self, room: &str) -> StoreResult<Vec<crate::store::RoomMember>> {
         read!(self, |c| queries::members(c, room).await?)
     }
 

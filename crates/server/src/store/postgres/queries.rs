@@ -225,10 +225,10 @@ pub(super) async fn require_member(c: &impl GenericClient, room: &str, user: &st
     }
 }
 
-pub(super) async fn members(c: &impl GenericClient, room: &str) -> Pg<Vec<(User, Role)>> {
+pub(super) async fn members(c: &impl GenericClient, room: &str) -> Pg<Vec<crate::store::RoomMember>> {
     let found = rows(
         c,
-        "SELECT u.id, u.username, mb.role FROM members mb JOIN users u ON u.id = mb.user_id
+        "SELECT u.id, u.username, mb.role, mb.read_seq FROM members mb JOIN users u ON u.id = mb.user_id
          WHERE mb.room_id = $1 ORDER BY u.username",
         &[&room],
     )
@@ -237,7 +237,11 @@ pub(super) async fn members(c: &impl GenericClient, room: &str) -> Pg<Vec<(User,
         .iter()
         .map(|r| {
             let role: String = r.try_get(2)?;
-            Ok((user_of(r)?, Role::parse(&role).unwrap_or(Role::Member)))
+            Ok(crate::store::RoomMember {
+                user: user_of(r)?,
+                role: Role::parse(&role).unwrap_or(Role::Member),
+                read_seq: seq_of(r.try_get(3)?),
+            })
         })
         .collect()
 }

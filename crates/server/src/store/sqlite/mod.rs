@@ -252,7 +252,7 @@ impl Store for SqliteStore {
         self.read(move |c| queries::role(c, &r, &u)).await
     }
 
-    async fn members(&self, room: &str) -> StoreResult<Vec<(User, Role)>> {
+    async fn members(&self, room: &str) -> StoreResult<Vec<crate::store::RoomMember>> {
         let r = room.to_owned();
         self.read(move |c| queries::members(c, &r)).await
     }

@@ -210,14 +210,18 @@ fn require_member(c: &Connection, room: &str, user: &str) -> StoreResult<Role> {
     }
 }
 
-pub(super) fn members(c: &Connection, room: &str) -> StoreResult<Vec<(User, Role)>> {
+pub(super) fn members(c: &Connection, room: &str) -> StoreResult<Vec<crate::store::RoomMember>> {
     let mut stmt = c.prepare_cached(
-        "SELECT u.id, u.username, mb.role FROM members mb JOIN users u ON u.id = mb.user_id
+        "SELECT u.id, u.username, mb.role, mb.read_seq FROM members mb JOIN users u ON u.id = mb.user_id
          WHERE mb.room_id = ?1 ORDER BY u.username",
     )?;
     let rows = stmt.query_map([room], |r| {
         let role: String = r.get(2)?;
-        Ok((User { id: r.get(0)?, username: r.get(1)? }, Role::parse(&role).unwrap_or(Role::Member)))
+        Ok(crate::store::RoomMember {
+            user: User { id: r.get(0)?, username: r.get(1)? },
+            role: Role::parse(&role).unwrap_or(Role::Member),
+            read_seq: seq_of(r.get(3)?),
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
