@@ -36,6 +36,26 @@ pub struct Frame {
     pub text: Utf8Bytes,
     /// When it was published (µs since the epoch), for the fanout latency metric.
     pub published_us: u64,
+    /// For frames that carry a state (a user's presence, a member's read marker in a room, a
+    /// room's online count): what it is the state of. Under pressure a newer one replaces the
+    /// older one still queued, so a slow reader gets the latest state once instead of losing it.
+    pub state_of: Option<Box<str>>,
+}
+
+/// What a state-carrying ephemeral frame is the state of (see [`Frame::state_of`]).
+fn state_key(control: Option<&Control>, room: &str, payload: &[u8]) -> Option<Box<str>> {
+    if let Some(Control::Presence { user, .. }) = control {
+        return Some(format!("presence\0{user}").into());
+    }
+    if payload.starts_with(br#"{"op":"read""#) {
+        #[derive(serde::Deserialize)]
+        struct Read {
+            user: String,
+        }
+        let read: Read = serde_json::from_slice(payload).ok()?;
+        return Some(format!("read\0{room}\0{}", read.user).into());
+    }
+    None
 }
 
 /// What the hub puts on a session's queue.
@@ -63,6 +83,14 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// What a state-carrying frame is the state of (see [`Frame::state_of`]).
+    pub fn state_of(&self) -> Option<&str> {
+        match self {
+            Outbound::Event(f) | Outbound::Direct(f) => f.state_of.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Nothing a resume would replay (typing, read markers, invites): under pressure these are
     /// dropped rather than counted toward the slow-consumer cut.
     pub fn is_ephemeral(&self) -> bool {
@@ -116,7 +144,7 @@ impl SessionHandle {
             Pushed::Full if self.kick(close::SLOW_CONSUMER) => {
                 self.metrics.slow_consumer_closes.inc();
             }
-            Pushed::Dropped => {
+            Pushed::Dropped | Pushed::Replaced => {
                 self.metrics.ephemeral_dropped.inc();
             }
             _ => {}
@@ -239,6 +267,7 @@ impl Hub {
             Some(Control::Recount) => return self.note_recount(&ev.room),
             _ => {}
         }
+        let state_of = if ev.seq == 0 { state_key(ev.control.as_ref(), &ev.room, &ev.payload) } else { None };
         let Ok(text) = Utf8Bytes::try_from(ev.payload) else {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
             return;
@@ -249,6 +278,7 @@ impl Hub {
             member: ev.member,
             text,
             published_us: ev.published_us,
+            state_of,
         });
         let on_room_topic = matches!(ev.topic, Topic::Room(_));
         if let Some(Control::Presence { user, version }) = &ev.control {
@@ -374,6 +404,7 @@ impl Hub {
             member: None,
             text: Utf8Bytes::from(text),
             published_us: crate::bus::now_us(),
+            state_of: Some(format!("online\0{room}").into()),
         });
         let Ok(members) = self.members.read() else { return };
         for s in members.rooms.get(room).into_iter().flat_map(|r| &r.sessions) {

@@ -9,7 +9,8 @@
 //!
 //! Ephemeral frames (typing, read markers, invites: nothing a resume would replay) never cost a
 //! client its connection: they may fill at most half the queue, past which new ones are
-//! dropped, and they do not count toward the cut, which only timeline events (what the client
+//! dropped (or, for frames that carry a state, replace the older copy of the same state still
+//! queued, so the reader gets the latest once), and they do not count toward the cut, which only timeline events (what the client
 //! must not miss) trigger. So the queue holds at most `capacity` timeline events plus
 //! `capacity / 2` ephemeral ones.
 
@@ -35,6 +36,8 @@ pub enum Pushed {
     Closed,
     /// An ephemeral frame found its share of the queue full: dropped, and that is all.
     Dropped,
+    /// An ephemeral frame found its share full and replaced an older copy of the same state.
+    Replaced,
 }
 
 /// What the session takes next.
@@ -87,7 +90,16 @@ impl Outbox {
             }
             if item.is_ephemeral() {
                 if s.ephemeral >= (self.capacity / 2).max(1) {
-                    return Pushed::Dropped;
+                    // Only under pressure, so the scan is paid only when the queue is full.
+                    let key = item.state_of();
+                    let older = key.and_then(|k| s.items.iter().rposition(|o| o.state_of() == Some(k)));
+                    return match older {
+                        Some(i) => {
+                            s.items[i] = item;
+                            Pushed::Replaced
+                        }
+                        None => Pushed::Dropped,
+                    };
                 }
                 s.ephemeral += 1;
             } else if s.items.len() - s.ephemeral >= self.capacity {
@@ -263,7 +275,37 @@ mod tests {
             member: None,
             text,
             published_us: 0,
+            state_of: None,
         }))
+    }
+
+    fn presence(user: &str, version: u8) -> Outbound {
+        let text = axum::extract::ws::Utf8Bytes::from(format!("{{\"op\":\"presence\",\"v\":{version}}}"));
+        Outbound::Direct(std::sync::Arc::new(super::super::hub::Frame {
+            room: String::new(),
+            seq: 0,
+            member: None,
+            text,
+            published_us: 0,
+            state_of: Some(format!("presence\0{user}").into()),
+        }))
+    }
+
+    #[tokio::test]
+    async fn under_pressure_a_newer_state_replaces_the_older_copy_still_queued() {
+        let q = Outbox::new(4);
+        assert_eq!(q.push(presence("a", 1)), Pushed::Queued);
+        assert_eq!(q.push(typing()), Pushed::Queued);
+        assert_eq!(q.push(presence("a", 2)), Pushed::Replaced, "the same state: replaced in place");
+        assert_eq!(q.push(presence("b", 1)), Pushed::Dropped, "another state with no older copy");
+        assert_eq!(q.push(typing()), Pushed::Dropped);
+        let text = |n: Next| match n {
+            Next::Item(Outbound::Direct(f) | Outbound::Event(f)) => f.text.to_string(),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(text(q.recv().await).contains("\"v\":2"), "the latest state, in the older one's place");
+        assert!(text(q.recv().await).contains("typing"));
+        assert!(q.is_empty());
     }
 
     #[tokio::test]
