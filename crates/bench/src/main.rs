@@ -12,6 +12,7 @@
 //! - [`storm`]: a reconnect storm: time until every client has resumed and caught up.
 //! - [`track`]: per-room `seq` checks (lost, duplicated) and latency for multi-room scenarios.
 //! - [`abuse`]: login, sign-up and slow-connection floods: peak RSS, refusals, others' latency.
+//! - [`presence`]: presence frames per status change and backend calls per connect and change.
 //! - [`baseline`]: the baseline server.
 //! - [`report`]: latency histograms, progress lines, the one-line summary and JSON results.
 
@@ -19,6 +20,7 @@ mod abuse;
 mod baseline;
 mod connections;
 mod fanout;
+mod presence;
 mod report;
 mod rooms;
 mod setup;
@@ -46,6 +48,8 @@ enum Command {
     ReconnectStorm(storm::Args),
     /// Login, sign-up and slow-connection floods: peak server RSS, refusals, others' latency.
     Abuse(abuse::Args),
+    /// One room of M connected members; one changes status: frames per change, backend calls.
+    Presence(presence::Args),
     /// The minimal WebSocket fanout server to compare against (no auth, no store).
     BaselineServer(baseline::Args),
 }
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             Command::Rooms(a) => rooms::run(a).await,
             Command::ReconnectStorm(a) => storm::run(a).await,
             Command::Abuse(a) => abuse::run(a).await,
+            Command::Presence(a) => presence::run(a).await,
             Command::BaselineServer(a) => baseline::run(a).await,
         }
     })

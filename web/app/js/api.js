@@ -94,7 +94,11 @@ export function createApi({ getToken, onUnauthorized }) {
     createRoom: (name, kind, members = []) => call('POST', '/v1/rooms', { name, kind, members }),
     /** Joins a public room, or accepts an invite to any room. */
     joinRoom: (id) => call('POST', `${room(id)}/join`),
+    /** [{user, role, read_seq?}]: read_seq where read markers are shown (dms, small rooms). */
     members: async (id) => (await call('GET', `${room(id)}/members`)).members,
+    /** The presence of those of `ids` (at most 200) we may see, in the order asked:
+     * [{user, status, last_seen?, text?}]. */
+    presence: async (ids) => (await call('GET', `/v1/presence?users=${ids.map(enc).join(',')}`)).presence,
     /** null (204) when the user was added at once, {invite} (202) when they were invited. */
     addMember: (id, userId) => call('POST', `${room(id)}/members`, { user_id: userId }),
     removeMember: (id, userId) => call('DELETE', `${room(id)}/members/${enc(userId)}`),

@@ -84,3 +84,34 @@ export function waitText(ms) {
 export function isolate(s) {
   return `\u2068${s}\u2069`;
 }
+
+const dateFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
+const yearFmt = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+
+/** "last seen just now", "… 5 min ago", "… 3 h ago", "… yesterday", "… 4 days ago", "… on
+ * Nov 28" (a clock running behind the server's says "just now", not a time to come). */
+export function lastSeenText(ts, now = Date.now()) {
+  const t = Date.parse(ts);
+  if (Number.isNaN(t)) return 'offline';
+  const mins = Math.floor(Math.max(0, now - t) / 60000);
+  if (mins < 1) return 'last seen just now';
+  if (mins < 60) return `last seen ${mins} min ago`;
+  const hours = Math.floor(mins / 60);
+  if (hours < 24) return `last seen ${hours} h ago`;
+  const days = Math.floor(hours / 24);
+  if (days === 1) return 'last seen yesterday';
+  if (days < 7) return `last seen ${days} days ago`;
+  const d = new Date(t);
+  return `last seen on ${(d.getFullYear() === new Date(now).getFullYear() ? dateFmt : yearFmt).format(d)}`;
+}
+
+/**
+ * A presence ({status, lastSeen}) in words: "online", "away", "last seen 5 min ago" or
+ * "offline" (no time known). `capital`, for a line of its own: "Online", "Away", "Offline"
+ * ("last seen …" stays as it is, as messengers write it).
+ */
+export function presenceText(p, { capital = false } = {}) {
+  if (p.status === 'offline' && p.lastSeen) return lastSeenText(p.lastSeen);
+  const text = p.status === 'online' || p.status === 'away' ? p.status : 'offline';
+  return capital ? text[0].toUpperCase() + text.slice(1) : text;
+}

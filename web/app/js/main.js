@@ -1,6 +1,7 @@
 // Entry point of the browser client: signs in (token in localStorage), then wires the REST
 // client, the resuming socket, the store and the views together, and routes #/r/<room id>
 // to the open room. On narrow screens the room list and the open room are separate panes.
+// A hidden tab tells the server this connection is away (and online again when it is shown).
 //
 // A session ends when the user logs out (here, or everywhere from any device), or when the
 // server refuses the token: a 401 from REST, or the socket closed with 4003 (signed out
@@ -17,6 +18,7 @@ import { TimelineView } from './views/timeline.js';
 import { RoomView } from './views/room.js';
 import { createActions } from './views/actions.js';
 import { confirmDialog } from './views/dialogs.js';
+import { membersDialog } from './views/members.js';
 import { hueClass, initial, errorText, isolate } from './format.js';
 
 const TOKEN_KEY = 'switchboard.token';
@@ -27,6 +29,8 @@ const SESSION_EXPIRED = 'Your session expired. Sign in again.';
 const LOGGED_OUT_EVERYWHERE = 'You are logged out on all your devices.';
 /** How long a room that went may take to come back before we say it went (see `removed`). */
 const REMOVED_GRACE_MS = 1500;
+/** How often "last seen 5 min ago" is brought up to date. */
+const CLOCK_MS = 30000;
 const wide = window.matchMedia('(min-width: 760px)');
 
 let token = localStorage.getItem(TOKEN_KEY);
@@ -133,7 +137,12 @@ function startChat(me) {
     else route();
   };
   const actions = createActions({ store, api, navigate, notify });
-  const roomView = new RoomView(store, timeline, { onInvite: actions.invite, onLeave: actions.leave, onBlock: actions.setBlocked });
+  const roomView = new RoomView(store, timeline, {
+    onInvite: actions.invite,
+    onLeave: actions.leave,
+    onBlock: actions.setBlocked,
+    onMembers: (r) => membersDialog(store, r),
+  });
   const sidebar = new Sidebar(
     store,
     {
@@ -195,6 +204,20 @@ function startChat(me) {
   store.addEventListener('connection', (e) => paintConnection(e.detail.state));
   $('#conn-retry').addEventListener('click', () => socket.reconnectNow());
   paintConnection(socket.state);
+
+  // Presence: this connection is away while the tab is hidden, online when it is shown again.
+  // A new connection starts online, so one made while hidden says away at once.
+  const hidden = () => document.visibilityState === 'hidden';
+  document.addEventListener('visibilitychange', () => {
+    if (session && session.store === store) store.setOwnStatus(hidden() ? 'away' : 'online');
+  });
+  store.addEventListener('ready', () => hidden() && store.setOwnStatus('away'));
+  // "last seen 5 min ago" grows older by itself.
+  setInterval(() => {
+    if (session?.store !== store) return;
+    sidebar.paintPresence();
+    if (roomView.room) roomView.renderHeader();
+  }, CLOCK_MS);
 
   // Unread total in the tab title.
   const paintTitle = () => {

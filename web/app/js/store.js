@@ -1,6 +1,13 @@
 // The client's state: the signed-in user's rooms, the part of each room's timeline loaded so
-// far, pending sends, typing and read state, and a cache of usernames. It is the only place
-// that applies server frames and REST answers, so the views just render what it reports.
+// far, pending sends, typing and read state, presence, and a cache of usernames. It is the only
+// place that applies server frames and REST answers, so the views just render what it reports.
+//
+// Presence (docs/protocol.md, "Presence") is best effort: `presence` holds what we know of the
+// people we share rooms with, rebuilt from `ready` at every (re)connection, kept live by
+// `presence` frames, and filled in over REST (GET /v1/presence, 200 ids a call) for members we
+// show that `ready` left out (it lists up to 1,000 people, and only those sharing a small room).
+// Large rooms get an online count instead (`online` on the room, then `online` frames). Other
+// people's read markers (`read` frames, and `read_seq` in member lists) give a dm its "Seen".
 //
 // Each room's `msgs` holds a contiguous run of its timeline, newest included: the newest page
 // fetched when the room is first opened, older pages prepended as the user scrolls back, and
@@ -22,6 +29,8 @@
 //   blocks     {}                       the users we blocked changed
 //   typing     {room}                   who is typing changed
 //   members    {room}                   the member list changed
+//   presence   {user}                   someone's presence changed (user null: many at once)
+//   reads      {room}                   someone else's read marker moved in a room
 //   user       {id}                     a username became known
 //   connection {state}                  the socket's state
 //   removed    {room, title, why}       a room went: why is 'left' (by the user, here or on
@@ -35,6 +44,9 @@ const TYPING_SHOWN_MS = 6000;
 const TYPING_SEND_EVERY_MS = 3000;
 const REFRESH_COUNT_MS = 300;
 const READ_EVERY_MS = 1000;
+/** The most ids GET /v1/presence takes at once. */
+export const PRESENCE_BATCH = 200;
+const STATUSES = new Set(['online', 'away', 'offline']);
 
 /** A v4 UUID, also where crypto.randomUUID is missing (pages not served over https). */
 function uuid() {
@@ -70,8 +82,15 @@ function newRoomState(wire) {
     pending: new Map(),
     typing: new Map(),
     typingSentAt: 0,
+    /** Who is in it (id -> role), once loaded. */
     members: null,
     membersLoading: null,
+    /** The member count (`members` of the wire room), and the online count of a large room
+     * (`online`: null for rooms whose members' presence comes one by one). */
+    memberCount: wire.members ?? null,
+    onlineCount: wire.online ?? null,
+    /** Other people's read markers: user id -> seq. */
+    readers: new Map(),
     countTimer: 0,
     readTimer: 0,
   };
@@ -95,6 +114,19 @@ export class Store extends EventTarget {
     this.blocked = new Map();
     /** The room on screen (never trimmed). */
     this.focused = null;
+    /** What we know of people's presence: id -> {status, lastSeen, text}. */
+    this.presence = new Map();
+    /** Whether the server has presence (null until the first `ready` says). */
+    this.presenceOn = null;
+    /** Bumped by every live change; `presenceStamp` holds each user's at their last one, so a
+     * REST answer that crossed a live frame does not undo it. */
+    this.presenceClock = 0;
+    this.presenceStamp = new Map();
+    /** Ids asked for over REST since the last `ready` (those left out of the answer are not
+     * ours to see: not asked again), and those waiting to be asked. */
+    this.presenceAsked = new Set();
+    this.presenceQueue = new Set();
+    this.presenceTimer = 0;
     this.connection = socket.state;
     // If a hello must be cut down, the rooms whose timelines we hold keep their place.
     socket.keepSince = (id) => !!this.rooms.get(id)?.loaded;
@@ -176,6 +208,10 @@ export class Store extends EventTarget {
       r.name = wire.name;
       r.kind = wire.kind;
       if (wire.role) r.role = wire.role;
+      if (wire.members !== undefined) {
+        r.memberCount = r.members ? r.members.size : wire.members;
+        r.onlineCount = wire.online ?? null;
+      }
       // A count from before our own latest `read` (an answer that crossed it) would bring back
       // messages already read.
       if (fromServerCount && wire.unread !== undefined && (wire.read_seq ?? 0) >= r.readSeq) {
@@ -363,16 +399,146 @@ export class Store extends EventTarget {
       .members(r.id)
       .then((list) => {
         r.members = new Map();
+        let moved = false;
         for (const m of list) {
           r.members.set(m.user.id, m.role);
           this.learnUser(m.user);
+          if (m.user.id !== this.me.id && Number.isFinite(m.read_seq) && m.read_seq > (r.readers.get(m.user.id) ?? 0)) {
+            r.readers.set(m.user.id, m.read_seq);
+            moved = true;
+          }
         }
+        r.memberCount = r.members.size;
         this.emit('members', { room: r.id });
+        if (moved) this.emit('reads', { room: r.id });
         if (r.kind === 'dm') this.emit('rooms');
+        // The presence of people `ready` did not tell us about (the header counts who is online).
+        if (r.onlineCount === null) this.ensurePresence(list.slice(0, PRESENCE_BATCH).map((m) => m.user.id));
       })
       .catch(() => {})
       .finally(() => (r.membersLoading = null));
     return r.membersLoading;
+  }
+
+  // ---- presence ------------------------------------------------------------------------------
+
+  /** What we know of `id`'s presence ({status, lastSeen, text}), or null. */
+  presenceOf(id) {
+    return this.presence.get(id) || null;
+  }
+
+  /** Stores one wire `presence` object; false if it is not one. */
+  setPresence(p) {
+    if (!p || typeof p.user !== 'string' || !STATUSES.has(p.status)) return false;
+    this.presence.set(p.user, {
+      status: p.status,
+      lastSeen: p.status === 'offline' && typeof p.last_seen === 'string' ? p.last_seen : null,
+      text: typeof p.text === 'string' && p.text.trim() ? p.text : null,
+    });
+    return true;
+  }
+
+  onPresence(f) {
+    this.presenceClock += 1;
+    if (!this.setPresence(f)) return;
+    this.presenceStamp.set(f.user, this.presenceClock);
+    this.emit('presence', { user: f.user });
+  }
+
+  /** Asks the server (soon, in batches) for the presence of those of `ids` we know nothing of
+   * and have not asked for since the last `ready`. */
+  ensurePresence(ids) {
+    for (const id of ids) {
+      if (!this.presence.has(id) && !this.presenceAsked.has(id)) this.presenceQueue.add(id);
+    }
+    if (!this.presenceQueue.size || this.presenceTimer) return;
+    this.presenceTimer = setTimeout(() => {
+      this.presenceTimer = 0;
+      const ids = [...this.presenceQueue];
+      this.presenceQueue.clear();
+      // Before the first `ready` we do not know whether the server has presence: it asks again.
+      if (!this.presenceOn) return;
+      for (let i = 0; i < ids.length; i += PRESENCE_BATCH) this.fetchPresence(ids.slice(i, i + PRESENCE_BATCH));
+    }, 0);
+  }
+
+  /**
+   * Asks the server for the presence of `ids` (at most PRESENCE_BATCH), whatever we know of
+   * them: people in large rooms get no frames, so what we hold of them may be old. Those left
+   * out of the answer are not ours to see (any more): forgotten. Resolves when applied.
+   */
+  async fetchPresence(ids) {
+    ids = ids.slice(0, PRESENCE_BATCH);
+    if (!ids.length || !this.presenceOn) return;
+    for (const id of ids) this.presenceAsked.add(id);
+    const asked = this.presenceClock;
+    let list;
+    try {
+      list = await this.api.presence(ids);
+    } catch {
+      // Best effort: the presence backend may be down (503). The next `ready` tries again.
+      return;
+    }
+    const seen = new Set();
+    for (const p of list) {
+      if (!p || typeof p.user !== 'string') continue;
+      seen.add(p.user);
+      // A live change (or a `ready`) since we asked is newer than this answer.
+      if ((this.presenceStamp.get(p.user) ?? 0) > asked) continue;
+      this.setPresence(p);
+    }
+    for (const id of ids) {
+      if (!seen.has(id) && (this.presenceStamp.get(id) ?? 0) <= asked) this.presence.delete(id);
+    }
+    this.emit('presence', { user: null });
+  }
+
+  /** Our status on this connection: 'away' while the tab is hidden, else 'online'. */
+  setOwnStatus(status) {
+    if (!this.presenceOn) return false;
+    return this.socket.sendEphemeral({ op: 'status', status });
+  }
+
+  /** How many members of `r` are online or away: the server's count for a large room, else
+   * what we know of its members (we count as online); null when we can't tell. */
+  onlineIn(r) {
+    if (!this.presenceOn) return null;
+    if (r.onlineCount !== null) return r.onlineCount;
+    if (!r.members) return null;
+    let n = 0;
+    for (const id of r.members.keys()) {
+      const st = id === this.me.id ? 'online' : this.presence.get(id)?.status;
+      if (st === 'online' || st === 'away') n += 1;
+    }
+    return n;
+  }
+
+  // ---- read receipts ---------------------------------------------------------------------------
+
+  onPeerRead(r, user, seq) {
+    if (!Number.isFinite(seq) || seq <= (r.readers.get(user) ?? 0)) return;
+    r.readers.set(user, seq);
+    this.emit('reads', { room: r.id });
+  }
+
+  /**
+   * In a dm: the seq of our newest message if the other person has read it (their read marker
+   * is at or past it, or they wrote after it), else 0. Not while a send of ours is on its way:
+   * that one is our newest.
+   */
+  seenSeq(r) {
+    if (r.kind !== 'dm' || r.pending.size) return 0;
+    const peer = this.dmPeer(r);
+    if (!peer) return 0;
+    let own = 0;
+    let theirs = 0;
+    for (const m of r.msgs.values()) {
+      if (m.author === this.me.id) {
+        if (!m.deleted && m.seq > own) own = m.seq;
+      } else if (m.author === peer && m.seq > theirs) theirs = m.seq;
+    }
+    if (!own) return 0;
+    return Math.max(r.readers.get(peer) ?? 0, theirs) >= own ? own : 0;
   }
 
   // ---- timeline ------------------------------------------------------------------------------
@@ -707,6 +873,13 @@ export class Store extends EventTarget {
   onReady(f, stale) {
     this.me = f.user;
     this.learnUser(f.user);
+    // Presence starts over from the server's picture (everything we held may have changed
+    // while we were away), before the rooms ask for what it leaves out.
+    this.presenceOn = Array.isArray(f.presence);
+    this.presence = new Map();
+    this.presenceAsked.clear();
+    this.presenceClock += 1;
+    for (const p of f.presence || []) if (this.setPresence(p)) this.presenceStamp.set(p.user, this.presenceClock);
     const ids = new Set(f.rooms.map((w) => w.id));
     // Removed, or left on another device: the list can't tell which.
     for (const id of [...this.rooms.keys()]) if (!ids.has(id)) this.dropRoom(id, 'gone', { quiet: true });
@@ -722,9 +895,13 @@ export class Store extends EventTarget {
       }
     }
     this.emit('rooms');
+    this.emit('presence', { user: null });
     this.emit('ready');
     this.loadInvites();
     this.loadBlocks();
+    // The members of the room on screen that `ready` says nothing of.
+    const open = this.focused;
+    if (open && open.members && open.onlineCount === null) this.ensurePresence([...open.members.keys()].slice(0, PRESENCE_BATCH));
   }
 
   onFrame(f, stale) {
@@ -750,7 +927,9 @@ export class Store extends EventTarget {
             r.members.set(f.user, r.members.get(f.user) || 'member');
             this.username(f.user);
           } else r.members.delete(f.user);
+          r.memberCount = r.members.size;
           this.emit('members', { room: r.id });
+          if (f.change === 'joined' && r.onlineCount === null) this.ensurePresence([f.user]);
         }
         break;
       case 'typing':
@@ -758,6 +937,16 @@ export class Store extends EventTarget {
         break;
       case 'read':
         if (r && f.user === this.me.id) this.onOwnRead(r, f.seq);
+        else if (r && typeof f.user === 'string') this.onPeerRead(r, f.user, f.seq);
+        break;
+      case 'presence':
+        this.onPresence(f);
+        break;
+      case 'online':
+        if (r && Number.isFinite(f.count)) {
+          r.onlineCount = f.count;
+          this.emit('room', { room: r.id });
+        }
         break;
       case 'room':
         if (f.change === 'joined') {

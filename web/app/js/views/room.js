@@ -1,18 +1,19 @@
-// The open room around the message list: its header (name, kind, members, invite and leave;
-// block or unblock the other person of a dm),
+// The open room around the message list: its header (name; in a dm the other person's presence
+// ("Online", "Away", "last seen 5 min ago") and custom status, in other rooms "N members · M
+// online"; the member list, invite and leave; block or unblock the other person of a dm),
 // the composer (Enter sends, Shift+Enter is a newline, drafts kept per room, typing
 // notifications) and the "alice is typing…" line.
 
-import { $ } from '../dom.js';
+import { $, h } from '../dom.js';
 import { icon } from '../icons.js';
 import { scalarLength } from '../text.js';
-import { isolate } from '../format.js';
+import { isolate, presenceText } from '../format.js';
 import { autosize } from './timeline.js';
 
 const MAX_BODY = 4000;
 
 export class RoomView {
-  constructor(store, timeline, { onInvite, onLeave, onBlock }) {
+  constructor(store, timeline, { onInvite, onLeave, onBlock, onMembers }) {
     this.store = store;
     this.timeline = timeline;
     this.room = null;
@@ -21,6 +22,7 @@ export class RoomView {
     this.meta = $('#room-meta');
     this.kindIcon = $('#room-kind');
     this.invite = $('#invite-button');
+    this.membersButton = $('#members-button');
     this.leave = $('#leave-button');
     this.block = $('#block-button');
     this.form = $('#composer');
@@ -29,6 +31,7 @@ export class RoomView {
     this.typingEl = $('#typing');
 
     this.invite.addEventListener('click', () => this.room && onInvite(this.room));
+    this.membersButton.addEventListener('click', () => this.room && onMembers(this.room));
     this.leave.addEventListener('click', () => this.room && onLeave(this.room));
     this.block.addEventListener('click', () => {
       const peer = this.room && this.store.dmPeer(this.room);
@@ -57,6 +60,9 @@ export class RoomView {
     });
     store.addEventListener('user', () => this.room && this.renderTyping());
     store.addEventListener('blocks', () => this.room && this.renderHeader());
+    store.addEventListener('presence', () => this.room && this.renderHeader());
+    // Read markers that moved while we were away come with the member list (`read_seq`).
+    store.addEventListener('ready', () => this.room && this.room.kind === 'dm' && this.store.loadMembers(this.room, { force: true }));
   }
 
   open(r) {
@@ -67,7 +73,8 @@ export class RoomView {
     this.input.value = this.drafts.get(r.id) || '';
     autosize(this.input);
     this.error.hidden = true;
-    this.store.loadMembers(r);
+    // A dm's member list carries the other person's read marker: fresh for its "Seen".
+    this.store.loadMembers(r, { force: r.kind === 'dm' });
     this.renderHeader();
     this.renderTyping();
   }
@@ -78,11 +85,27 @@ export class RoomView {
     this.title.textContent = title;
     this.kindIcon.replaceChildren(icon(r.kind === 'dm' ? 'chat' : r.kind === 'private' ? 'lock' : 'hash'));
     const kind = { public: 'Public room', private: 'Private room', dm: 'Direct message' }[r.kind] || '';
-    const n = r.members ? r.members.size : null;
+    const n = r.members ? r.members.size : r.memberCount;
     const peer = this.store.dmPeer(r);
     const blocked = !!peer && this.store.blocked.has(peer);
-    this.meta.textContent = (n === null ? kind : `${kind} · ${n} member${n === 1 ? '' : 's'}`) + (blocked ? ' · Blocked' : '');
-    if (r.members) {
+    const parts = [];
+    if (r.kind === 'dm') {
+      // The other person's presence (none across a block), and their custom status as text.
+      const p = peer && !blocked ? this.store.presenceOf(peer) : null;
+      if (p) {
+        parts.push(h('span', { class: 'status-dot', dataset: { status: p.status }, 'aria-hidden': 'true' }), presenceText(p, { capital: true }));
+        if (p.text) parts.push(' · ', h('bdi', { class: 'status-text', dir: 'auto' }, p.text));
+      } else parts.push(kind);
+    } else {
+      parts.push(kind);
+      if (n !== null) parts.push(` · ${n} member${n === 1 ? '' : 's'}`);
+      const online = this.store.onlineIn(r);
+      if (online !== null) parts.push(` · ${online} online`);
+    }
+    if (blocked) parts.push(' · Blocked');
+    this.meta.replaceChildren(...parts.map((p) => (typeof p === 'string' ? document.createTextNode(p) : p)));
+    this.meta.removeAttribute('title');
+    if (r.members && r.kind !== 'dm') {
       const names = [...r.members.keys()].map((id) => this.store.users.get(id) || '…');
       this.meta.title = names.join(', ');
     }

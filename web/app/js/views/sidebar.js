@@ -1,10 +1,12 @@
 // The room list: invitations waiting for an answer (Accept / Decline), then rooms and direct
-// messages, each a real link to the room (#/r/<id>) with its unread count. The list is rebuilt
-// only when rooms come or go; a new message or a read marker updates just that room's entry.
+// messages, each a real link to the room (#/r/<id>) with its unread count; a dm shows the other
+// person's presence as a dot on their avatar (and says it in the link's label). The list is
+// rebuilt only when rooms come or go; a new message, a read marker or a presence change updates
+// just that room's entry.
 
 import { h } from '../dom.js';
 import { icon } from '../icons.js';
-import { hueClass, initial } from '../format.js';
+import { hueClass, initial, presenceText } from '../format.js';
 
 export class Sidebar {
   /** `actions`: {accept(invite), decline(invite)}, each resolving when done (or failed). */
@@ -19,6 +21,7 @@ export class Sidebar {
     store.addEventListener('invites', () => this.renderInvites());
     store.addEventListener('rooms', () => this.render());
     store.addEventListener('room', (e) => this.update(e.detail.room));
+    store.addEventListener('presence', (e) => this.paintPresence(e.detail.user));
     // A username matters here only as the name of a dm.
     store.addEventListener('user', (e) => {
       for (const r of store.rooms.values()) {
@@ -121,7 +124,7 @@ export class Sidebar {
       badge,
     );
     const li = h('li', {}, link);
-    this.items.set(r.id, { link, badge });
+    this.items.set(r.id, { link, badge, dot: r.kind === 'dm' ? lead.querySelector('.presence') : null });
     this.paint(r);
     return li;
   }
@@ -133,7 +136,21 @@ export class Sidebar {
     it.badge.textContent = n > 0 ? (n > 99 ? '99+' : String(n)) : '';
     it.badge.hidden = n === 0;
     it.link.classList.toggle('unread', n > 0);
-    it.link.setAttribute('aria-label', `${this.store.title(r)}${n > 0 ? `, ${n} unread` : ''}`);
+    // A dm's dot: the other person's presence (none when we know nothing, as across a block).
+    let status = '';
+    if (it.dot) {
+      const peer = this.store.dmPeer(r);
+      const p = peer ? this.store.presenceOf(peer) : null;
+      status = p ? presenceText(p) : '';
+      if (p) {
+        it.dot.dataset.status = p.status;
+        it.dot.title = status;
+      } else {
+        delete it.dot.dataset.status;
+        it.dot.removeAttribute('title');
+      }
+    }
+    it.link.setAttribute('aria-label', `${this.store.title(r)}${status ? `, ${status}` : ''}${n > 0 ? `, ${n} unread` : ''}`);
     const active = r.id === this.active;
     it.link.classList.toggle('active', active);
     if (active) it.link.setAttribute('aria-current', 'page');
@@ -146,6 +163,14 @@ export class Sidebar {
     const it = this.items.get(id);
     if (it && it.link.querySelector('.room-name').textContent !== this.store.title(r)) this.renderSoon();
     else this.paint(r);
+  }
+
+  /** Repaints the dms with `user` (null: all of them; also as time passes, for "last seen"). */
+  paintPresence(user = null) {
+    for (const r of this.store.rooms.values()) {
+      if (r.kind !== 'dm') continue;
+      if (user === null || this.store.dmPeer(r) === user) this.paint(r);
+    }
   }
 
   setActive(id) {

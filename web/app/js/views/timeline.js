@@ -1,8 +1,9 @@
 // The message list of the open room: renders the store's timeline incrementally (a page or one
 // message at a time, never the whole list per message), loads older pages when scrolled to the
 // top while keeping the scroll position, sticks to the bottom for new messages, shows optimistic
-// sends until they are confirmed, edits and deletes messages in place, and moves the read marker
-// when the newest message is on screen.
+// sends until they are confirmed, edits and deletes messages in place, moves the read marker
+// when the newest message is on screen, and in a dm says "Seen" under our newest message once
+// the other person has read it.
 
 import { h } from '../dom.js';
 import { renderBody, scalarLength } from '../text.js';
@@ -29,6 +30,9 @@ export class TimelineView {
     this.filling = new Set();
     this.loadError = false;
     this.olderError = false;
+    /** The "Seen" line, and the message it is under (null: none). */
+    this.receipt = h('p', { class: 'msg-receipt' }, 'Seen');
+    this.receiptSeq = 0;
 
     els.scroller.addEventListener('scroll', () => this.onScroll(), { passive: true });
     // Stay at the newest message when the view changes size (composer grows, keyboard opens).
@@ -55,6 +59,12 @@ export class TimelineView {
       if (this.room && e.detail.room === this.room.id) this.maybeMarkRead();
     });
     store.addEventListener('ready', () => this.maybeMarkRead());
+    // The other person's read marker moved, or we learned who they are.
+    for (const type of ['reads', 'members']) {
+      store.addEventListener(type, (e) => {
+        if (this.room && e.detail.room === this.room.id) this.updateSeen();
+      });
+    }
   }
 
   /** Shows room `r` (or nothing for null). */
@@ -69,6 +79,8 @@ export class TimelineView {
 
   clear() {
     this.activeItem = null;
+    this.receipt.remove();
+    this.receiptSeq = 0;
     this.loadError = false;
     this.olderError = false;
     this.nodes.clear();
@@ -117,9 +129,31 @@ export class TimelineView {
     }
     this.els.pending.replaceChildren(pfrag);
     this.regroupPending();
+    this.updateSeen();
     this.updateStatus();
     this.scrollToBottom();
     this.fillScreen();
+  }
+
+  /** Puts "Seen" under our newest message in a dm if the other person has read it. */
+  updateSeen() {
+    const r = this.room;
+    const seq = r && r.loaded ? this.store.seenSeq(r) : 0;
+    const li = seq ? this.nodes.get(seq) : null;
+    const main = li && li.querySelector(':scope > .msg-main');
+    if (!main) {
+      this.receipt.remove();
+      this.receiptSeq = 0;
+      return;
+    }
+    if (this.receiptSeq === seq && this.receipt.parentNode === main) return;
+    const stick = this.atBottom();
+    const peer = this.store.dmPeer(r);
+    const name = peer && this.store.users.get(peer);
+    this.receipt.title = name ? `Seen by ${name}` : 'Seen';
+    main.append(this.receipt);
+    this.receiptSeq = seq;
+    if (stick) this.scrollToBottom();
   }
 
   /** The status line above the oldest message. */
@@ -293,6 +327,7 @@ export class TimelineView {
           const li = this.nodes.get(m.seq);
           if (li && !li.classList.contains('editing')) this.fillMessage(li, m);
         }
+        this.updateSeen();
         break;
       default:
         break;
@@ -307,6 +342,7 @@ export class TimelineView {
       this.pendingNodes.set(cmid, li);
       this.els.pending.append(li);
       this.regroupPending();
+      this.updateSeen();
       this.scrollToBottom();
     } else if (d.type === 'update') {
       const li = this.pendingNodes.get(cmid);
@@ -315,6 +351,7 @@ export class TimelineView {
       this.pendingNodes.get(cmid)?.remove();
       this.pendingNodes.delete(cmid);
       this.regroupPending();
+      this.updateSeen();
     }
   }
 
@@ -353,6 +390,7 @@ export class TimelineView {
       if (m.author !== this.store.me.id) fromOthers = true;
     }
     this.regroupPending();
+    this.updateSeen();
     if (stick) this.scrollToBottom();
     else if (fromOthers) this.els.jump.hidden = false;
     this.maybeMarkRead();
@@ -528,6 +566,7 @@ export class TimelineView {
       li.classList.remove('editing');
       const cur = r.msgs.get(m.seq);
       if (cur) this.fillMessage(li, cur);
+      if (this.room === r) this.updateSeen();
       if (hadFocus && returnTo && returnTo.isConnected) returnTo.focus({ preventScroll: true });
     };
     const save = async () => {
