@@ -85,7 +85,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
             AddSessionError::Bus(_) => (close::INTERNAL, "backend unavailable"),
         };
         Box::pin(conn.close(code, reason)).await;
-        registered.leave().await;
+        registered.leave(None).await;
         return;
     }
     // Registered before this check, so a drain is heard either here or from the hub; and a
@@ -99,7 +99,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     {
         handle.outbox.close();
         Box::pin(conn.close(close::BAD_TOKEN, "session ended")).await;
-        registered.leave().await;
+        registered.leave(None).await;
         return;
     }
     if let Some(p) = &state.presence {
@@ -116,15 +116,16 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         last_active: std::time::Instant::now(),
         idle: false,
         chose_away: false,
+        presence_task: None,
     });
     let since = since.unwrap_or_default();
-    if span.is_disabled() {
+    let last_presence = if span.is_disabled() {
         // Entering a disabled span on every poll still cost 1.5% of the workers' CPU.
-        Box::pin(session.run(since)).await;
+        Box::pin(session.run(since)).await
     } else {
-        Box::pin(session.run(since).instrument(span)).await;
-    }
-    registered.leave().await;
+        Box::pin(session.run(since).instrument(span)).await
+    };
+    registered.leave(last_presence).await;
 }
 
 /// A session's place in the hub. `leave` takes it out; if the session's task ends any other
@@ -136,11 +137,16 @@ struct Registered(Option<Place>);
 type Place = (Arc<Hub>, Arc<SessionHandle>, Option<Arc<PresenceNode>>);
 
 impl Registered {
-    async fn leave(mut self) {
+    /// Takes the session out; its presence goes after `last_presence`, the session's last status
+    /// change, has landed (a change landing after the disconnect would register it again).
+    async fn leave(mut self, last_presence: Option<tokio::task::JoinHandle<()>>) {
         if let Some((hub, handle, presence)) = self.0.take() {
             handle.outbox.close();
             Box::pin(hub.remove_session(&handle)).await;
             if let Some(p) = presence {
+                if let Some(last) = last_presence {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), last).await;
+                }
                 Box::pin(p.disconnected(&handle.user, &handle.id)).await;
             }
         }
@@ -291,11 +297,15 @@ struct Session {
     idle: bool,
     /// Away because the client said so.
     chose_away: bool,
+    /// The last presence change sent, still landing: each change waits for the one before, so
+    /// they land in order, and none is lost when the connection closes right after it.
+    presence_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Session {
-    /// Resumes, then serves until the connection ends.
-    async fn run(mut self: Box<Self>, since: BTreeMap<String, u64>) {
+    /// Resumes, then serves until the connection ends; returns the session's last presence
+    /// change still landing, if any.
+    async fn run(mut self: Box<Self>, since: BTreeMap<String, u64>) -> Option<tokio::task::JoinHandle<()>> {
         tracing::debug!("session ready");
         match Box::pin(self.start(since)).await {
             Ok(()) => Box::pin(self.serve()).await,
@@ -306,6 +316,7 @@ impl Session {
             Err(Stop::Gone) => {}
         }
         tracing::debug!("session ended");
+        self.presence_task.take()
     }
 
     /// Subscribes, sends `ready`, replays what the client missed.
@@ -446,15 +457,20 @@ impl Session {
         self.chose_away || self.idle
     }
 
-    /// Tells presence this connection's status (and the user's text), without waiting for it.
+    /// Tells presence this connection's status (and the user's text), without waiting for it:
+    /// on a task of its own (so closing the connection right after cannot cancel it), after the
+    /// change before it.
     fn presence_changed(&mut self, text: crate::presence::Text) {
         let away = self.away();
         self.handle.away.store(away, std::sync::atomic::Ordering::Relaxed);
         let Some(p) = self.state.presence.clone() else { return };
         let (user, session) = (self.token.user.id.clone(), self.handle.id.clone());
-        self.pending.push_back(Box::pin(async move {
+        let before = self.presence_task.take();
+        self.presence_task = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
             p.set(&user, &session, away, text).await;
-            None
         }));
     }
 
