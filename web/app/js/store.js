@@ -877,6 +877,7 @@ export class Store extends EventTarget {
     // while we were away), before the rooms ask for what it leaves out.
     this.presenceOn = Array.isArray(f.presence);
     this.presence = new Map();
+    this.presenceStamp = new Map();
     this.presenceAsked.clear();
     this.presenceClock += 1;
     for (const p of f.presence || []) if (this.setPresence(p)) this.presenceStamp.set(p.user, this.presenceClock);

@@ -59,10 +59,12 @@ export class TimelineView {
       if (this.room && e.detail.room === this.room.id) this.maybeMarkRead();
     });
     store.addEventListener('ready', () => this.maybeMarkRead());
-    // The other person's read marker moved, or we learned who they are.
+    // The other person's read marker moved, or we learned who they are (a dm's name, too).
     for (const type of ['reads', 'members']) {
       store.addEventListener(type, (e) => {
-        if (this.room && e.detail.room === this.room.id) this.updateSeen();
+        if (!this.room || e.detail.room !== this.room.id) return;
+        this.updateSeen();
+        if (type === 'members' && this.els.status.dataset.state === 'start') this.updateStatus();
       });
     }
   }
