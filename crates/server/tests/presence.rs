@@ -121,12 +121,23 @@ async fn a_stranger_never_learns_presence_over_the_gateway_or_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_block_hides_presence_in_a_dm() {
+async fn a_dm_shares_presence_once_both_took_part_and_never_across_a_block() {
     let server = TestServer::with(quick).await;
     let (a, alice) = server.user("alice").await;
     let (b, bob) = server.user("bob").await;
-    a.create_room("", RoomKind::Dm, &[bob.id.as_str()]).await.unwrap();
+    // Bob opens a dm with alice, a stranger: that alone shows him nothing of her.
+    let dm = b.create_room("", RoomKind::Dm, &[alice.id.as_str()]).await.unwrap();
     let mut watching = server.session(&b, BTreeMap::new()).await;
+    let early = server.session(&a, BTreeMap::new()).await;
+    expect_none(&mut watching, 500, |f| presence_of(f, &alice.id).is_some()).await;
+    assert_eq!(b.presence(&alice.id).await.unwrap_err().status(), Some(404));
+    assert_eq!(a.presence(&bob.id).await.unwrap_err().status(), Some(404));
+    early.close();
+    // Gone (past the grace and a sweep) before she comes back, so coming back is a change.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // He writes, she reads: both took part, and presence flows.
+    let hello = b.post_message(&dm.id, "k1", "hi alice").await.unwrap();
+    a.mark_read(&dm.id, hello.seq).await.unwrap();
     let first = server.session(&a, BTreeMap::new()).await;
     expect_frame(&mut watching, |f| presence_of(f, &alice.id).is_some()).await;
     first.close();
@@ -231,15 +242,21 @@ async fn read_markers_go_only_where_they_are_shown_and_large_rooms_get_counts() 
     assert_eq!((big_listed.members, big_listed.online), (Some(3), Some(3)));
     assert_eq!(listed.iter().find(|r| r.id == small.id).unwrap().online, None, "small rooms have presence");
     assert_eq!(b.room(&big.id).await.unwrap().online, Some(3));
+    // Someone added to the large room gets its count at once, not only when it next moves.
+    let (d, dave) = server.user("dave").await;
+    let mut daves = server.session(&d, BTreeMap::new()).await;
+    a.add_member(&big.id, &dave.id).await.unwrap();
+    expect_frame(&mut daves, |f| matches!(f, ServerFrame::Online { room, count: 4 } if *room == big.id))
+        .await;
     carol_on.close();
-    expect_frame(&mut bobs, |f| matches!(f, ServerFrame::Online { room, count: 2 } if *room == big.id)).await;
+    expect_frame(&mut bobs, |f| matches!(f, ServerFrame::Online { room, count: 3 } if *room == big.id)).await;
     // Member lists carry read markers where they are shown, so "Seen" survives a reload.
     let small_members = a.members(&small.id).await.unwrap().members;
     assert!(small_members.iter().all(|m| m.read_seq.is_some()));
     assert!(a.members(&big.id).await.unwrap().members.iter().all(|m| m.read_seq.is_none()));
     // Bob still sees carol through REST (they share the big room), not per change.
     assert_eq!(b.presence(&carol.id).await.unwrap().status, Status::Offline);
-    drop(alice);
+    drop((alice, daves));
 }
 
 /// `n` members of one public room, each with a token of its own (external users: no password

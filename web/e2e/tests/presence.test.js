@@ -23,7 +23,10 @@ useServerAndBrowser(
     ann = await server.register('ann');
     ben = await server.register('ben');
     cat = await server.register('cat');
-    await server.api('POST', '/v1/rooms', { token: ann.token, body: { name: '', kind: 'dm', members: [ben.user.id] } });
+    // A dm shares presence once both took part: she wrote, he read it.
+    const dm = await server.api('POST', '/v1/rooms', { token: ann.token, body: { name: '', kind: 'dm', members: [ben.user.id] } });
+    const hi = await server.api('POST', `/v1/rooms/${dm.id}/messages`, { token: ann.token, body: { client_msg_id: 'hi', body: 'hi ben' } });
+    await server.api('POST', `/v1/rooms/${dm.id}/read`, { token: ben.token, body: { seq: hi.seq } });
     await server.roomWith(ann, { name: 'pair', kind: 'private', members: [ben] });
     await server.roomWith(ann, { name: 'lobby', kind: 'public', members: [ben, cat] });
   },

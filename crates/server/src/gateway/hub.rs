@@ -43,17 +43,19 @@ pub struct Frame {
 }
 
 /// What a state-carrying ephemeral frame is the state of (see [`Frame::state_of`]).
-fn state_key(control: Option<&Control>, room: &str, payload: &[u8]) -> Option<Box<str>> {
+fn state_key(control: Option<&Control>, payload: &[u8]) -> Option<Box<str>> {
     if let Some(Control::Presence { user, .. }) = control {
         return Some(format!("presence\0{user}").into());
     }
     if payload.starts_with(br#"{"op":"read""#) {
+        // The room from the frame: on a user's topic (their own devices) the event has none.
         #[derive(serde::Deserialize)]
         struct Read {
+            room: String,
             user: String,
         }
         let read: Read = serde_json::from_slice(payload).ok()?;
-        return Some(format!("read\0{room}\0{}", read.user).into());
+        return Some(format!("read\0{}\0{}", read.room, read.user).into());
     }
     None
 }
@@ -116,6 +118,9 @@ pub struct SessionHandle {
     /// Whether the connection is away (the client said so, or it has been idle): what the
     /// node registers again when the presence backend lost it.
     pub away: std::sync::atomic::AtomicBool,
+    /// Unique on this node for its whole life (never reused, unlike an address): what the hub
+    /// remembers a session by when it hands out presence.
+    pub serial: u64,
     /// Counts slow-consumer closes when the overflow happens, not when the close gets out.
     metrics: Arc<Metrics>,
 }
@@ -135,6 +140,7 @@ impl SessionHandle {
             token_session,
             outbox: Outbox::new(queue),
             away: Default::default(),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
             metrics,
         })
     }
@@ -189,11 +195,14 @@ impl Members {
     }
 }
 
+/// Session serials, never reused.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
 /// The last presence version of one user handed out on this node, and to which sessions (by
-/// address), so a session sharing many rooms with the user gets each change once.
+/// serial), so a session sharing many rooms with the user gets each change once.
 struct PresenceSeen {
     version: u64,
-    given: std::collections::HashSet<usize>,
+    given: std::collections::HashSet<u64>,
     at: std::time::Instant,
 }
 
@@ -267,7 +276,7 @@ impl Hub {
             Some(Control::Recount) => return self.note_recount(&ev.room),
             _ => {}
         }
-        let state_of = if ev.seq == 0 { state_key(ev.control.as_ref(), &ev.room, &ev.payload) } else { None };
+        let state_of = if ev.seq == 0 { state_key(ev.control.as_ref(), &ev.payload) } else { None };
         let Ok(text) = Utf8Bytes::try_from(ev.payload) else {
             tracing::error!(room = %ev.room, "bus event is not UTF-8; dropped");
             return;
@@ -358,7 +367,7 @@ impl Hub {
             *entry = PresenceSeen { version, given: Default::default(), at: now };
         }
         for s in targets {
-            if entry.given.insert(Arc::as_ptr(s) as usize) {
+            if entry.given.insert(s.serial) {
                 s.metrics.presence_frames.inc();
                 s.push(if on_room {
                     Outbound::Event(frame.clone())
@@ -918,6 +927,18 @@ mod tests {
 
     fn handle(id: &str, user: &str) -> Arc<SessionHandle> {
         SessionHandle::new(id.into(), user.into(), None, 16, Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn read_markers_are_one_state_per_room_and_user_whatever_the_topic() {
+        let a = br#"{"op":"read","room":"ra","user":"u","seq":3}"#;
+        let b = br#"{"op":"read","room":"rb","user":"u","seq":9}"#;
+        let (ka, kb) = (state_key(None, a), state_key(None, b));
+        assert!(ka.is_some() && ka != kb, "two rooms of one reader are two states");
+        assert_eq!(ka, state_key(None, br#"{"op":"read","room":"ra","user":"u","seq":4}"#));
+        assert_eq!(state_key(None, br#"{"op":"typing","room":"ra","user":"u"}"#), None);
+        let p = Control::Presence { user: "u".into(), version: 1 };
+        assert!(state_key(Some(&p), b"{}").is_some_and(|k| k.starts_with("presence")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

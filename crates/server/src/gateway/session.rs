@@ -116,6 +116,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         last_active: std::time::Instant::now(),
         idle: false,
         chose_away: false,
+        presence_want: None,
         presence_task: None,
     });
     let since = since.unwrap_or_default();
@@ -144,8 +145,12 @@ impl Registered {
             handle.outbox.close();
             Box::pin(hub.remove_session(&handle)).await;
             if let Some(p) = presence {
-                if let Some(last) = last_presence {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), last).await;
+                if let Some(mut last) = last_presence {
+                    // A backend that hangs must not keep the connection registered: give up on
+                    // the last change rather than let it land after the disconnect.
+                    if tokio::time::timeout(Duration::from_secs(5), &mut last).await.is_err() {
+                        last.abort();
+                    }
                 }
                 Box::pin(p.disconnected(&handle.user, &handle.id)).await;
             }
@@ -297,9 +302,20 @@ struct Session {
     idle: bool,
     /// Away because the client said so.
     chose_away: bool,
-    /// The last presence change sent, still landing: each change waits for the one before, so
-    /// they land in order, and none is lost when the connection closes right after it.
+    /// The status this connection wants presence to have, and whether a task is telling it:
+    /// one task per session at most, taking the latest wanted state each time, so changes land
+    /// in order, a burst of them costs one call per round trip, and none is lost when the
+    /// connection closes right after it. Made on the first change.
+    presence_want: Option<Arc<std::sync::Mutex<Wanted>>>,
+    /// That task, which the disconnect waits for.
     presence_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What a session wants presence to have (see `Session::presence_want`).
+#[derive(Default)]
+struct Wanted {
+    next: Option<(bool, crate::presence::Text)>,
+    running: bool,
 }
 
 impl Session {
@@ -458,19 +474,40 @@ impl Session {
     }
 
     /// Tells presence this connection's status (and the user's text), without waiting for it:
-    /// on a task of its own (so closing the connection right after cannot cancel it), after the
-    /// change before it.
+    /// the session's presence task (started if none runs) takes the latest wanted state.
     fn presence_changed(&mut self, text: crate::presence::Text) {
+        use crate::presence::Text;
         let away = self.away();
         self.handle.away.store(away, std::sync::atomic::Ordering::Relaxed);
         let Some(p) = self.state.presence.clone() else { return };
-        let (user, session) = (self.token.user.id.clone(), self.handle.id.clone());
-        let before = self.presence_task.take();
+        let want = self.presence_want.get_or_insert_with(Default::default).clone();
+        let Ok(mut w) = want.lock() else { return };
+        // A text not yet told is kept unless this change brings another.
+        let text = match (w.next.take(), text) {
+            (Some((_, held)), Text::Keep) => held,
+            (_, text) => text,
+        };
+        w.next = Some((away, text));
+        if w.running {
+            return;
+        }
+        w.running = true;
+        drop(w);
+        let (user, session, want) = (self.token.user.id.clone(), self.handle.id.clone(), want.clone());
         self.presence_task = Some(tokio::spawn(async move {
-            if let Some(before) = before {
-                let _ = before.await;
+            loop {
+                let next = match want.lock() {
+                    Ok(mut w) => match w.next.take() {
+                        Some(n) => n,
+                        None => {
+                            w.running = false;
+                            return;
+                        }
+                    },
+                    Err(_) => return,
+                };
+                p.set(&user, &session, next.0, next.1).await;
             }
-            p.set(&user, &session, away, text).await;
         }));
     }
 
@@ -589,6 +626,10 @@ impl Session {
                     // This node counts the room from now on (it may not have held it before).
                     self.state.hub.want_recount(&room);
                 }
+                let joined_count = match (&self.state.presence, big) {
+                    (Some(p), true) => p.clone().online_count(&room).await,
+                    _ => None,
+                };
                 self.state.hub.note_position(&room, upto);
                 let p = self.rooms.entry(key).or_insert(Position { seq: 0, member: false, kind, big });
                 // What happened while the user was out is not theirs to see.
@@ -596,6 +637,10 @@ impl Session {
                 p.kind = kind;
                 p.big = big;
                 self.fill(&room, upto).await?;
+                // A large room's count now, not only when it next moves.
+                if let Some(count) = joined_count {
+                    self.conn.feed_frame(&ServerFrame::Online { room: room.clone(), count }).await?;
+                }
             }
         }
         Ok(())

@@ -53,10 +53,11 @@ async fn sweep_all(p: &dyn Presence) -> Vec<State> {
     let mut all = Vec::new();
     loop {
         let got = p.sweep(1000).await.expect("sweep");
-        if got.is_empty() {
+        assert!(got.changes.len() <= got.removed, "a change comes from a removal");
+        if got.removed == 0 {
             return all;
         }
-        all.extend(got);
+        all.extend(got.changes);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use switchboard_protocol::{ChosenStatus, Status};
 
-use super::{Presence, PresenceError, PresenceResult, State, Text};
+use super::{Presence, PresenceError, PresenceResult, State, Swept, Text};
 
 /// Offline users whose last connection went this long ago are forgotten (their `last_seen`
 /// with them), so the map holds the recently seen, not everyone who ever connected.
@@ -68,6 +68,8 @@ struct Inner {
     users: HashMap<String, UserEntry>,
     /// `(expires, user, conn)` for every connection, so a sweep reads only what lapsed.
     expiries: BTreeSet<(i64, String, String)>,
+    /// How many users were left after the last pass that forgot long-offline ones.
+    pruned_at: usize,
 }
 
 impl Inner {
@@ -162,17 +164,20 @@ impl Presence for LocalPresence {
                 Some(old) if old.closed.is_none() => {
                     inner.put(user, conn, ConnEntry { expires: now + ms(ttl_ms), ..old });
                 }
-                _ => lost.push(i),
+                // Closed and lingering: known, left to lapse.
+                Some(_) => {}
+                None => lost.push(i),
             }
         }
         Ok(lost)
     }
 
-    async fn sweep(&self, limit: usize) -> PresenceResult<Vec<State>> {
+    async fn sweep(&self, limit: usize) -> PresenceResult<Swept> {
         let now = now_ms();
         let mut inner = self.lock()?;
         let lapsed: Vec<(i64, String, String)> =
             inner.expiries.iter().take_while(|(at, _, _)| *at <= now).take(limit).cloned().collect();
+        let removed = lapsed.len();
         let mut changes = Vec::new();
         for key in lapsed {
             inner.expiries.remove(&key);
@@ -183,15 +188,17 @@ impl Presence for LocalPresence {
                 changes.push(change);
             }
         }
-        // Forget long-offline users without text: nothing of them is worth keeping.
-        if inner.users.len() > 10_000 {
+        // Forget long-offline users without text: nothing of them is worth keeping. Only when
+        // the map doubled since the last pass, so the walk costs nothing per sweep.
+        if inner.users.len() > inner.pruned_at.max(5_000) * 2 {
             inner.users.retain(|_, u| {
                 !u.conns.is_empty()
                     || u.text.is_some()
                     || u.last_seen.is_some_and(|s| now - s < FORGET_AFTER_MS)
             });
+            inner.pruned_at = inner.users.len();
         }
-        Ok(changes)
+        Ok(Swept { removed, changes })
     }
 
     async fn get(&self, users: &[String]) -> PresenceResult<Vec<State>> {

@@ -55,6 +55,15 @@ impl State {
     }
 }
 
+/// What one [`Presence::sweep`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Lapsed connections removed (when it reaches the limit, more may be waiting).
+    pub removed: usize,
+    /// The state changes that made.
+    pub changes: Vec<State>,
+}
+
 /// What a status call does to the user's custom text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Text {
@@ -125,8 +134,8 @@ pub trait Presence: Send + Sync + 'static {
     /// the indexes of those the backend no longer knows.
     async fn renew(&self, conns: &[(String, String)], ttl_ms: u64) -> PresenceResult<Vec<usize>>;
     /// Removes up to `limit` connections whose expiry has passed, on behalf of every node, and
-    /// returns the state changes that made.
-    async fn sweep(&self, limit: usize) -> PresenceResult<Vec<State>>;
+    /// returns how many went and the state changes that made.
+    async fn sweep(&self, limit: usize) -> PresenceResult<Swept>;
     /// The current state of each user, in the order given (offline, version 0, when unknown).
     async fn get(&self, users: &[String]) -> PresenceResult<Vec<State>>;
     /// Checks the backend answers, for `/readyz`.

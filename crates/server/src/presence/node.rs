@@ -14,6 +14,8 @@
 //! the backend's grace period.
 
 use std::collections::HashMap;
+
+use futures_util::StreamExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,9 @@ pub struct PresenceConfig {
 const READY_CONTACTS: u32 = 1000;
 /// Lapsed connections removed per sweep call; a sweep goes on while it finds this many.
 const SWEEP_BATCH: usize = 1000;
+/// Changes announced at once, and bus events of one change published at once: a crashed node's
+/// thousands of users, or a user in thousands of rooms, go out in parallel but bounded.
+const ANNOUNCE_CONCURRENCY: usize = 32;
 
 #[derive(Default)]
 struct Throttle {
@@ -60,10 +65,12 @@ struct Throttle {
 
 #[derive(Clone, Copy)]
 struct Count {
-    value: u64,
+    value: Option<u64>,
     at: Instant,
     /// The count last pushed to this node's sessions.
     pushed: Option<u64>,
+    /// A count of this room is running: others take the last value instead of counting too.
+    counting: bool,
 }
 
 /// Presence as this node runs it.
@@ -239,11 +246,14 @@ impl PresenceNode {
             }
             Err(e) => tracing::debug!(error = %e, user = %change.user, "cannot list rooms for presence"),
         }
-        for ev in events {
-            if let Err(e) = self.bus.publish(ev).await {
-                tracing::debug!(error = %e, "presence publish failed");
-                return;
-            }
+        let failed = futures_util::stream::iter(events)
+            .map(|ev| self.bus.publish(ev))
+            .buffer_unordered(ANNOUNCE_CONCURRENCY)
+            .filter(|r| std::future::ready(r.is_err()))
+            .count()
+            .await;
+        if failed > 0 {
+            tracing::debug!(failed, user = %change.user, "presence publishes failed");
         }
     }
 
@@ -269,34 +279,48 @@ impl PresenceNode {
         Ok(states.iter().map(State::to_wire).collect())
     }
 
-    /// How many members of a room are online or away, counted at most every `count_ms`.
+    /// How many members of a room are online or away, counted at most every `count_ms`, and by
+    /// one caller at a time (the others take the last count; `None` before the first).
     pub async fn online_count(&self, room: &str) -> Option<u64> {
         let fresh = Duration::from_millis(self.cfg.count_ms);
-        if let Some(c) = self.counts.lock().ok()?.get(room).copied()
-            && c.at.elapsed() < fresh
         {
-            return Some(c.value);
+            let mut counts = self.counts.lock().ok()?;
+            let entry = counts.entry(room.to_owned()).or_insert(Count {
+                value: None,
+                at: Instant::now(),
+                pushed: None,
+                counting: false,
+            });
+            if entry.counting || (entry.value.is_some() && entry.at.elapsed() < fresh) {
+                return entry.value;
+            }
+            entry.counting = true;
         }
         self.count(room).await
     }
 
-    /// Counts a room's present members.
+    /// Counts a room's present members (the caller marked the room as being counted).
     async fn count(&self, room: &str) -> Option<u64> {
-        let ids = self.store.member_ids(room).await.ok()?;
-        self.call("count");
-        let states = match self.backend.get(&ids).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.failed(&e);
-                return None;
+        let value = match self.store.member_ids(room).await {
+            Ok(ids) => {
+                self.call("count");
+                match self.backend.get(&ids).await {
+                    Ok(states) => Some(states.iter().filter(|s| s.status != Status::Offline).count() as u64),
+                    Err(e) => {
+                        self.failed(&e);
+                        None
+                    }
+                }
             }
+            Err(_) => None,
         };
-        let value = states.iter().filter(|s| s.status != Status::Offline).count() as u64;
         let mut counts = self.counts.lock().ok()?;
-        let entry =
-            counts.entry(room.to_owned()).or_insert(Count { value, at: Instant::now(), pushed: None });
-        (entry.value, entry.at) = (value, Instant::now());
-        Some(value)
+        let entry = counts.get_mut(room)?;
+        entry.counting = false;
+        if value.is_some() {
+            (entry.value, entry.at) = (value, Instant::now());
+        }
+        entry.value
     }
 
     /// Counts the large rooms marked since the last pass and pushes counts that moved.
@@ -312,7 +336,7 @@ impl PresenceNode {
             }
         }
         if let Ok(mut counts) = self.counts.lock() {
-            counts.retain(|_, c| c.at.elapsed() < Duration::from_secs(300));
+            counts.retain(|_, c| c.counting || c.at.elapsed() < Duration::from_secs(300));
         }
     }
 
@@ -348,12 +372,11 @@ impl PresenceNode {
         loop {
             self.call("sweep");
             match self.backend.sweep(SWEEP_BATCH).await {
-                Ok(changes) => {
-                    let full = changes.len() >= SWEEP_BATCH;
-                    for change in changes {
-                        self.changed(change, None).await;
-                    }
-                    if !full {
+                Ok(swept) => {
+                    futures_util::stream::iter(swept.changes)
+                        .for_each_concurrent(ANNOUNCE_CONCURRENCY, |change| self.changed(change, None))
+                        .await;
+                    if swept.removed < SWEEP_BATCH {
                         return;
                     }
                 }
@@ -368,7 +391,8 @@ impl PresenceNode {
     }
 
     /// Renewals on their own task (so that announcing a crashed node's thousands of changes
-    /// never delays them), and sweeps, held changes and counts on another, until `stop`.
+    /// never delays them), counts on another, and sweeps and held changes on a third, until
+    /// `stop`.
     pub fn start(self: &Arc<Self>, stop: CancellationToken) {
         let renew_every = Duration::from_millis((self.cfg.ttl_ms / 3).max(50));
         let me = self.clone();
@@ -382,10 +406,19 @@ impl PresenceNode {
             }
         });
         let me = self.clone();
+        let stop3 = stop.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(me.cfg.count_ms);
+            loop {
+                tokio::select! {
+                    _ = stop3.cancelled() => return,
+                    _ = tokio::time::sleep(every) => me.recount().await,
+                }
+            }
+        });
+        let me = self.clone();
         tokio::spawn(async move {
             let tick = Duration::from_millis(me.cfg.interval_ms.clamp(50, 1000));
-            let count_every = Duration::from_millis(me.cfg.count_ms);
-            let mut last_count = Instant::now();
             let mut last_sweep = Instant::now();
             loop {
                 tokio::select! {
@@ -398,10 +431,6 @@ impl PresenceNode {
                     me.hub.prune_presence();
                 }
                 me.flush_held().await;
-                if last_count.elapsed() >= count_every {
-                    last_count = Instant::now();
-                    me.recount().await;
-                }
             }
         });
     }

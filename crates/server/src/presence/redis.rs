@@ -2,7 +2,10 @@
 //!
 //! Keys, under a configurable prefix `P`:
 //! - `P:c:<user>`: a hash of the user's connections, `<node>/<session>` → `o|0` or `a|0`
-//!   (online or away, not closed), or `o|<ms>` once closed (lingering for the debounce).
+//!   (online or away, not closed), or `o|<ms>` once closed (lingering for the debounce). It
+//!   expires two TTLs after its last registration or renewal, so it cannot outlive a lost
+//!   expiry set. Run Redis with `maxmemory-policy noeviction`: evicting these keys loses
+//!   presence until the next renewal.
 //! - `P:x`: one sorted set of every connection (`<user>\x1f<conn>`) scored by its expiry.
 //! - `P:s:<user>`: a hash of the derived state: `status`, `seen`, `text`, `v` (version).
 //!
@@ -18,7 +21,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use switchboard_protocol::{ChosenStatus, Status};
 
-use super::{Presence, PresenceError, PresenceResult, State, Text};
+use super::{Presence, PresenceError, PresenceResult, State, Swept, Text};
 
 /// Shared by every script: the Redis clock in ms, and the derivation of a user's state from
 /// their connections (a new state when it changed, `false` when not).
@@ -60,6 +63,8 @@ const SET_STATUS: &str = r"
 local now = now_ms()
 local prefix, user, conn = ARGV[1], ARGV[2], ARGV[3]
 redis.call('HSET', prefix .. ':c:' .. user, conn, ARGV[4] .. '|0')
+-- Gone by itself if the expiry set is ever lost (eviction, a partial restore) and nobody sweeps.
+redis.call('PEXPIRE', prefix .. ':c:' .. user, 2 * tonumber(ARGV[5]))
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), user .. '\31' .. conn)
 local skey = prefix .. ':s:' .. user
 local touched = false
@@ -97,6 +102,7 @@ for i = 3, #ARGV do
     table.insert(lost, i - 3)
   elseif string.sub(v, 3) == '0' then
     redis.call('ZADD', KEYS[1], at, ARGV[i])
+    redis.call('PEXPIRE', ARGV[1] .. ':c:' .. user, 2 * tonumber(ARGV[2]))
   end
 end
 return lost
@@ -124,7 +130,7 @@ for _, m in ipairs(due) do
     if change then table.insert(out, change) end
   end
 end
-return out
+return {#due, out}
 ";
 
 /// Where and how to reach Redis.
@@ -274,12 +280,12 @@ impl Presence for RedisPresence {
         Ok(lost)
     }
 
-    async fn sweep(&self, limit: usize) -> PresenceResult<Vec<State>> {
+    async fn sweep(&self, limit: usize) -> PresenceResult<Swept> {
         let mut c = self.conn.clone();
         let mut call = self.sweep.key(&self.expiries);
         call.arg(&self.prefix).arg(limit);
-        let rows: Vec<Row> = self.bounded(call.invoke_async(&mut c)).await?;
-        Ok(rows.into_iter().map(state_of).collect())
+        let (removed, rows): (usize, Vec<Row>) = self.bounded(call.invoke_async(&mut c)).await?;
+        Ok(Swept { removed, changes: rows.into_iter().map(state_of).collect() })
     }
 
     async fn get(&self, users: &[String]) -> PresenceResult<Vec<State>> {

@@ -902,6 +902,13 @@ pub(crate) async fn member_counts_and_presence_audiences_follow_membership_and_b
         async move { store.room_for(&room, &a).await.unwrap().members }
     };
     assert_eq!((count(&small).await, count(&big).await, count(&dm).await), (Some(2), Some(3), Some(2)));
+    // A dm counts once both have taken part: opening one is no way to watch a stranger.
+    assert!(!store.presence_rooms(&a).await.unwrap().iter().any(|(r, _)| *r == dm));
+    assert!(store.visible_users(&a, std::slice::from_ref(&d)).await.unwrap().is_empty());
+    assert!(!store.contacts(&a, 2, 100).await.unwrap().contains(&d));
+    let hello = send(&store, &dm, &a, "hello").await.unwrap().message.seq;
+    assert!(!store.presence_rooms(&d).await.unwrap().iter().any(|(r, _)| *r == dm), "d has not read it");
+    store.mark_read(&dm, &d, hello).await.unwrap();
     let mut rooms = store.presence_rooms(&a).await.unwrap();
     rooms.sort();
     let mut expected = vec![(small.clone(), 2), (big.clone(), 3), (dm.clone(), 2)];

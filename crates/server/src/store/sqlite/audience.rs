@@ -5,6 +5,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::StoreResult;
 
+/// A room counts as shared for presence unless it is a dm one of whose two people has not taken
+/// part yet (neither sent nor read a message there: `read_ord` is 0): opening a dm with a
+/// stranger must not be a way to watch their presence. (`r` is the room.)
+const ENGAGED: &str = "(r.kind <> 'dm' OR NOT EXISTS (SELECT 1 FROM members z
+    WHERE z.room_id = r.id AND z.read_ord = 0))";
+
 /// Whether either of two users blocked the other (`?1` and the column named in the query).
 const NOT_BLOCKED: &str = "NOT EXISTS (SELECT 1 FROM blocks b
     WHERE (b.user_id = ?1 AND b.blocked = o.user_id) OR (b.user_id = o.user_id AND b.blocked = ?1))";
@@ -12,7 +18,7 @@ const NOT_BLOCKED: &str = "NOT EXISTS (SELECT 1 FROM blocks b
 pub(super) fn presence_rooms(c: &Connection, user: &str) -> StoreResult<Vec<(String, u64)>> {
     let sql = format!(
         "SELECT r.id, r.member_count FROM members mb JOIN rooms r ON r.id = mb.room_id
-         WHERE mb.user_id = ?1 AND (r.kind <> 'dm' OR NOT EXISTS (SELECT 1 FROM members o
+         WHERE mb.user_id = ?1 AND {ENGAGED} AND (r.kind <> 'dm' OR NOT EXISTS (SELECT 1 FROM members o
            WHERE o.room_id = r.id AND o.user_id <> ?1 AND NOT {NOT_BLOCKED}))"
     );
     let mut stmt = c.prepare_cached(&sql)?;
@@ -24,7 +30,7 @@ pub(super) fn contacts(c: &Connection, user: &str, room_limit: u64, limit: u32) 
     let sql = format!(
         "SELECT DISTINCT o.user_id FROM members mb JOIN rooms r ON r.id = mb.room_id
          JOIN members o ON o.room_id = mb.room_id AND o.user_id <> ?1
-         WHERE mb.user_id = ?1 AND r.member_count <= ?2 AND {NOT_BLOCKED} LIMIT ?3"
+         WHERE mb.user_id = ?1 AND r.member_count <= ?2 AND {ENGAGED} AND {NOT_BLOCKED} LIMIT ?3"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let limit_rooms = i64::try_from(room_limit).unwrap_or(i64::MAX);
@@ -35,7 +41,9 @@ pub(super) fn contacts(c: &Connection, user: &str, room_limit: u64, limit: u32) 
 pub(super) fn visible_users(c: &Connection, viewer: &str, users: &[String]) -> StoreResult<Vec<String>> {
     let sql = format!(
         "SELECT 1 FROM members o WHERE o.user_id = ?2
-           AND o.room_id IN (SELECT room_id FROM members WHERE user_id = ?1) AND {NOT_BLOCKED} LIMIT 1"
+           AND o.room_id IN (SELECT r.id FROM members mb JOIN rooms r ON r.id = mb.room_id
+             WHERE mb.user_id = ?1 AND {ENGAGED})
+           AND {NOT_BLOCKED} LIMIT 1"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let mut out = Vec::new();
