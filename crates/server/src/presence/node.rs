@@ -47,6 +47,9 @@ pub struct PresenceConfig {
     pub public: bool,
 }
 
+/// How long calls on a connection's path are skipped after a backend failure.
+const BACKOFF_MS: i64 = 1000;
+
 /// How many people's presence `ready` carries.
 const READY_CONTACTS: u32 = 1000;
 /// Lapsed connections removed per sweep call; a sweep goes on while it finds this many.
@@ -85,6 +88,8 @@ pub struct PresenceNode {
     pub cfg: PresenceConfig,
     throttle: Mutex<HashMap<String, Throttle>>,
     counts: Mutex<HashMap<String, Count>>,
+    /// Until when (ms since the epoch) the backend counts as down (see `healthy`).
+    down_until: std::sync::atomic::AtomicI64,
 }
 
 impl PresenceNode {
@@ -108,6 +113,7 @@ impl PresenceNode {
             cfg,
             throttle: Mutex::default(),
             counts: Mutex::default(),
+            down_until: Default::default(),
         })
     }
 
@@ -122,10 +128,23 @@ impl PresenceNode {
     fn failed(&self, e: &PresenceError) {
         self.metrics.backend_error(Backend::Presence);
         tracing::debug!(error = %e, "presence call failed");
+        let until = crate::store::now_ms() + BACKOFF_MS;
+        self.down_until.store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// False for a moment after a backend call failed: the calls on a connection's path
+    /// (`hello`, status, close) are skipped then instead of each waiting out a timeout, so a
+    /// Redis outage costs connections nothing; the renewals keep trying and register every
+    /// open connection again once it answers.
+    fn healthy(&self) -> bool {
+        crate::store::now_ms() >= self.down_until.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A session started.
     pub async fn connected(&self, user: &str, session: &str, away: bool) {
+        if !self.healthy() {
+            return;
+        }
         self.call("connect");
         let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
         match self.backend.connect(user, &self.conn(session), status, self.cfg.ttl_ms).await {
@@ -137,6 +156,9 @@ impl PresenceNode {
 
     /// A session set its status or text (or went idle, or came back).
     pub async fn set(&self, user: &str, session: &str, away: bool, text: Text) {
+        if !self.healthy() {
+            return;
+        }
         self.call("status");
         let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
         match self.backend.set_status(user, &self.conn(session), status, text, self.cfg.ttl_ms).await {
@@ -148,6 +170,9 @@ impl PresenceNode {
 
     /// A session ended: it lingers for the grace period, then a sweep announces the change.
     pub async fn disconnected(&self, user: &str, session: &str) {
+        if !self.healthy() {
+            return;
+        }
         self.call("disconnect");
         if let Err(e) = self.backend.disconnect(user, &self.conn(session), self.cfg.grace_ms).await {
             self.failed(&e);
@@ -262,6 +287,9 @@ impl PresenceNode {
         let mut users: Vec<String> =
             self.store.contacts(user, self.cfg.room_limit, READY_CONTACTS).await.unwrap_or_default();
         users.insert(0, user.to_owned());
+        if !self.healthy() {
+            return Vec::new();
+        }
         self.call("get");
         match self.backend.get(&users).await {
             Ok(states) => states.iter().map(State::to_wire).collect(),
