@@ -109,16 +109,6 @@ fn ms(v: u64) -> i64 {
 
 #[async_trait]
 impl Presence for LocalPresence {
-    async fn connect(
-        &self,
-        user: &str,
-        conn: &str,
-        status: ChosenStatus,
-        ttl_ms: u64,
-    ) -> PresenceResult<Option<State>> {
-        self.set_status(user, conn, status, Text::Keep, ttl_ms).await
-    }
-
     async fn set_status(
         &self,
         user: &str,

@@ -110,14 +110,17 @@ pub type PresenceResult<T> = Result<T, PresenceError>;
 ///   again, so every open connection is back within one renewal.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Registers (or re-registers) a connection with its status, expiring after `ttl_ms`.
+    /// Registers (or re-registers) a connection with its status, expiring after `ttl_ms`: a
+    /// status call that leaves the text as it is.
     async fn connect(
         &self,
         user: &str,
         conn: &str,
         status: ChosenStatus,
         ttl_ms: u64,
-    ) -> PresenceResult<Option<State>>;
+    ) -> PresenceResult<Option<State>> {
+        self.set_status(user, conn, status, Text::Keep, ttl_ms).await
+    }
     /// Sets a connection's status and the user's text; a connection the backend lost is
     /// registered again.
     async fn set_status(
