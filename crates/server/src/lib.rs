@@ -8,6 +8,7 @@
 //!   that fans bus events out to local sessions; the [`gateway::relay`] that publishes commits.
 //! - [`api`]: REST handlers and the OpenAPI document.
 //! - [`listener`]: accepting connections (caps per address, deadlines, accept backoff).
+//! - [`send`]: the one path every message takes to the store, from the gateway or REST.
 //! - [`auth`]: passwords and tokens; [`hashing`]: the bounded pool that hashes passwords;
 //!   [`limits`]: throttles. [`validate`]: input rules. [`error`]: the client-facing error.
 //! - [`store`]: the persistence seam and its SQLite implementation.
@@ -35,6 +36,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod presence;
+pub mod send;
 pub mod store;
 pub mod trim;
 pub mod validate;

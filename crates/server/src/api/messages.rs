@@ -34,19 +34,8 @@ pub async fn post(
     ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
-    let started = std::time::Instant::now();
-    let checked = validate::id(&room, "room")
-        .and_then(|()| validate::client_msg_id(&body.client_msg_id))
-        .and_then(|()| validate::body(&body.body, state.cfg.max_body_chars));
-    if let Err(e) = checked.and_then(|()| state.limits.write(&user.id)) {
-        state.metrics.send_refused(&e);
-        return Err(e);
-    }
-    state.limits.typing_ended(&user.id, &room);
     let msg = NewMessage { room, author: user.id, client_msg_id: body.client_msg_id, body: body.body };
-    let result = state.store.append(msg).await.map_err(ApiError::from);
-    state.metrics.send_result(started, &result);
-    let appended = result?;
+    let appended = crate::send::send(&state, msg).await?;
     let status = if appended.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(appended.message)))
 }

@@ -672,39 +672,18 @@ impl Session {
             ClientFrame::Ping => Some(ServerFrame::Pong),
             ClientFrame::Status { status, text } => self.on_status(status, text),
             ClientFrame::Send { room, client_msg_id, body } => {
-                let checked = validate::id(&room, "room")
-                    .and_then(|()| validate::client_msg_id(&client_msg_id))
-                    .and_then(|()| validate::body(&body, self.state.cfg.max_body_chars));
-                match checked.and_then(|()| self.state.limits.write(&self.token.user.id)) {
-                    Err(e) => {
-                        self.state.metrics.send_refused(&e);
-                        Some(e.to_frame(Some(client_msg_id), Some(room)))
+                // Take the place in the commit order now, in frame order, so that this
+                // connection's pipelined sends keep their order; only the wait for the commit
+                // is left in flight.
+                let msg = NewMessage { room, author: self.token.user.id.clone(), client_msg_id, body };
+                let (cmid, room) = (msg.client_msg_id.clone(), msg.room.clone());
+                match crate::send::queue(&self.state, msg).await {
+                    Ok(commit) => {
+                        let metrics = self.state.metrics.clone();
+                        self.pending.push_back(ack_on_commit(commit, cmid, room, metrics));
+                        None
                     }
-                    Ok(()) => {
-                        // Take the place in the commit order now, in frame order, so that this
-                        // connection's pipelined sends keep their order; only the wait for the
-                        // commit is left in flight.
-                        let msg = NewMessage {
-                            room: room.clone(),
-                            author: self.token.user.id.clone(),
-                            client_msg_id,
-                            body,
-                        };
-                        let cmid = msg.client_msg_id.clone();
-                        self.state.limits.typing_ended(&self.token.user.id, &room);
-                        match self.state.store.queue_append(msg).await {
-                            Ok(commit) => {
-                                let metrics = self.state.metrics.clone();
-                                self.pending.push_back(ack_on_commit(commit, cmid, room, metrics));
-                                None
-                            }
-                            Err(e) => {
-                                let e = ApiError::from(e);
-                                self.state.metrics.send_refused(&e);
-                                Some(e.to_frame(Some(cmid), Some(room)))
-                            }
-                        }
-                    }
+                    Err(e) => Some(e.to_frame(Some(cmid), Some(room))),
                 }
             }
             ClientFrame::Typing { room } => match self.member_of(&room) {

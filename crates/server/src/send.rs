@@ -1,0 +1,50 @@
+//! The one path every message takes to the store, whatever the transport: the gateway's `send`
+//! and REST's `POST …/messages` both call [`queue`], so every check on a message (input rules,
+//! the user's write budget, and moderation as it grows) runs once, in one place.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::{Appended, Committing, NewMessage};
+use crate::validate;
+
+/// Checks a message and takes its place in the commit order; the returned future resolves once
+/// it is durable (or refused). A refusal is counted in the metrics by its code here, so both
+/// transports count alike.
+pub async fn queue(state: &AppState, msg: NewMessage) -> Result<Committing<Appended>, ApiError> {
+    let checked = check(state, &msg);
+    if let Err(e) = checked {
+        state.metrics.send_refused(&e);
+        return Err(e);
+    }
+    // A message into the room ends the author's typing there, so the next indicator goes out
+    // at once.
+    state.limits.typing_ended(&msg.author, &msg.room);
+    match state.store.queue_append(msg).await {
+        Ok(commit) => Ok(commit),
+        Err(e) => {
+            let e = ApiError::from(e);
+            state.metrics.send_refused(&e);
+            Err(e)
+        }
+    }
+}
+
+/// Everything decided before the store: input rules, then the author's write budget (spent
+/// only on a message that passed the rules).
+fn check(state: &AppState, msg: &NewMessage) -> Result<(), ApiError> {
+    validate::id(&msg.room, "room")?;
+    validate::client_msg_id(&msg.client_msg_id)?;
+    validate::body(&msg.body, state.cfg.max_body_chars)?;
+    state.limits.write(&msg.author)
+}
+
+/// The same, waiting for the commit (REST).
+pub async fn send(state: &AppState, msg: NewMessage) -> Result<Appended, ApiError> {
+    let started = std::time::Instant::now();
+    let result = match queue(state, msg).await {
+        Ok(commit) => commit.await.map_err(ApiError::from),
+        Err(e) => return Err(e),
+    };
+    state.metrics.send_result(started, &result);
+    result
+}
