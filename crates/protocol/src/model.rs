@@ -94,9 +94,11 @@ pub struct Invite {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Created the room; may remove members and delete any message.
+    /// Created the room; everything an admin may, over admins too.
     Owner,
-    /// May delete others' messages (granted by moderation, a later feature).
+    /// Moderates, and gives or takes the moderator role (extension).
+    Admin,
+    /// Removes members and deletes their messages, adds to private rooms, reads the audit log.
     Moderator,
     /// Reads and writes.
     Member,
@@ -107,6 +109,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Owner => "owner",
+            Role::Admin => "admin",
             Role::Moderator => "moderator",
             Role::Member => "member",
         }
@@ -116,6 +119,7 @@ impl Role {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
             "moderator" => Some(Role::Moderator),
             "member" => Some(Role::Member),
             _ => None,
@@ -124,7 +128,7 @@ impl Role {
 
     /// Whether this role may moderate others' messages.
     pub fn can_moderate(self) -> bool {
-        matches!(self, Role::Owner | Role::Moderator)
+        matches!(self, Role::Owner | Role::Admin | Role::Moderator)
     }
 }
 
@@ -272,4 +276,26 @@ pub struct Presence {
     /// The user's custom status text, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+}
+
+/// One entry of a room's audit log: a moderation action, append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    /// Grows with every entry of the room (page with `before`).
+    pub id: u64,
+    /// Who acted.
+    pub actor: String,
+    /// What was done: `set_role`, `remove_member`, `delete_message`, …
+    pub action: String,
+    /// The member acted on, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Why, as the actor gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What changed, e.g. `member->moderator`, or the deleted message's id (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// When, RFC 3339 UTC.
+    pub ts: String,
 }

@@ -201,3 +201,29 @@ pub struct PresenceList {
     /// One entry per visible user, in the order asked.
     pub presence: Vec<crate::model::Presence>,
 }
+
+/// `PUT /v1/rooms/{id}/members/{user_id}/role`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetRole {
+    /// `admin`, `moderator` or `member` (nobody is made owner).
+    pub role: crate::model::Role,
+    /// Why, for the audit log (at most 500 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/rooms/{id}/audit?before=&limit=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// Entries older than this id (the last page's smallest).
+    pub before: Option<u64>,
+    /// Page size, default 50, at most 200.
+    pub limit: Option<u32>,
+}
+
+/// A page of a room's audit log, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditList {
+    /// The entries.
+    pub entries: Vec<crate::model::AuditEntry>,
+}

@@ -35,6 +35,7 @@ pub mod hashing;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod moderation;
 pub mod presence;
 pub mod send;
 pub mod store;

@@ -41,7 +41,8 @@ macro_rules! store_conformance {
             sessions_end_and_expire,
             unread_is_kept_by_the_writes,
             a_removed_member_cannot_read_through_an_old_key,
-            member_counts_and_presence_audiences_follow_membership_and_blocks
+            member_counts_and_presence_audiences_follow_membership_and_blocks,
+            roles_follow_the_policy_and_every_moderation_action_is_audited
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -950,4 +951,58 @@ pub(crate) async fn member_counts_and_presence_audiences_follow_membership_and_b
         store.rooms_for(&a).await.unwrap().iter().find(|r| r.id == big).and_then(|r| r.members),
         Some(2)
     );
+}
+
+pub(crate) async fn roles_follow_the_policy_and_every_moderation_action_is_audited(store: Arc<dyn Store>) {
+    let (a, b, c, d, e) = (
+        user(&store, "a").await,
+        user(&store, "b").await,
+        user(&store, "c").await,
+        user(&store, "d").await,
+        user(&store, "e").await,
+    );
+    let r = room(&store, &a, RoomKind::Private, &[&b, &c, &d, &e]).await;
+    let made = store.set_role(&r, &a, &b, Role::Admin, Some("trusted")).await.unwrap().expect("a change");
+    assert_eq!((made.action.as_str(), made.target.as_deref()), ("set_role", Some(b.as_str())));
+    assert_eq!((made.detail.as_deref(), made.reason.as_deref()), (Some("member->admin"), Some("trusted")));
+    assert_eq!(store.role(&r, &b).await.unwrap(), Some(Role::Admin));
+    // An admin gives roles below their own, to members below them.
+    store.set_role(&r, &b, &c, Role::Moderator, None).await.unwrap().expect("a change");
+    assert!(matches!(store.set_role(&r, &b, &d, Role::Admin, None).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.set_role(&r, &b, &a, Role::Member, None).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.set_role(&r, &c, &d, Role::Moderator, None).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.set_role(&r, &a, &d, Role::Owner, None).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.set_role(&r, &a, "ghost", Role::Member, None).await, Err(StoreError::NotFound)));
+    assert_eq!(store.set_role(&r, &a, &c, Role::Moderator, None).await.unwrap(), None, "no change, no entry");
+    // A moderator acts on members below them only.
+    assert!(matches!(store.remove_member(&r, &c, &b).await, Err(StoreError::Forbidden)));
+    store.remove_member(&r, &c, &d).await.unwrap();
+    let owners = send(&store, &r, &a, "owner's").await.unwrap().message;
+    let members = send(&store, &r, &e, "member's").await.unwrap().message;
+    assert!(matches!(store.delete(&r, &c, &owners.id).await, Err(StoreError::Forbidden)));
+    store.delete(&r, &c, &members.id).await.unwrap();
+    // Leaving and deleting one's own message are no moderation.
+    let own = send(&store, &r, &e, "mine").await.unwrap().message;
+    store.delete(&r, &e, &own.id).await.unwrap();
+    let log = store.audit_log(&r, &a, None, 50).await.unwrap();
+    let actions: Vec<(&str, &str)> =
+        log.iter().map(|x| (x.action.as_str(), x.target.as_deref().unwrap_or(""))).collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("delete_message", e.as_str()),
+            ("remove_member", d.as_str()),
+            ("set_role", c.as_str()),
+            ("set_role", b.as_str()),
+        ],
+        "one entry per action, newest first"
+    );
+    assert!(log.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(log[0].detail.as_deref(), Some(members.id.as_str()));
+    let older = store.audit_log(&r, &c, Some(log[1].id), 50).await.unwrap();
+    assert_eq!(older.len(), 2, "paged with before, and moderators read it too");
+    assert!(matches!(store.audit_log(&r, &e, None, 50).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.audit_log(&r, &d, None, 50).await, Err(StoreError::NotFound)), "not a member");
+    let dm = room(&store, &a, RoomKind::Dm, &[&e]).await;
+    assert!(matches!(store.set_role(&dm, &a, &e, Role::Moderator, None).await, Err(StoreError::Denied(_))));
 }

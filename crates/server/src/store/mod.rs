@@ -17,7 +17,7 @@ pub(crate) mod conformance;
 
 use async_trait::async_trait;
 use switchboard_protocol::rest::UserSettings;
-use switchboard_protocol::{Invite, Message, Role, Room, RoomKind, TimelineEvent, User};
+use switchboard_protocol::{AuditEntry, Invite, Message, Role, Room, RoomKind, TimelineEvent, User};
 use tokio::sync::watch;
 
 pub use log::LoggedEvent;
@@ -219,6 +219,9 @@ pub type Committing<T> = futures_util::future::BoxFuture<'static, StoreResult<T>
 ///   only through a moderator. Blocks hold both ways for dms and one way for adds.
 /// - A session that has ended, or expired, never resolves to its user again.
 /// - Unread counts are kept by the writes: reading them costs the same whatever the backlog.
+/// - Who may do what in a room is `moderation::policy`'s table, checked in the transaction of
+///   the write it guards, and every moderation action (a role change, a removal, another's
+///   message deleted) appends its audit entry in that same transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip to the backend, for `/readyz`.
@@ -355,6 +358,27 @@ pub trait Store: Send + Sync + 'static {
     async fn visible_users(&self, viewer: &str, users: &[String]) -> StoreResult<Vec<String>>;
     /// The ids of a room's members, for counting who of a large room is online.
     async fn member_ids(&self, room: &str) -> StoreResult<Vec<String>>;
+
+    /// Gives a member another role, if the policy lets the actor (`moderation::policy`), with an
+    /// audit entry in the same transaction; `None` when it was their role already.
+    async fn set_role(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        role: Role,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<AuditEntry>>;
+    /// The room's audit log, newest first, older than entry `before`, at most `limit` entries:
+    /// for members the policy lets read it (`Forbidden` for other members, `NotFound` for
+    /// non-members).
+    async fn audit_log(
+        &self,
+        room: &str,
+        actor: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
 
     /// Finishes queued writes and stops; later writes fail with `Closed`.
     async fn close(&self);

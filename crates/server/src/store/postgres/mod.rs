@@ -15,6 +15,7 @@
 //! this node's log watch by `LISTEN`/`NOTIFY`.
 
 mod audience;
+mod audit;
 mod batch;
 mod queries;
 
@@ -37,8 +38,11 @@ use super::{
 };
 
 /// Schema migrations, applied in order; `schema_migrations` records which ran.
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_member_count.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_member_count.sql"),
+    include_str!("migrations/0003_audit.sql"),
+];
 
 /// The channel commits are announced on.
 const LOG_CHANNEL: &str = "switchboard_log";
@@ -516,6 +520,27 @@ impl Store for PgStore {
 
     async fn last_seqs(&self, rooms: &[String]) -> StoreResult<Vec<(String, u64)>> {
         read!(self, |c| queries::last_seqs(c, rooms).await?)
+    }
+
+    async fn set_role(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        role: Role,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<switchboard_protocol::AuditEntry>> {
+        write_tx!(self, |tx| audit::set_role(&tx, room, actor, target, role, reason).await?)
+    }
+
+    async fn audit_log(
+        &self,
+        room: &str,
+        actor: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<switchboard_protocol::AuditEntry>> {
+        read!(self, |c| audit::entries(c, room, actor, before, limit).await?)
     }
 
     async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {

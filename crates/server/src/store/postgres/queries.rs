@@ -12,7 +12,9 @@ use switchboard_protocol::{
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::audit;
 use super::{Fail, Pg};
+use crate::moderation::policy::{self, Action};
 use crate::store::{
     AddOutcome, CreatedRoom, Credentials, ExternalUser, HistoryPage, LoggedEvent, NewRoom, NewSession,
     StoreError, now_ms, rfc3339_ms,
@@ -202,14 +204,14 @@ pub(super) async fn role(c: &impl GenericClient, room: &str, user: &str) -> Pg<O
     Ok(found.map(|r| r.try_get::<_, String>(0)).transpose()?.as_deref().and_then(Role::parse))
 }
 
-async fn room_kind(c: &impl GenericClient, room: &str) -> Pg<Option<RoomKind>> {
+pub(super) async fn room_kind(c: &impl GenericClient, room: &str) -> Pg<Option<RoomKind>> {
     let found = row(c, "SELECT kind FROM rooms WHERE id = $1", &[&room]).await?;
     Ok(found.map(|r| r.try_get::<_, String>(0)).transpose()?.as_deref().and_then(RoomKind::parse))
 }
 
 /// Locks the room's row until the transaction ends: every timeline write takes it first, so
 /// its checks see the latest membership and its `seq` is its own. `None` when no such room.
-async fn lock_room(c: &impl GenericClient, room: &str) -> Pg<Option<RoomKind>> {
+pub(super) async fn lock_room(c: &impl GenericClient, room: &str) -> Pg<Option<RoomKind>> {
     let found = row(c, "SELECT kind FROM rooms WHERE id = $1 FOR UPDATE", &[&room]).await?;
     Ok(found.map(|r| r.try_get::<_, String>(0)).transpose()?.as_deref().and_then(RoomKind::parse))
 }
@@ -343,7 +345,7 @@ async fn plan_add(
     if kind == RoomKind::Dm {
         return Err(StoreError::Conflict("a dm cannot take more members").into());
     }
-    if kind == RoomKind::Private && !actor_role.can_moderate() {
+    if kind == RoomKind::Private && !policy::may(Action::AddToPrivateRoom, Some(actor_role), None) {
         return Err(StoreError::Denied("only moderators may add people to a private room").into());
     }
     let Some(policy) = add_policy(c, target).await? else {
@@ -355,7 +357,9 @@ async fn plan_add(
     if has_blocked(c, target, actor).await? {
         return Err(StoreError::Blocked.into());
     }
-    if removed_by_moderator(c, room, target).await? && !actor_role.can_moderate() {
+    if removed_by_moderator(c, room, target).await?
+        && !policy::may(Action::AddToPrivateRoom, Some(actor_role), None)
+    {
         return Err(
             StoreError::Denied("a moderator removed this user; only a moderator may add them again").into()
         );
@@ -462,7 +466,7 @@ pub(super) async fn withdraw_invite(
             .transpose()?;
     match inviter {
         None => Ok(((), Vec::new())),
-        Some(by) if by == actor || role.can_moderate() => {
+        Some(by) if by == actor || policy::may(Action::WithdrawOthersInvite, Some(role), None) => {
             exec(c, "DELETE FROM invites WHERE room_id = $1 AND user_id = $2", &[&room, &target]).await?;
             Ok(((), Vec::new()))
         }
@@ -581,7 +585,7 @@ pub(super) async fn join(c: &impl GenericClient, room: &str, user: &str) -> Writ
             .map(|r| r.try_get(0))
             .transpose()?;
     if let (Some(inviter), RoomKind::Private) = (&inviter, kind)
-        && !role(c, room, inviter).await?.is_some_and(Role::can_moderate)
+        && !policy::may(Action::AddToPrivateRoom, role(c, room, inviter).await?, None)
     {
         return Err(StoreError::Denied("this invite is no longer valid").into());
     }
@@ -623,14 +627,15 @@ pub(super) async fn remove_member(
         return Err(StoreError::NotFound.into());
     };
     let actor_role = require_member(c, room, actor).await?;
+    let target_role = role(c, room, target).await?;
     let change = if actor == target {
         MemberChange::Left
-    } else if kind != RoomKind::Dm && actor_role.can_moderate() {
+    } else if kind != RoomKind::Dm && policy::may(Action::RemoveMember, Some(actor_role), target_role) {
         MemberChange::Removed
     } else {
         return Err(StoreError::Forbidden.into());
     };
-    if role(c, room, target).await?.is_none() {
+    if target_role.is_none() {
         return Err(StoreError::NotFound.into());
     }
     exec(c, "DELETE FROM members WHERE room_id = $1 AND user_id = $2", &[&room, &target]).await?;
@@ -645,6 +650,9 @@ pub(super) async fn remove_member(
         exec(c, "DELETE FROM invites WHERE room_id = $1 AND user_id = $2", &[&room, &target]).await?;
     }
     let ev = member_event(c, room, target, change).await?;
+    if change == MemberChange::Removed {
+        audit::record(c, room, actor, "remove_member", Some(target), None, None).await?;
+    }
     Ok((ev.clone(), vec![ev]))
 }
 
@@ -873,8 +881,14 @@ pub(super) async fn delete(
     }
     let role = require_member(c, room, actor).await?;
     let msg = message(c, room, id).await?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
-    if msg.author != actor && !role.can_moderate() {
+    let others = msg.author != actor;
+    if others
+        && !policy::may(Action::DeleteOthersMessage, Some(role), self::role(c, room, &msg.author).await?)
+    {
         return Err(StoreError::Forbidden.into());
+    }
+    if others {
+        audit::record(c, room, actor, "delete_message", Some(&msg.author), Some(id), None).await?;
     }
     let seq = next_seq(c, room).await?;
     let ts = now_ms();

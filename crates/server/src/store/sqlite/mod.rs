@@ -3,6 +3,7 @@
 //! pool of read-only connections that read concurrently with it.
 
 mod audience;
+mod audit;
 mod checkpoint;
 mod queries;
 mod writer;
@@ -29,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_sessions_consent_unread.sql"),
     include_str!("migrations/0004_event_log.sql"),
     include_str!("migrations/0005_member_count.sql"),
+    include_str!("migrations/0006_audit.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -369,6 +371,30 @@ impl Store for SqliteStore {
     async fn last_seqs(&self, rooms: &[String]) -> StoreResult<Vec<(String, u64)>> {
         let rooms = rooms.to_vec();
         self.read(move |c| queries::last_seqs(c, &rooms)).await
+    }
+
+    async fn set_role(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        role: Role,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<switchboard_protocol::AuditEntry>> {
+        let (r, a, t, why) =
+            (room.to_owned(), actor.to_owned(), target.to_owned(), reason.map(str::to_owned));
+        self.write(move |c| audit::set_role(c, &r, &a, &t, role, why.as_deref())).await
+    }
+
+    async fn audit_log(
+        &self,
+        room: &str,
+        actor: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<switchboard_protocol::AuditEntry>> {
+        let (r, a) = (room.to_owned(), actor.to_owned());
+        self.read(move |c| audit::entries(c, &r, &a, before, limit)).await
     }
 
     async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {

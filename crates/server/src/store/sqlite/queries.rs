@@ -8,6 +8,8 @@ use switchboard_protocol::{
     AddPolicy, Invite, MemberChange, Message, Role, Room, RoomKind, TimelineEvent, User,
 };
 
+use super::audit;
+use crate::moderation::policy::{self, Action};
 use crate::store::{
     AddOutcome, Appended, CreatedRoom, Credentials, ExternalUser, HistoryPage, LoggedEvent, NewMessage,
     NewRoom, NewSession, StoreError, StoreResult, now_ms, rfc3339_ms,
@@ -36,7 +38,7 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-type Written<T> = StoreResult<(T, Vec<TimelineEvent>)>;
+pub(super) type Written<T> = StoreResult<(T, Vec<TimelineEvent>)>;
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
@@ -191,7 +193,7 @@ pub(super) fn role(c: &Connection, room: &str, user: &str) -> StoreResult<Option
     Ok(role.as_deref().and_then(Role::parse))
 }
 
-fn room_kind(c: &Connection, room: &str) -> StoreResult<Option<RoomKind>> {
+pub(super) fn room_kind(c: &Connection, room: &str) -> StoreResult<Option<RoomKind>> {
     let kind: Option<String> = c
         .prepare_cached("SELECT kind FROM rooms WHERE id = ?1")?
         .query_row([room], |r| r.get(0))
@@ -200,7 +202,7 @@ fn room_kind(c: &Connection, room: &str) -> StoreResult<Option<RoomKind>> {
 }
 
 /// The caller's role, or the error that hides a private room from a non-member.
-fn require_member(c: &Connection, room: &str, user: &str) -> StoreResult<Role> {
+pub(super) fn require_member(c: &Connection, room: &str, user: &str) -> StoreResult<Role> {
     if let Some(role) = role(c, room, user)? {
         return Ok(role);
     }
@@ -314,7 +316,7 @@ fn plan_add(
     if kind == RoomKind::Dm {
         return Err(StoreError::Conflict("a dm cannot take more members"));
     }
-    if kind == RoomKind::Private && !actor_role.can_moderate() {
+    if kind == RoomKind::Private && !policy::may(Action::AddToPrivateRoom, Some(actor_role), None) {
         return Err(StoreError::Denied("only moderators may add people to a private room"));
     }
     let Some(policy) = add_policy(c, target)? else {
@@ -326,7 +328,9 @@ fn plan_add(
     if has_blocked(c, target, actor)? {
         return Err(StoreError::Blocked);
     }
-    if removed_by_moderator(c, room, target)? && !actor_role.can_moderate() {
+    if removed_by_moderator(c, room, target)?
+        && !policy::may(Action::AddToPrivateRoom, Some(actor_role), None)
+    {
         return Err(StoreError::Denied("a moderator removed this user; only a moderator may add them again"));
     }
     match policy {
@@ -427,7 +431,7 @@ pub(super) fn withdraw_invite(c: &Connection, room: &str, actor: &str, target: &
         .optional()?;
     match inviter {
         None => Ok(((), Vec::new())),
-        Some(by) if by == actor || role.can_moderate() => {
+        Some(by) if by == actor || policy::may(Action::WithdrawOthersInvite, Some(role), None) => {
             c.prepare_cached("DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2")?
                 .execute([room, target])?;
             Ok(((), Vec::new()))
@@ -532,7 +536,7 @@ pub(super) fn join(c: &Connection, room: &str, user: &str) -> Written<Option<Tim
     let kind = room_kind(c, room)?;
     if let (Some(inviter), Some(RoomKind::Private)) = (&inviter, kind) {
         // An invite stands only while its inviter may still add people to the room.
-        if !role(c, room, inviter)?.is_some_and(Role::can_moderate) {
+        if !policy::may(Action::AddToPrivateRoom, role(c, room, inviter)?, None) {
             return Err(StoreError::Denied("this invite is no longer valid"));
         }
     }
@@ -561,14 +565,15 @@ pub(super) fn add_member(c: &Connection, room: &str, actor: &str, target: &str) 
 pub(super) fn remove_member(c: &Connection, room: &str, actor: &str, target: &str) -> Written<TimelineEvent> {
     let actor_role = require_member(c, room, actor)?;
     let kind = room_kind(c, room)?.ok_or(StoreError::NotFound)?;
+    let target_role = role(c, room, target)?;
     let change = if actor == target {
         MemberChange::Left
-    } else if kind != RoomKind::Dm && actor_role.can_moderate() {
+    } else if kind != RoomKind::Dm && policy::may(Action::RemoveMember, Some(actor_role), target_role) {
         MemberChange::Removed
     } else {
         return Err(StoreError::Forbidden);
     };
-    if role(c, room, target)?.is_none() {
+    if target_role.is_none() {
         return Err(StoreError::NotFound);
     }
     c.prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")?.execute([room, target])?;
@@ -583,6 +588,9 @@ pub(super) fn remove_member(c: &Connection, room: &str, actor: &str, target: &st
             .execute([room, target])?;
     }
     let ev = member_event(c, room, target, change)?;
+    if change == MemberChange::Removed {
+        audit::record(c, room, actor, "remove_member", Some(target), None, None)?;
+    }
     Ok((ev.clone(), vec![ev]))
 }
 
@@ -823,8 +831,12 @@ pub(super) fn edit(c: &Connection, room: &str, actor: &str, id: &str, body: &str
 pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Written<TimelineEvent> {
     let role = require_member(c, room, actor)?;
     let msg = message(c, room, id)?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
-    if msg.author != actor && !role.can_moderate() {
+    let others = msg.author != actor;
+    if others && !policy::may(Action::DeleteOthersMessage, Some(role), self::role(c, room, &msg.author)?) {
         return Err(StoreError::Forbidden);
+    }
+    if others {
+        audit::record(c, room, actor, "delete_message", Some(&msg.author), Some(id), None)?;
     }
     let seq = next_seq(c, room)?;
     let ts = now_ms();
