@@ -4,11 +4,13 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_protocol::rest::{
-    AddMember, AuthResponse, BlockList, CreateRoom, Credentials, EditMessage, ErrorBody, HistoryQuery,
-    InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage, PresenceList, PublicRoomsQuery,
-    ReadState, Registration, RoomList, UserLookup, UserSettings,
+    AddMember, AuditList, AuditQuery, AuthResponse, BlockList, CreateRoom, Credentials, EditMessage,
+    ErrorBody, HistoryQuery, InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage,
+    PresenceList, PublicRoomsQuery, ReadState, Registration, RoomList, SetRole, UserLookup, UserSettings,
 };
-use switchboard_protocol::{AddPolicy, Invite, Message, Presence, Room, RoomKind, TimelineEvent, User};
+use switchboard_protocol::{
+    AddPolicy, AuditEntry, Invite, Message, Presence, Role, Room, RoomKind, TimelineEvent, User,
+};
 
 use crate::ClientError;
 
@@ -238,6 +240,27 @@ impl Client {
     pub async fn remove_member(&self, room: &str, user: &str) -> Result<(), ClientError> {
         Self::empty(self.request(Method::DELETE, &format!("/v1/rooms/{room}/members/{user}")).send().await?)
             .await
+    }
+
+    /// Gives a member another role (audited with the reason).
+    pub async fn set_role(
+        &self,
+        room: &str,
+        user: &str,
+        role: Role,
+        reason: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let body = SetRole { role, reason: reason.map(str::to_owned) };
+        let req = self.request(Method::PUT, &format!("/v1/rooms/{room}/members/{user}/role")).json(&body);
+        Self::decode::<serde_json::Value>(req.send().await?).await.map(|_| ())
+    }
+
+    /// A page of the room's audit log, newest first (moderators).
+    pub async fn audit(&self, room: &str, before: Option<u64>) -> Result<Vec<AuditEntry>, ClientError> {
+        let req = self
+            .request(Method::GET, &format!("/v1/rooms/{room}/audit"))
+            .query(&AuditQuery { before, limit: None });
+        Ok(Self::decode::<AuditList>(req.send().await?).await?.entries)
     }
 
     /// Current members.

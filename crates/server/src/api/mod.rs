@@ -5,6 +5,7 @@ mod extract;
 mod health;
 mod me;
 mod messages;
+mod moderation;
 mod presence;
 mod rooms;
 mod sessions;
@@ -33,7 +34,7 @@ use crate::error::ApiError;
     info(title = "Switchboard", description = "Real-time chat server: REST API (v1). The WebSocket protocol is in docs/protocol.md."),
     modifiers(&BearerAuth),
     tags(
-        (name = "accounts"), (name = "rooms"), (name = "messages"), (name = "presence"), (name = "gateway"), (name = "operations")
+        (name = "accounts"), (name = "rooms"), (name = "messages"), (name = "presence"), (name = "moderation"), (name = "gateway"), (name = "operations")
     )
 )]
 struct ApiDoc;
@@ -75,6 +76,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(rooms::members, rooms::add_member))
         .routes(routes!(rooms::remove_member))
         .routes(routes!(rooms::withdraw_invite))
+        .routes(routes!(moderation::set_role))
+        .routes(routes!(moderation::audit))
         .routes(routes!(messages::post, messages::list))
         .routes(routes!(messages::edit, messages::delete))
         .routes(routes!(messages::read))

@@ -1,0 +1,159 @@
+//! Moderation over real sockets: every role against every action, the audit log, and the one
+//! send path refusing a message the same way over the gateway and REST.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{TestServer, expect_frame};
+use switchboard_client::Client;
+use switchboard_client::protocol::{Role, RoomKind, ServerFrame};
+
+/// A room with one member of each role, plus a plain member to act on, and a stranger.
+struct Cast {
+    room: String,
+    owner: Client,
+    by_role: Vec<(Role, Client, String)>,
+    stranger: Client,
+}
+
+async fn cast(server: &TestServer) -> Cast {
+    let (owner, _) = server.user("owner").await;
+    let mut people = Vec::new();
+    for name in ["admin", "moderator", "member"] {
+        people.push(server.user(name).await);
+    }
+    let ids: Vec<&str> = people.iter().map(|(_, u)| u.id.as_str()).collect();
+    let room = owner.create_room("r", RoomKind::Private, &ids).await.unwrap().id;
+    owner.set_role(&room, &people[0].1.id, Role::Admin, Some("runs the place")).await.unwrap();
+    owner.set_role(&room, &people[1].1.id, Role::Moderator, None).await.unwrap();
+    let (stranger, _) = server.user("stranger").await;
+    let owner_id = owner.me().await.unwrap().id;
+    let mut by_role = vec![(Role::Owner, owner.clone(), owner_id)];
+    for ((c, u), role) in people.into_iter().zip([Role::Admin, Role::Moderator, Role::Member]) {
+        by_role.push((role, c, u.id));
+    }
+    Cast { room, owner, by_role, stranger }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_against_every_action() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    for (role, actor, _) in &c.by_role {
+        // A fresh member to act on each time, and their message.
+        let name = format!("target-{}", role.as_str());
+        let (target, t) = server.user(&name).await;
+        c.owner.add_member(&c.room, &t.id).await.unwrap();
+        let msg = target.post_message(&c.room, "k", "hello").await.unwrap();
+        let moderates = matches!(role, Role::Owner | Role::Admin | Role::Moderator);
+        let gives_roles = matches!(role, Role::Owner | Role::Admin);
+        let code = |r: Result<(), switchboard_client::ClientError>| {
+            r.err().and_then(|e| e.code().map(str::to_owned))
+        };
+        // Set a role.
+        let set = actor.set_role(&c.room, &t.id, Role::Moderator, None).await;
+        assert_eq!(set.is_ok(), gives_roles, "{role:?} sets a role: {set:?}");
+        if !gives_roles {
+            assert_eq!(code(set).as_deref(), Some("forbidden"));
+        }
+        // Read the audit log.
+        let audit = actor.audit(&c.room, None).await;
+        assert_eq!(audit.is_ok(), moderates, "{role:?} reads the audit log");
+        // Delete the member's message (a moderator made of them just above stays below the
+        // owner and admin; a moderator acting on a moderator is refused: put them back first).
+        if gives_roles {
+            c.owner.set_role(&c.room, &t.id, Role::Member, None).await.unwrap();
+        }
+        let deleted = actor.delete_message(&c.room, &msg.id).await.map(|_| ());
+        assert_eq!(deleted.is_ok(), moderates, "{role:?} deletes another's message");
+        // Remove them.
+        let removed = actor.remove_member(&c.room, &t.id).await;
+        assert_eq!(removed.is_ok(), moderates, "{role:?} removes a member");
+        if !moderates {
+            assert_eq!(code(removed).as_deref(), Some("forbidden"));
+        }
+    }
+    // Nobody acts on someone of their own rank or above.
+    let (admin, admin_id) = (&c.by_role[1].1, c.by_role[1].2.clone());
+    let (moderator, moderator_id) = (&c.by_role[2].1, c.by_role[2].2.clone());
+    let owner_id = c.by_role[0].2.clone();
+    assert!(moderator.remove_member(&c.room, &admin_id).await.is_err());
+    assert!(admin.remove_member(&c.room, &owner_id).await.is_err());
+    assert!(admin.set_role(&c.room, &owner_id, Role::Member, None).await.is_err());
+    assert!(admin.set_role(&c.room, &moderator_id, Role::Admin, None).await.is_err());
+    assert!(c.owner.set_role(&c.room, &admin_id, Role::Owner, None).await.is_err(), "nobody is made owner");
+    // A stranger learns nothing: the room is not there for them.
+    assert_eq!(c.stranger.audit(&c.room, None).await.unwrap_err().status(), Some(404));
+    assert_eq!(
+        c.stranger.set_role(&c.room, &admin_id, Role::Member, None).await.unwrap_err().status(),
+        Some(404)
+    );
+    // Roles show in the member list.
+    let members = c.owner.members(&c.room).await.unwrap().members;
+    assert_eq!(members.iter().find(|m| m.user.id == admin_id).map(|m| m.role), Some(Role::Admin));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_has_one_entry_per_action_in_order() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (target, t) = server.user("target").await;
+    c.owner.add_member(&c.room, &t.id).await.unwrap();
+    let msg = target.post_message(&c.room, "k", "spam").await.unwrap();
+    let moderator = &c.by_role[2].1;
+    moderator.delete_message(&c.room, &msg.id).await.unwrap();
+    moderator.remove_member(&c.room, &t.id).await.unwrap();
+    let log = c.owner.audit(&c.room, None).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["remove_member", "delete_message", "set_role", "set_role"], "newest first");
+    assert_eq!(log[3].reason.as_deref(), Some("runs the place"));
+    assert_eq!(log[3].detail.as_deref(), Some("member->admin"));
+    let older = c.owner.audit(&c.room, Some(log[1].id)).await.unwrap();
+    assert_eq!(older.iter().map(|e| e.id).collect::<Vec<_>>(), vec![log[2].id, log[3].id]);
+    // Bad input gets a code.
+    let long = "x".repeat(501);
+    let err = c.owner.set_role(&c.room, &c.by_role[3].2, Role::Moderator, Some(&long)).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_request"));
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/rooms/{}/audit?limit=0", server.base, c.room))
+        .bearer_auth(c.owner.token().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_refused_the_same_way_over_the_gateway_and_rest() {
+    let server = TestServer::start().await;
+    let (a, _) = server.user("alice").await;
+    let room = a.create_room("r", RoomKind::Private, &[]).await.unwrap().id;
+    let mut s = server.session(&a, BTreeMap::new()).await;
+    let long = "x".repeat(4001);
+    for (i, (room, body)) in [
+        (room.as_str(), ""),
+        (room.as_str(), "\u{200b}"),
+        (room.as_str(), long.as_str()),
+        ("no-such-room", "hi"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rest = a.post_message(room, &format!("r{i}"), body).await.unwrap_err();
+        let key = format!("g{i}");
+        s.send_frame(&switchboard_client::protocol::ClientFrame::Send {
+            room: room.to_owned(),
+            client_msg_id: key.clone(),
+            body: body.to_owned(),
+        })
+        .unwrap();
+        let frame = expect_frame(
+            &mut s,
+            |f| matches!(f, ServerFrame::Error { client_msg_id: Some(k), .. } if *k == key),
+        )
+        .await;
+        let ServerFrame::Error { code, .. } = frame else { unreachable!() };
+        assert_eq!(Some(code.as_str()), rest.code(), "case {i}: the same refusal on both transports");
+    }
+}
