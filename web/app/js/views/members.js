@@ -12,7 +12,7 @@ import { formDialog } from './dialogs.js';
 /** How often "last seen 5 min ago" is brought up to date while the list is open. */
 const CLOCK_MS = 30000;
 const RANK = { online: 0, away: 1, offline: 2 };
-const ROLES = { owner: 'Owner', moderator: 'Moderator' };
+const ROLES = { owner: 'Owner', admin: 'Admin', moderator: 'Moderator' };
 
 export function membersDialog(store, r) {
   const summary = h('p', { class: 'hint members-summary' }, 'Loading members…');

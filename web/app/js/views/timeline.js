@@ -232,7 +232,7 @@ export class TimelineView {
     const r = this.room;
     // A dm has no owner: neither person may delete the other's messages (whatever role an
     // older server gave its creator).
-    const moderator = r.kind !== 'dm' && (r.role === 'owner' || r.role === 'moderator');
+    const moderator = r.kind !== 'dm' && ['owner', 'admin', 'moderator'].includes(r.role);
     if (!own && !moderator) return null;
     return h(
       'div',
