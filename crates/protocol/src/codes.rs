@@ -88,6 +88,10 @@ pub mod error {
     pub const INVALID_INVITE: &str = "invalid_invite";
     /// One of the two users has blocked the other.
     pub const BLOCKED: &str = "blocked";
+    /// A moderator banned the user from the room (with `retry_after_ms` when the ban ends).
+    pub const BANNED: &str = "banned";
+    /// A moderator muted the user in the room (with `retry_after_ms` when the mute ends).
+    pub const MUTED: &str = "muted";
     /// The user does not accept being added to rooms (their `add_policy` is `nobody`).
     pub const NOT_ACCEPTING: &str = "not_accepting";
     /// The request body did not arrive in time.

@@ -87,6 +87,21 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "not allowed"),
             StoreError::Denied(m) => ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, m),
+            StoreError::Sanctioned { kind, until_ms } => {
+                let (code, message) = if kind == "muted" {
+                    (code::MUTED, "you are muted in this room")
+                } else {
+                    (code::BANNED, "you are banned from this room")
+                };
+                let e = ApiError::new(StatusCode::FORBIDDEN, code, message);
+                match until_ms {
+                    Some(until) => {
+                        let left = u64::try_from(until - crate::store::now_ms()).unwrap_or(0);
+                        e.retry_after(std::time::Duration::from_millis(left.max(1)))
+                    }
+                    None => e,
+                }
+            }
             StoreError::Blocked => {
                 ApiError::new(StatusCode::FORBIDDEN, code::BLOCKED, "one of you has blocked the other")
             }

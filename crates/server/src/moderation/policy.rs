@@ -23,27 +23,35 @@ pub enum Action {
     SetRole,
     /// Read the room's audit log.
     ReadAudit,
+    /// Ban someone (remove them and keep them out), or lift a ban.
+    Ban,
+    /// Mute someone (no sending), or lift a mute.
+    Mute,
 }
 
 /// Every action, for tests and docs.
-pub const ACTIONS: [Action; 6] = [
+pub const ACTIONS: [Action; 8] = [
     Action::RemoveMember,
     Action::DeleteOthersMessage,
     Action::AddToPrivateRoom,
     Action::WithdrawOthersInvite,
     Action::SetRole,
     Action::ReadAudit,
+    Action::Ban,
+    Action::Mute,
 ];
 
 /// The table: the lowest role that may take each action, and whether the actor must outrank
 /// the member acted on.
-pub const TABLE: [(Action, Role, bool); 6] = [
+pub const TABLE: [(Action, Role, bool); 8] = [
     (Action::RemoveMember, Role::Moderator, true),
     (Action::DeleteOthersMessage, Role::Moderator, true),
     (Action::AddToPrivateRoom, Role::Moderator, false),
     (Action::WithdrawOthersInvite, Role::Moderator, false),
     (Action::SetRole, Role::Admin, true),
     (Action::ReadAudit, Role::Moderator, false),
+    (Action::Ban, Role::Moderator, true),
+    (Action::Mute, Role::Moderator, true),
 ];
 
 /// A role's rank; `None` (not a member) ranks lowest.

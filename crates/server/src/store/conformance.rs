@@ -42,7 +42,8 @@ macro_rules! store_conformance {
             unread_is_kept_by_the_writes,
             a_removed_member_cannot_read_through_an_old_key,
             member_counts_and_presence_audiences_follow_membership_and_blocks,
-            roles_follow_the_policy_and_every_moderation_action_is_audited
+            roles_follow_the_policy_and_every_moderation_action_is_audited,
+            bans_and_mutes_hold_in_the_writes_they_guard
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1005,4 +1006,53 @@ pub(crate) async fn roles_follow_the_policy_and_every_moderation_action_is_audit
     assert!(matches!(store.audit_log(&r, &d, None, 50).await, Err(StoreError::NotFound)), "not a member");
     let dm = room(&store, &a, RoomKind::Dm, &[&e]).await;
     assert!(matches!(store.set_role(&dm, &a, &e, Role::Moderator, None).await, Err(StoreError::Denied(_))));
+}
+
+pub(crate) async fn bans_and_mutes_hold_in_the_writes_they_guard(store: Arc<dyn Store>) {
+    use super::SanctionKind::{Ban, Mute};
+    let (a, m, b, c) =
+        (user(&store, "a").await, user(&store, "m").await, user(&store, "b").await, user(&store, "c").await);
+    let r = room(&store, &a, RoomKind::Public, &[&m, &b, &c]).await;
+    store.set_role(&r, &a, &m, Role::Moderator, None).await.unwrap();
+    let muted = |e: Result<super::Appended, StoreError>| match e {
+        Err(StoreError::Sanctioned { kind, until_ms }) => Some((kind, until_ms)),
+        _ => None,
+    };
+    // Muted for good: their sends are refused, everyone else's go.
+    assert_eq!(store.sanction(&r, &m, &b, Mute, None, Some("spam")).await.unwrap(), None);
+    assert_eq!(muted(send(&store, &r, &b, "b1").await), Some(("muted", None)));
+    assert!(send(&store, &r, &c, "c1").await.is_ok());
+    // A mute that has ended holds no more; one that has not says when it ends.
+    let later = super::now_ms() + 60_000;
+    store.sanction(&r, &m, &c, Mute, Some(later), None).await.unwrap();
+    assert_eq!(muted(send(&store, &r, &c, "c2").await), Some(("muted", Some(later))));
+    store.sanction(&r, &m, &c, Mute, Some(super::now_ms() - 1), None).await.unwrap();
+    assert!(send(&store, &r, &c, "c3").await.is_ok(), "an ended mute");
+    store.lift_sanction(&r, &m, &b, Mute).await.unwrap();
+    assert!(send(&store, &r, &b, "b2").await.is_ok(), "lifted");
+    // Banned: removed at once (the event says so), kept out of joining and adds.
+    let ev = store.sanction(&r, &m, &b, Ban, Some(later), Some("abuse")).await.unwrap();
+    assert!(
+        matches!(ev, Some(TimelineEvent::Member(ref e)) if e.change == MemberChange::Removed && e.user == b)
+    );
+    assert_eq!(store.role(&r, &b).await.unwrap(), None);
+    assert!(matches!(
+        store.join(&r, &b).await,
+        Err(StoreError::Sanctioned { kind: "banned", until_ms: Some(_) })
+    ));
+    assert!(matches!(store.add_member(&r, &a, &b).await, Err(StoreError::Sanctioned { kind: "banned", .. })));
+    // The policy: a moderator cannot ban the owner, a member cannot mute anyone.
+    assert!(matches!(store.sanction(&r, &m, &a, Ban, None, None).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.sanction(&r, &c, &m, Mute, None, None).await, Err(StoreError::Forbidden)));
+    let bans = store.sanctions(&r, &m, Ban).await.unwrap();
+    assert_eq!(
+        bans.iter().map(|s| (s.user.as_str(), s.reason.as_deref())).collect::<Vec<_>>(),
+        vec![(b.as_str(), Some("abuse"))]
+    );
+    assert!(matches!(store.sanctions(&r, &c, Ban).await, Err(StoreError::Forbidden)));
+    store.lift_sanction(&r, &a, &b, Ban).await.unwrap();
+    assert!(store.join(&r, &b).await.unwrap().is_some(), "back once the ban is lifted");
+    let actions: Vec<String> =
+        store.audit_log(&r, &a, None, 50).await.unwrap().into_iter().map(|e| e.action).rev().collect();
+    assert_eq!(actions, ["set_role", "mute", "mute", "mute", "unmute", "ban", "unban"]);
 }

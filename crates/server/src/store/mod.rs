@@ -40,6 +40,15 @@ pub enum StoreError {
     /// One of the two users has blocked the other.
     #[error("blocked")]
     Blocked,
+    /// A sanction of the room stands against the user: `banned` (no joining or being added) or
+    /// `muted` (no sending), until `until_ms` (ms since the epoch), or for good (`None`).
+    #[error("{kind}")]
+    Sanctioned {
+        /// `banned` or `muted`: the client-facing code.
+        kind: &'static str,
+        /// When it ends.
+        until_ms: Option<i64>,
+    },
     /// The target's settings refuse being added to rooms.
     #[error("not accepting adds")]
     NotAccepting,
@@ -108,6 +117,40 @@ pub struct NewRoom {
     pub kind: RoomKind,
     /// Other initial members; a dm has exactly one.
     pub members: Vec<String>,
+}
+
+/// A ban or a mute of one user in one room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanctionKind {
+    /// Removed, and kept out: no joining, no being added, until it ends.
+    Ban,
+    /// Stays a member and reads, but sends nothing until it ends.
+    Mute,
+}
+
+impl SanctionKind {
+    /// The name in storage, in the audit log and as the refusal code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SanctionKind::Ban => "banned",
+            SanctionKind::Mute => "muted",
+        }
+    }
+}
+
+/// A standing sanction, as moderators list them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sanction {
+    /// Who.
+    pub user: String,
+    /// Which moderator.
+    pub by: String,
+    /// Why, as given.
+    pub reason: Option<String>,
+    /// When it was imposed (ms since the epoch).
+    pub at_ms: i64,
+    /// When it ends, if it does.
+    pub until_ms: Option<i64>,
 }
 
 /// A member as [`Store::members`] lists them.
@@ -379,6 +422,30 @@ pub trait Store: Send + Sync + 'static {
         before: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Bans or mutes a user in a room, if the policy lets the actor (a moderator outranking them),
+    /// until `until_ms` or for good, with an audit entry, in one transaction. A ban removes a
+    /// member (the removal event is returned) and keeps them out; a mute refuses their sends
+    /// (checked in the transaction of each send). Imposing it again replaces it.
+    async fn sanction(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        kind: SanctionKind,
+        until_ms: Option<i64>,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<TimelineEvent>>;
+    /// Lifts a ban or mute (a no-op when none stands), with an audit entry when one did.
+    async fn lift_sanction(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        kind: SanctionKind,
+    ) -> StoreResult<()>;
+    /// The room's standing sanctions of one kind, for moderators.
+    async fn sanctions(&self, room: &str, actor: &str, kind: SanctionKind) -> StoreResult<Vec<Sanction>>;
 
     /// Finishes queued writes and stops; later writes fail with `Closed`.
     async fn close(&self);

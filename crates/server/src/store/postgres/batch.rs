@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::queries::{self, MESSAGE_COLUMNS, dm_peer, exec, message_of, rows, seq_of, to_i64};
 use super::{Fail, Inner, Pg, backoff, is_contention};
-use crate::store::{Appended, NewMessage, StoreError, StoreResult, now_ms, rfc3339_ms};
+use crate::store::{Appended, NewMessage, SanctionKind, StoreError, StoreResult, now_ms, rfc3339_ms};
 
 /// One queued append and where its answer goes.
 pub(super) struct AppendJob {
@@ -197,8 +197,9 @@ async fn check(
         rows(c, &sql, &key_params),
         rows(
             c,
-            "SELECT room_id, user_id FROM members
-              WHERE (room_id, user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            "SELECT m.room_id, m.user_id, s.kind IS NOT NULL, s.until FROM members m
+               LEFT JOIN sanctions s ON s.room_id = m.room_id AND s.user_id = m.user_id AND s.kind = 'muted'
+              WHERE (m.room_id, m.user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
             &member_params,
         ),
         async {
@@ -220,9 +221,12 @@ async fn check(
         let m = message_of(r)?;
         existing.insert((m.author.clone(), m.client_msg_id.clone()), m);
     }
-    let mut member: HashMap<(String, String), ()> = HashMap::new();
+    // Members, each with the mute that stands against them (`Some(until)`), if one does.
+    let mut member: HashMap<(String, String), Option<Option<i64>>> = HashMap::new();
     for r in &member_rows {
-        member.insert((r.try_get(0)?, r.try_get(1)?), ());
+        let muted: bool = r.try_get(2)?;
+        let mute = if muted { super::sanctions::standing(r.try_get(3)?) } else { None };
+        member.insert((r.try_get(0)?, r.try_get(1)?), mute);
     }
     let mut blocked: HashMap<(String, String), ()> = HashMap::new();
     for r in &block_rows {
@@ -255,6 +259,8 @@ async fn check(
             && dm_peer(key, &m.author).is_some_and(|peer| blocked.contains_key(&(m.author.clone(), peer)))
         {
             Plan::Done(Err(StoreError::Blocked))
+        } else if let Some(Some(until)) = member.get(&(m.room.clone(), m.author.clone())) {
+            Plan::Done(Err(StoreError::Sanctioned { kind: SanctionKind::Mute.as_str(), until_ms: *until }))
         } else {
             first_of_key.insert((m.author.as_str(), m.client_msg_id.as_str()), i);
             Plan::Insert

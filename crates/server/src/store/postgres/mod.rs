@@ -18,6 +18,7 @@ mod audience;
 mod audit;
 mod batch;
 mod queries;
+mod sanctions;
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_member_count.sql"),
     include_str!("migrations/0003_audit.sql"),
+    include_str!("migrations/0004_sanctions.sql"),
 ];
 
 /// The channel commits are announced on.
@@ -541,6 +543,37 @@ impl Store for PgStore {
         limit: u32,
     ) -> StoreResult<Vec<switchboard_protocol::AuditEntry>> {
         read!(self, |c| audit::entries(c, room, actor, before, limit).await?)
+    }
+
+    async fn sanction(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        kind: crate::store::SanctionKind,
+        until_ms: Option<i64>,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<TimelineEvent>> {
+        write_tx!(self, |tx| sanctions::impose(&tx, room, actor, target, kind, until_ms, reason).await?)
+    }
+
+    async fn lift_sanction(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        kind: crate::store::SanctionKind,
+    ) -> StoreResult<()> {
+        write_tx!(self, |tx| sanctions::lift(&tx, room, actor, target, kind).await?)
+    }
+
+    async fn sanctions(
+        &self,
+        room: &str,
+        actor: &str,
+        kind: crate::store::SanctionKind,
+    ) -> StoreResult<Vec<crate::store::Sanction>> {
+        read!(self, |c| sanctions::list(c, room, actor, kind).await?)
     }
 
     async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {

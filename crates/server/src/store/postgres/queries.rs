@@ -13,11 +13,12 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::audit;
+use super::sanctions;
 use super::{Fail, Pg};
 use crate::moderation::policy::{self, Action};
 use crate::store::{
     AddOutcome, CreatedRoom, Credentials, ExternalUser, HistoryPage, LoggedEvent, NewRoom, NewSession,
-    StoreError, now_ms, rfc3339_ms,
+    SanctionKind, StoreError, now_ms, rfc3339_ms,
 };
 
 /// Pending invites one user may hold; past it, older ones must be answered first.
@@ -255,7 +256,7 @@ async fn next_seq(c: &impl GenericClient, room: &str) -> Pg<u64> {
     Ok(seq_of(found.ok_or(StoreError::NotFound)?.try_get(0)?))
 }
 
-async fn member_event(
+pub(super) async fn member_event(
     c: &impl GenericClient,
     room: &str,
     user: &str,
@@ -357,6 +358,8 @@ async fn plan_add(
     if has_blocked(c, target, actor).await? {
         return Err(StoreError::Blocked.into());
     }
+    // A ban holds against everyone's adds until it is lifted or ends.
+    sanctions::check(c, room, target, SanctionKind::Ban).await?;
     if removed_by_moderator(c, room, target).await?
         && !policy::may(Action::AddToPrivateRoom, Some(actor_role), None)
     {
@@ -589,6 +592,7 @@ pub(super) async fn join(c: &impl GenericClient, room: &str, user: &str) -> Writ
     {
         return Err(StoreError::Denied("this invite is no longer valid").into());
     }
+    sanctions::check(c, room, user, SanctionKind::Ban).await?;
     match kind {
         RoomKind::Public | RoomKind::Private if inviter.is_some() => {}
         RoomKind::Public => {

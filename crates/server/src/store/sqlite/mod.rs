@@ -6,6 +6,7 @@ mod audience;
 mod audit;
 mod checkpoint;
 mod queries;
+mod sanctions;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_event_log.sql"),
     include_str!("migrations/0005_member_count.sql"),
     include_str!("migrations/0006_audit.sql"),
+    include_str!("migrations/0007_sanctions.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -395,6 +397,41 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<switchboard_protocol::AuditEntry>> {
         let (r, a) = (room.to_owned(), actor.to_owned());
         self.read(move |c| audit::entries(c, &r, &a, before, limit)).await
+    }
+
+    async fn sanction(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        kind: crate::store::SanctionKind,
+        until_ms: Option<i64>,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<TimelineEvent>> {
+        let (r, a, t, why) =
+            (room.to_owned(), actor.to_owned(), target.to_owned(), reason.map(str::to_owned));
+        self.write(move |c| sanctions::impose(c, &r, &a, &t, kind, until_ms, why.as_deref())).await
+    }
+
+    async fn lift_sanction(
+        &self,
+        room: &str,
+        actor: &str,
+        target: &str,
+        kind: crate::store::SanctionKind,
+    ) -> StoreResult<()> {
+        let (r, a, t) = (room.to_owned(), actor.to_owned(), target.to_owned());
+        self.write(move |c| sanctions::lift(c, &r, &a, &t, kind)).await
+    }
+
+    async fn sanctions(
+        &self,
+        room: &str,
+        actor: &str,
+        kind: crate::store::SanctionKind,
+    ) -> StoreResult<Vec<crate::store::Sanction>> {
+        let (r, a) = (room.to_owned(), actor.to_owned());
+        self.read(move |c| sanctions::list(c, &r, &a, kind)).await
     }
 
     async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {

@@ -9,10 +9,11 @@ use switchboard_protocol::{
 };
 
 use super::audit;
+use super::sanctions;
 use crate::moderation::policy::{self, Action};
 use crate::store::{
     AddOutcome, Appended, CreatedRoom, Credentials, ExternalUser, HistoryPage, LoggedEvent, NewMessage,
-    NewRoom, NewSession, StoreError, StoreResult, now_ms, rfc3339_ms,
+    NewRoom, NewSession, SanctionKind, StoreError, StoreResult, now_ms, rfc3339_ms,
 };
 
 /// Pending invites one user may hold; past it, older ones must be answered first.
@@ -237,7 +238,12 @@ fn next_seq(c: &Connection, room: &str) -> StoreResult<u64> {
     seq.map(seq_of).ok_or(StoreError::NotFound)
 }
 
-fn member_event(c: &Connection, room: &str, user: &str, change: MemberChange) -> StoreResult<TimelineEvent> {
+pub(super) fn member_event(
+    c: &Connection,
+    room: &str,
+    user: &str,
+    change: MemberChange,
+) -> StoreResult<TimelineEvent> {
     let seq = next_seq(c, room)?;
     c.prepare_cached(
         "INSERT INTO events (room_id, seq, kind, user_id, change, ts) VALUES (?1, ?2, 'member', ?3, ?4, ?5)",
@@ -328,6 +334,8 @@ fn plan_add(
     if has_blocked(c, target, actor)? {
         return Err(StoreError::Blocked);
     }
+    // A ban holds against everyone's adds until it is lifted or ends.
+    sanctions::check(c, room, target, SanctionKind::Ban)?;
     if removed_by_moderator(c, room, target)?
         && !policy::may(Action::AddToPrivateRoom, Some(actor_role), None)
     {
@@ -540,6 +548,7 @@ pub(super) fn join(c: &Connection, room: &str, user: &str) -> Written<Option<Tim
             return Err(StoreError::Denied("this invite is no longer valid"));
         }
     }
+    sanctions::check(c, room, user, SanctionKind::Ban)?;
     let invited = inviter.is_some();
     match kind {
         Some(RoomKind::Public) | Some(RoomKind::Private) if invited => {}
@@ -765,6 +774,7 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
     {
         return Err(StoreError::Blocked);
     }
+    sanctions::check(c, &m.room, &m.author, SanctionKind::Mute)?;
     let (seq, ord): (i64, i64) = c
         .prepare_cached(
             "UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + 1 WHERE id = ?1

@@ -1,0 +1,142 @@
+//! Bans and mutes: imposed and lifted by moderators as the policy allows, with audit entries,
+//! and checked by the writes they guard (a send for a mute, a join or an add for a ban) in those
+//! writes' own transactions.
+
+use deadpool_postgres::GenericClient;
+use switchboard_protocol::{MemberChange, RoomKind, TimelineEvent};
+
+use super::Pg;
+use super::audit;
+use super::queries::{Written, exec, lock_room, member_event, require_member, role, row, rows};
+use crate::moderation::policy::{self, Action};
+use crate::store::{Sanction, SanctionKind, StoreError, now_ms};
+
+fn action(kind: SanctionKind) -> Action {
+    match kind {
+        SanctionKind::Ban => Action::Ban,
+        SanctionKind::Mute => Action::Mute,
+    }
+}
+
+/// The end of a sanction standing now, given its stored `until` (`Some(None)`: for good).
+pub(super) fn standing(until: Option<i64>) -> Option<Option<i64>> {
+    until.is_none_or(|u| u > now_ms()).then_some(until)
+}
+
+/// Refuses with the sanction of `kind` that stands against `user` in `room`, if one does.
+pub(super) async fn check(c: &impl GenericClient, room: &str, user: &str, kind: SanctionKind) -> Pg<()> {
+    let found = row(
+        c,
+        "SELECT until FROM sanctions WHERE room_id = $1 AND user_id = $2 AND kind = $3",
+        &[&room, &user, &kind.as_str()],
+    )
+    .await?;
+    let Some(r) = found else { return Ok(()) };
+    match standing(r.try_get(0)?) {
+        Some(until) => Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until }.into()),
+        None => Ok(()),
+    }
+}
+
+pub(super) async fn impose(
+    c: &impl GenericClient,
+    room: &str,
+    actor: &str,
+    target: &str,
+    kind: SanctionKind,
+    until: Option<i64>,
+    reason: Option<&str>,
+) -> Written<Option<TimelineEvent>> {
+    let Some(room_kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
+    if room_kind == RoomKind::Dm {
+        return Err(StoreError::Denied("nobody moderates a dm: block instead").into());
+    }
+    let actor_role = require_member(c, room, actor).await?;
+    let target_role = role(c, room, target).await?;
+    if actor == target || !policy::may(action(kind), Some(actor_role), target_role) {
+        return Err(StoreError::Forbidden.into());
+    }
+    exec(
+        c,
+        "INSERT INTO sanctions (room_id, user_id, kind, until, reason, by_user, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (room_id, user_id, kind) DO UPDATE SET until = excluded.until,
+           reason = excluded.reason, by_user = excluded.by_user, at = excluded.at",
+        &[&room, &target, &kind.as_str(), &until, &reason, &actor, &now_ms()],
+    )
+    .await?;
+    let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
+    let name = if kind == SanctionKind::Ban { "ban" } else { "mute" };
+    audit::record(c, room, actor, name, Some(target), detail.as_deref(), reason).await?;
+    if kind == SanctionKind::Mute {
+        return Ok((None, Vec::new()));
+    }
+    // Banned: out of the room now, no invite left standing, and back only when it ends.
+    exec(c, "DELETE FROM invites WHERE room_id = $1 AND user_id = $2", &[&room, &target]).await?;
+    if target_role.is_none() {
+        return Ok((None, Vec::new()));
+    }
+    exec(c, "DELETE FROM members WHERE room_id = $1 AND user_id = $2", &[&room, &target]).await?;
+    let ev = member_event(c, room, target, MemberChange::Removed).await?;
+    Ok((Some(ev.clone()), vec![ev]))
+}
+
+pub(super) async fn lift(
+    c: &impl GenericClient,
+    room: &str,
+    actor: &str,
+    target: &str,
+    kind: SanctionKind,
+) -> Written<()> {
+    if lock_room(c, room).await?.is_none() {
+        return Err(StoreError::NotFound.into());
+    }
+    let actor_role = require_member(c, room, actor).await?;
+    if !policy::may(action(kind), Some(actor_role), role(c, room, target).await?) {
+        return Err(StoreError::Forbidden.into());
+    }
+    let n = exec(
+        c,
+        "DELETE FROM sanctions WHERE room_id = $1 AND user_id = $2 AND kind = $3",
+        &[&room, &target, &kind.as_str()],
+    )
+    .await?;
+    if n > 0 {
+        let name = if kind == SanctionKind::Ban { "unban" } else { "unmute" };
+        audit::record(c, room, actor, name, Some(target), None, None).await?;
+    }
+    Ok(((), Vec::new()))
+}
+
+pub(super) async fn list(
+    c: &impl GenericClient,
+    room: &str,
+    actor: &str,
+    kind: SanctionKind,
+) -> Pg<Vec<Sanction>> {
+    let actor_role = role(c, room, actor).await?;
+    if actor_role.is_none() {
+        return Err(StoreError::NotFound.into());
+    }
+    if !policy::may(action(kind), actor_role, None) {
+        return Err(StoreError::Forbidden.into());
+    }
+    rows(
+        c,
+        "SELECT user_id, by_user, reason, at, until FROM sanctions
+         WHERE room_id = $1 AND kind = $2 AND (until IS NULL OR until > $3) ORDER BY at DESC LIMIT 1000",
+        &[&room, &kind.as_str(), &now_ms()],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Sanction {
+            user: r.try_get(0)?,
+            by: r.try_get(1)?,
+            reason: r.try_get(2)?,
+            at_ms: r.try_get(3)?,
+            until_ms: r.try_get(4)?,
+        })
+    })
+    .collect()
+}

@@ -1,0 +1,12 @@
+-- Version 7: bans and mutes, per room and user, with an optional end. A send checks for a mute,
+-- a join or an add for a ban, in its own transaction.
+CREATE TABLE sanctions (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    until   INTEGER,
+    reason  TEXT,
+    by_user TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id, kind)
+) WITHOUT ROWID;

@@ -1,0 +1,117 @@
+//! Bans and mutes: imposed and lifted by moderators as the policy allows, with audit entries,
+//! and checked by the writes they guard (a send for a mute, a join or an add for a ban) in
+//! those writes' own transactions.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use switchboard_protocol::{MemberChange, RoomKind};
+
+use super::audit;
+use super::queries::{Written, member_event, require_member, role, room_kind};
+use crate::moderation::policy::{self, Action};
+use crate::store::{Sanction, SanctionKind, StoreError, StoreResult, now_ms};
+
+fn action(kind: SanctionKind) -> Action {
+    match kind {
+        SanctionKind::Ban => Action::Ban,
+        SanctionKind::Mute => Action::Mute,
+    }
+}
+
+/// Refuses with the sanction of `kind` that stands against `user` in `room`, if one does.
+pub(super) fn check(c: &Connection, room: &str, user: &str, kind: SanctionKind) -> StoreResult<()> {
+    let found: Option<Option<i64>> = c
+        .prepare_cached("SELECT until FROM sanctions WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3")?
+        .query_row([room, user, kind.as_str()], |r| r.get(0))
+        .optional()?;
+    match found {
+        Some(until) if until.is_none_or(|u| u > now_ms()) => {
+            Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until })
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn impose(
+    c: &Connection,
+    room: &str,
+    actor: &str,
+    target: &str,
+    kind: SanctionKind,
+    until: Option<i64>,
+    reason: Option<&str>,
+) -> Written<Option<switchboard_protocol::TimelineEvent>> {
+    let room_kind = room_kind(c, room)?.ok_or(StoreError::NotFound)?;
+    if room_kind == RoomKind::Dm {
+        return Err(StoreError::Denied("nobody moderates a dm: block instead"));
+    }
+    let actor_role = require_member(c, room, actor)?;
+    let target_role = role(c, room, target)?;
+    if actor == target || !policy::may(action(kind), Some(actor_role), target_role) {
+        return Err(StoreError::Forbidden);
+    }
+    c.prepare_cached(
+        "INSERT INTO sanctions (room_id, user_id, kind, until, reason, by_user, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (room_id, user_id, kind) DO UPDATE SET until = excluded.until,
+           reason = excluded.reason, by_user = excluded.by_user, at = excluded.at",
+    )?
+    .execute(params![room, target, kind.as_str(), until, reason, actor, now_ms()])?;
+    let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
+    let name = if kind == SanctionKind::Ban { "ban" } else { "mute" };
+    audit::record(c, room, actor, name, Some(target), detail.as_deref(), reason)?;
+    if kind == SanctionKind::Mute {
+        return Ok((None, Vec::new()));
+    }
+    // Banned: out of the room now, no invite left standing, and back only when it ends.
+    c.prepare_cached("DELETE FROM invites WHERE room_id = ?1 AND user_id = ?2")?.execute([room, target])?;
+    if target_role.is_none() {
+        return Ok((None, Vec::new()));
+    }
+    c.prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")?.execute([room, target])?;
+    let ev = member_event(c, room, target, MemberChange::Removed)?;
+    Ok((Some(ev.clone()), vec![ev]))
+}
+
+pub(super) fn lift(c: &Connection, room: &str, actor: &str, target: &str, kind: SanctionKind) -> Written<()> {
+    let actor_role = require_member(c, room, actor)?;
+    if !policy::may(action(kind), Some(actor_role), role(c, room, target)?) {
+        return Err(StoreError::Forbidden);
+    }
+    let n = c
+        .prepare_cached("DELETE FROM sanctions WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3")?
+        .execute([room, target, kind.as_str()])?;
+    if n > 0 {
+        let name = if kind == SanctionKind::Ban { "unban" } else { "unmute" };
+        audit::record(c, room, actor, name, Some(target), None, None)?;
+    }
+    Ok(((), Vec::new()))
+}
+
+pub(super) fn list(
+    c: &Connection,
+    room: &str,
+    actor: &str,
+    kind: SanctionKind,
+) -> StoreResult<Vec<Sanction>> {
+    let actor_role = role(c, room, actor)?;
+    if actor_role.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    if !policy::may(action(kind), actor_role, None) {
+        return Err(StoreError::Forbidden);
+    }
+    let mut stmt = c.prepare_cached(
+        "SELECT user_id, by_user, reason, at, until FROM sanctions
+         WHERE room_id = ?1 AND kind = ?2 AND (until IS NULL OR until > ?3) ORDER BY at DESC LIMIT 1000",
+    )?;
+    let rows = stmt.query_map(params![room, kind.as_str(), now_ms()], |r| {
+        Ok(Sanction {
+            user: r.get(0)?,
+            by: r.get(1)?,
+            reason: r.get(2)?,
+            at_ms: r.get(3)?,
+            until_ms: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
