@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_protocol::rest::{
     AddMember, AuditList, AuditQuery, AuthResponse, BlockList, CreateRoom, Credentials, EditMessage,
-    ErrorBody, HistoryQuery, InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage,
+    ErrorBody, HistoryQuery, Impose, InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage,
     PresenceList, PublicRoomsQuery, ReadState, Registration, RoomList, SetRole, UserLookup, UserSettings,
 };
 use switchboard_protocol::{
@@ -253,6 +253,26 @@ impl Client {
         let body = SetRole { role, reason: reason.map(str::to_owned) };
         let req = self.request(Method::PUT, &format!("/v1/rooms/{room}/members/{user}/role")).json(&body);
         Self::decode::<serde_json::Value>(req.send().await?).await.map(|_| ())
+    }
+
+    /// Bans (`what` = `bans`) or mutes (`mutes`) a user, for `duration_secs` or for good.
+    pub async fn sanction(
+        &self,
+        room: &str,
+        what: &str,
+        user: &str,
+        duration_secs: Option<u64>,
+        reason: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let body = Impose { user_id: user.to_owned(), reason: reason.map(str::to_owned), duration_secs };
+        let req = self.request(Method::POST, &format!("/v1/rooms/{room}/{what}")).json(&body);
+        Self::empty(req.send().await?).await
+    }
+
+    /// Lifts a ban (`what` = `bans`) or mute (`mutes`).
+    pub async fn lift(&self, room: &str, what: &str, user: &str) -> Result<(), ClientError> {
+        Self::empty(self.request(Method::DELETE, &format!("/v1/rooms/{room}/{what}/{user}")).send().await?)
+            .await
     }
 
     /// A page of the room's audit log, newest first (moderators).

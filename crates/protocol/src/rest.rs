@@ -227,3 +227,47 @@ pub struct AuditList {
     /// The entries.
     pub entries: Vec<crate::model::AuditEntry>,
 }
+
+/// `POST /v1/rooms/{id}/bans` and `POST /v1/rooms/{id}/mutes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Impose {
+    /// Who.
+    pub user_id: String,
+    /// Why, for the audit log (at most 500 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How long, in seconds (1 to 10 years); for good when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+}
+
+/// A standing ban or mute.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SanctionEntry {
+    /// Who.
+    pub user_id: String,
+    /// The moderator who imposed it.
+    pub by: String,
+    /// Why, as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// When it ends, RFC 3339 UTC; absent when it is for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// `GET /v1/rooms/{id}/bans`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BanList {
+    /// Standing bans, newest first.
+    pub bans: Vec<SanctionEntry>,
+}
+
+/// `GET /v1/rooms/{id}/mutes`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MuteList {
+    /// Standing mutes, newest first.
+    pub mutes: Vec<SanctionEntry>,
+}

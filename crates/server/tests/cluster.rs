@@ -251,3 +251,24 @@ async fn two_devices_on_two_nodes_are_one_presence_for_a_watcher_on_a_third() {
     // Another node, the same rule: a stranger learns nothing.
     assert_eq!(s.presence(&alice).await.unwrap_err().status(), Some(404));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL, NATS and Redis: scripts/test runs it"]
+async fn a_ban_on_one_node_cuts_the_users_socket_on_another_within_a_second() {
+    let cluster = Cluster::start(2).await;
+    let (owner, _) = cluster.user(0, "owner").await;
+    let (member, member_id) = cluster.user(1, "member").await;
+    let room = owner.create_room("r", RoomKind::Public, &[member_id.as_str()]).await.unwrap().id;
+    let mut s = cluster.session(1, &member).await;
+    let started = std::time::Instant::now();
+    owner.sanction(&room, "bans", &member_id, Some(3600), None).await.unwrap();
+    expect_frame(
+        &mut s,
+        |f| matches!(f, ServerFrame::Room { room: r, change: MemberChange::Removed, .. } if r.id == room),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(1), "cut within a second across nodes");
+    owner.post_message(&room, "after", "not for the banned").await.unwrap();
+    expect_none(&mut s, 500, |f| f.timeline_pos().is_some_and(|(r, _)| r == room)).await;
+    assert_eq!(member.join(&room).await.unwrap_err().code(), Some("banned"));
+}

@@ -157,3 +157,77 @@ async fn a_message_is_refused_the_same_way_over_the_gateway_and_rest() {
         assert_eq!(Some(code.as_str()), rest.code(), "case {i}: the same refusal on both transports");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_muted_member_cannot_send_until_the_mute_is_lifted_and_is_told_how_long() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (moderator, member, member_id) = (&c.by_role[2].1, &c.by_role[3].1, c.by_role[3].2.clone());
+    moderator.sanction(&c.room, "mutes", &member_id, Some(60), Some("cool down")).await.unwrap();
+    let mut s = server.session(member, BTreeMap::new()).await;
+    s.send_frame(&switchboard_client::protocol::ClientFrame::Send {
+        room: c.room.clone(),
+        client_msg_id: "m1".into(),
+        body: "hello?".into(),
+    })
+    .unwrap();
+    let refused =
+        expect_frame(&mut s, |f| matches!(f, ServerFrame::Error { client_msg_id: Some(k), .. } if k == "m1"))
+            .await;
+    let ServerFrame::Error { code, retry_after_ms, .. } = refused else { unreachable!() };
+    assert_eq!(code, "muted");
+    assert!(retry_after_ms.is_some_and(|ms| ms > 50_000 && ms <= 60_000), "{retry_after_ms:?}");
+    let rest = member.post_message(&c.room, "m2", "over REST").await.unwrap_err();
+    assert_eq!((rest.status(), rest.code()), (Some(403), Some("muted")));
+    // A member cannot mute; a moderator cannot mute the admin.
+    assert_eq!(
+        member.sanction(&c.room, "mutes", &c.by_role[2].2, None, None).await.unwrap_err().code(),
+        Some("forbidden")
+    );
+    assert!(moderator.sanction(&c.room, "mutes", &c.by_role[1].2, None, None).await.is_err());
+    let mutes: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/rooms/{}/mutes", server.base, c.room))
+        .bearer_auth(moderator.token().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mutes["mutes"][0]["user_id"], member_id.as_str());
+    assert_eq!(mutes["mutes"][0]["reason"], "cool down");
+    moderator.lift(&c.room, "mutes", &member_id).await.unwrap();
+    member.post_message(&c.room, "m3", "back").await.unwrap();
+    // Bad input gets a code.
+    let err = moderator.sanction(&c.room, "mutes", &member_id, Some(0), None).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_request"));
+    assert_eq!(
+        moderator.sanction(&c.room, "mutes", "ghost", None, None).await.unwrap_err().status(),
+        Some(404)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_members_socket_stops_receiving_at_once_and_they_stay_out() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (moderator, member, member_id) = (&c.by_role[2].1, &c.by_role[3].1, c.by_role[3].2.clone());
+    let mut s = server.session(member, BTreeMap::new()).await;
+    let started = std::time::Instant::now();
+    moderator.sanction(&c.room, "bans", &member_id, None, Some("abuse")).await.unwrap();
+    expect_frame(&mut s, |f| {
+        matches!(f, ServerFrame::Room { room, change: switchboard_client::protocol::MemberChange::Removed, .. } if room.id == c.room)
+    })
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "removed within a second");
+    c.owner.post_message(&c.room, "after", "not for the banned").await.unwrap();
+    common::expect_none(&mut s, 300, |f| f.timeline_pos().is_some_and(|(r, _)| r == c.room)).await;
+    assert_eq!(member.post_message(&c.room, "x", "let me back").await.unwrap_err().status(), Some(404));
+    // Kept out: no adding them back while it stands, even by the owner.
+    assert_eq!(c.owner.add_member(&c.room, &member_id).await.unwrap_err().code(), Some("banned"));
+    c.owner.lift(&c.room, "bans", &member_id).await.unwrap();
+    c.owner.add_member(&c.room, &member_id).await.unwrap();
+    let actions: Vec<String> =
+        c.owner.audit(&c.room, None).await.unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(&actions[..2], ["unban", "ban"]);
+}

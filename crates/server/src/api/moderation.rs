@@ -3,16 +3,34 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use switchboard_protocol::codes::error as code;
-use switchboard_protocol::rest::{AuditList, AuditQuery, ErrorBody, Member, SetRole};
+use switchboard_protocol::rest::{
+    AuditList, AuditQuery, BanList, ErrorBody, Impose, Member, MuteList, SanctionEntry, SetRole,
+};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::store::{SanctionKind, rfc3339_ms};
 use crate::validate;
 
 /// Longest reason given for a moderation action.
 const MAX_REASON: usize = 500;
+/// Longest ban or mute with an end (ten years); longer is for good.
+const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// A reason as given: bounded and clean, or a `400`.
+fn reason(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw.map(|r| validate::status_text(r, MAX_REASON)) {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(r),
+        Some(Err(_)) => Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            format!("reason must be at most {MAX_REASON} characters, without control or bidi characters"),
+        )),
+    }
+}
 
 /// Gives a member another role: admins and the owner give roles below their own to members
 /// below them; nobody is made owner. Audited with its reason.
@@ -30,16 +48,7 @@ pub async fn set_role(
 ) -> Result<Json<Member>, ApiError> {
     validate::id(&room, "room")?;
     validate::id(&target, "user")?;
-    let reason = match body.reason.as_deref().map(|r| validate::status_text(r, MAX_REASON)) {
-        None => None,
-        Some(Ok(r)) => r,
-        Some(Err(_)) => {
-            return Err(ApiError::bad_request(
-                code::INVALID_REQUEST,
-                format!("reason must be at most {MAX_REASON} characters, without control or bidi characters"),
-            ));
-        }
-    };
+    let reason = reason(body.reason.as_deref())?;
     state.store.set_role(&room, &user.id, &target, body.role, reason.as_deref()).await?;
     let member = state.store.user(&target).await?.ok_or_else(ApiError::not_found)?;
     Ok(Json(Member { user: member, role: body.role, read_seq: None }))
@@ -64,4 +73,133 @@ pub async fn audit(
         return Err(ApiError::bad_request(code::INVALID_REQUEST, "limit must be 1-200"));
     }
     Ok(Json(AuditList { entries: state.store.audit_log(&room, &user.id, q.before, limit).await? }))
+}
+
+/// Imposes a ban or mute from a request body.
+async fn impose(
+    state: &AppState,
+    room: &str,
+    actor: &str,
+    body: Impose,
+    kind: SanctionKind,
+) -> Result<StatusCode, ApiError> {
+    validate::id(room, "room")?;
+    validate::id(&body.user_id, "user")?;
+    let reason = reason(body.reason.as_deref())?;
+    let until = match body.duration_secs {
+        None => None,
+        Some(s) if (1..=MAX_DURATION_SECS).contains(&s) => {
+            Some(crate::store::now_ms() + i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX / 2))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                code::INVALID_REQUEST,
+                format!("duration_secs must be 1-{MAX_DURATION_SECS}, or left out for good"),
+            ));
+        }
+    };
+    if state.store.user(&body.user_id).await?.is_none() {
+        return Err(ApiError::not_found());
+    }
+    state.store.sanction(room, actor, &body.user_id, kind, until, reason.as_deref()).await?;
+    Ok(StatusCode::CREATED)
+}
+
+fn entries(list: Vec<crate::store::Sanction>) -> Vec<SanctionEntry> {
+    list.into_iter()
+        .map(|s| SanctionEntry {
+            user_id: s.user,
+            by: s.by,
+            reason: s.reason,
+            at: rfc3339_ms(s.at_ms),
+            until: s.until_ms.map(rfc3339_ms),
+        })
+        .collect()
+}
+
+/// Bans a user: removed at once on every node (their connections stop receiving the room), and
+/// kept out (no joining, no being added) until the ban ends or is lifted. Moderators and up,
+/// outranking the user.
+#[utoipa::path(post, path = "/v1/rooms/{id}/bans", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = Impose,
+    responses((status = 201, description = "Banned"), (status = 400, body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn ban(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<Impose>,
+) -> Result<StatusCode, ApiError> {
+    impose(&state, &room, &user.id, body, SanctionKind::Ban).await
+}
+
+/// Mutes a user: they stay and read, and every send is refused with `muted` (and
+/// `retry_after_ms` when it ends). Moderators and up, outranking the user.
+#[utoipa::path(post, path = "/v1/rooms/{id}/mutes", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = Impose,
+    responses((status = 201, description = "Muted"), (status = 400, body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn mute(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<Impose>,
+) -> Result<StatusCode, ApiError> {
+    impose(&state, &room, &user.id, body, SanctionKind::Mute).await
+}
+
+/// Lifts a ban (a no-op when none stands).
+#[utoipa::path(delete, path = "/v1/rooms/{id}/bans/{user_id}", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("user_id" = String, Path, description = "Who")),
+    responses((status = 204, description = "Lifted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn unban(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath((room, target)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    validate::id(&room, "room")?;
+    validate::id(&target, "user")?;
+    state.store.lift_sanction(&room, &user.id, &target, SanctionKind::Ban).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lifts a mute (a no-op when none stands).
+#[utoipa::path(delete, path = "/v1/rooms/{id}/mutes/{user_id}", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("user_id" = String, Path, description = "Who")),
+    responses((status = 204, description = "Lifted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn unmute(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath((room, target)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    validate::id(&room, "room")?;
+    validate::id(&target, "user")?;
+    state.store.lift_sanction(&room, &user.id, &target, SanctionKind::Mute).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The room's standing bans (moderators).
+#[utoipa::path(get, path = "/v1/rooms/{id}/bans", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses((status = 200, body = BanList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn bans(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+) -> Result<Json<BanList>, ApiError> {
+    validate::id(&room, "room")?;
+    Ok(Json(BanList { bans: entries(state.store.sanctions(&room, &user.id, SanctionKind::Ban).await?) }))
+}
+
+/// The room's standing mutes (moderators).
+#[utoipa::path(get, path = "/v1/rooms/{id}/mutes", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses((status = 200, body = MuteList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn mutes(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+) -> Result<Json<MuteList>, ApiError> {
+    validate::id(&room, "room")?;
+    Ok(Json(MuteList { mutes: entries(state.store.sanctions(&room, &user.id, SanctionKind::Mute).await?) }))
 }
