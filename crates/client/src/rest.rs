@@ -269,6 +269,13 @@ impl Client {
         Self::empty(req.send().await?).await
     }
 
+    /// Sets the room's slow mode (seconds between one member's messages; 0 turns it off).
+    pub async fn set_slow_mode(&self, room: &str, secs: u32) -> Result<Room, ClientError> {
+        let body = switchboard_protocol::rest::RoomSettings { slow_mode_secs: Some(secs) };
+        let req = self.request(Method::PATCH, &format!("/v1/rooms/{room}")).json(&body);
+        Self::decode(req.send().await?).await
+    }
+
     /// Lifts a ban (`what` = `bans`) or mute (`mutes`).
     pub async fn lift(&self, room: &str, what: &str, user: &str) -> Result<(), ClientError> {
         Self::empty(self.request(Method::DELETE, &format!("/v1/rooms/{room}/{what}/{user}")).send().await?)

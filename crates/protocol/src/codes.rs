@@ -92,6 +92,8 @@ pub mod error {
     pub const BANNED: &str = "banned";
     /// A moderator muted the user in the room (with `retry_after_ms` when the mute ends).
     pub const MUTED: &str = "muted";
+    /// The room's slow mode: wait `retry_after_ms` before sending there again.
+    pub const SLOW_MODE: &str = "slow_mode";
     /// The user does not accept being added to rooms (their `add_policy` is `nobody`).
     pub const NOT_ACCEPTING: &str = "not_accepting";
     /// The request body did not arrive in time.

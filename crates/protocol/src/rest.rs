@@ -271,3 +271,12 @@ pub struct MuteList {
     /// Standing mutes, newest first.
     pub mutes: Vec<SanctionEntry>,
 }
+
+/// `PATCH /v1/rooms/{id}`: the room's settings that moderators change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct RoomSettings {
+    /// Seconds between one member's messages (0 to 21,600; 0 turns it off). Moderators and up
+    /// are exempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_mode_secs: Option<u32>,
+}

@@ -88,12 +88,16 @@ impl From<StoreError> for ApiError {
             StoreError::Forbidden => ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "not allowed"),
             StoreError::Denied(m) => ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, m),
             StoreError::Sanctioned { kind, until_ms } => {
-                let (code, message) = if kind == "muted" {
-                    (code::MUTED, "you are muted in this room")
-                } else {
-                    (code::BANNED, "you are banned from this room")
+                let (status, code, message) = match kind {
+                    "muted" => (StatusCode::FORBIDDEN, code::MUTED, "you are muted in this room"),
+                    "slow_mode" => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        code::SLOW_MODE,
+                        "slow mode: wait before sending again in this room",
+                    ),
+                    _ => (StatusCode::FORBIDDEN, code::BANNED, "you are banned from this room"),
                 };
-                let e = ApiError::new(StatusCode::FORBIDDEN, code, message);
+                let e = ApiError::new(status, code, message);
                 match until_ms {
                     Some(until) => {
                         let left = u64::try_from(until - crate::store::now_ms()).unwrap_or(0);

@@ -231,3 +231,41 @@ async fn a_banned_members_socket_stops_receiving_at_once_and_they_stay_out() {
         c.owner.audit(&c.room, None).await.unwrap().into_iter().map(|e| e.action).collect();
     assert_eq!(&actions[..2], ["unban", "ban"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_mode_refuses_a_members_next_message_with_the_wait_and_spares_moderators() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (moderator, member) = (&c.by_role[2].1, &c.by_role[3].1);
+    assert_eq!(member.set_slow_mode(&c.room, 5).await.unwrap_err().code(), Some("forbidden"));
+    let bad = reqwest::Client::new()
+        .patch(format!("{}/v1/rooms/{}", server.base, c.room))
+        .bearer_auth(moderator.token().unwrap())
+        .json(&serde_json::json!({"slow_mode_secs": 999_999}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    moderator.set_slow_mode(&c.room, 30).await.unwrap();
+    member.post_message(&c.room, "s1", "first").await.unwrap();
+    let rest = member.post_message(&c.room, "s2", "too soon").await.unwrap_err();
+    assert_eq!((rest.status(), rest.code()), (Some(429), Some("slow_mode")));
+    let mut s = server.session(member, BTreeMap::new()).await;
+    s.send_frame(&switchboard_client::protocol::ClientFrame::Send {
+        room: c.room.clone(),
+        client_msg_id: "s3".into(),
+        body: "still too soon".into(),
+    })
+    .unwrap();
+    let refused =
+        expect_frame(&mut s, |f| matches!(f, ServerFrame::Error { client_msg_id: Some(k), .. } if k == "s3"))
+            .await;
+    let ServerFrame::Error { code, retry_after_ms, .. } = refused else { unreachable!() };
+    assert_eq!(code, "slow_mode");
+    assert!(retry_after_ms.is_some_and(|ms| ms > 20_000 && ms <= 30_000), "{retry_after_ms:?}");
+    // Moderators are exempt; turning it off lets the member go on.
+    moderator.post_message(&c.room, "m1", "one").await.unwrap();
+    moderator.post_message(&c.room, "m2", "two").await.unwrap();
+    moderator.set_slow_mode(&c.room, 0).await.unwrap();
+    member.post_message(&c.room, "s4", "now").await.unwrap();
+}

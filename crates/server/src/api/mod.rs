@@ -71,7 +71,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(presence::many))
         .routes(routes!(rooms::create, rooms::list))
         .routes(routes!(rooms::public))
-        .routes(routes!(rooms::get))
+        .routes(routes!(rooms::get, moderation::configure))
         .routes(routes!(rooms::join))
         .routes(routes!(rooms::members, rooms::add_member))
         .routes(routes!(rooms::remove_member))

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use switchboard_protocol::codes::error as code;
 use switchboard_protocol::rest::{
-    AuditList, AuditQuery, BanList, ErrorBody, Impose, Member, MuteList, SanctionEntry, SetRole,
+    AuditList, AuditQuery, BanList, ErrorBody, Impose, Member, MuteList, RoomSettings, SanctionEntry, SetRole,
 };
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
@@ -202,4 +202,31 @@ pub async fn mutes(
 ) -> Result<Json<MuteList>, ApiError> {
     validate::id(&room, "room")?;
     Ok(Json(MuteList { mutes: entries(state.store.sanctions(&room, &user.id, SanctionKind::Mute).await?) }))
+}
+
+/// Longest slow mode: six hours.
+const MAX_SLOW_MODE_SECS: u32 = 6 * 3600;
+
+/// Changes the room's settings (slow mode), for moderators and up; audited.
+#[utoipa::path(patch, path = "/v1/rooms/{id}", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = RoomSettings,
+    responses((status = 200, body = switchboard_protocol::Room), (status = 400, body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn configure(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<RoomSettings>,
+) -> Result<Json<switchboard_protocol::Room>, ApiError> {
+    validate::id(&room, "room")?;
+    if let Some(secs) = body.slow_mode_secs {
+        if secs > MAX_SLOW_MODE_SECS {
+            return Err(ApiError::bad_request(
+                code::INVALID_REQUEST,
+                format!("slow_mode_secs must be 0-{MAX_SLOW_MODE_SECS}"),
+            ));
+        }
+        state.store.set_slow_mode(&room, &user.id, secs).await?;
+    }
+    Ok(Json(state.store.room_for(&room, &user.id).await?))
 }

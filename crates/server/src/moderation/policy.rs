@@ -27,10 +27,14 @@ pub enum Action {
     Ban,
     /// Mute someone (no sending), or lift a mute.
     Mute,
+    /// Change the room's settings (slow mode).
+    ConfigureRoom,
+    /// Send without waiting out slow mode.
+    BypassSlowMode,
 }
 
 /// Every action, for tests and docs.
-pub const ACTIONS: [Action; 8] = [
+pub const ACTIONS: [Action; 10] = [
     Action::RemoveMember,
     Action::DeleteOthersMessage,
     Action::AddToPrivateRoom,
@@ -39,11 +43,13 @@ pub const ACTIONS: [Action; 8] = [
     Action::ReadAudit,
     Action::Ban,
     Action::Mute,
+    Action::ConfigureRoom,
+    Action::BypassSlowMode,
 ];
 
 /// The table: the lowest role that may take each action, and whether the actor must outrank
 /// the member acted on.
-pub const TABLE: [(Action, Role, bool); 8] = [
+pub const TABLE: [(Action, Role, bool); 10] = [
     (Action::RemoveMember, Role::Moderator, true),
     (Action::DeleteOthersMessage, Role::Moderator, true),
     (Action::AddToPrivateRoom, Role::Moderator, false),
@@ -52,6 +58,8 @@ pub const TABLE: [(Action, Role, bool); 8] = [
     (Action::ReadAudit, Role::Moderator, false),
     (Action::Ban, Role::Moderator, true),
     (Action::Mute, Role::Moderator, true),
+    (Action::ConfigureRoom, Role::Moderator, false),
+    (Action::BypassSlowMode, Role::Moderator, false),
 ];
 
 /// A role's rank; `None` (not a member) ranks lowest.

@@ -43,7 +43,8 @@ macro_rules! store_conformance {
             a_removed_member_cannot_read_through_an_old_key,
             member_counts_and_presence_audiences_follow_membership_and_blocks,
             roles_follow_the_policy_and_every_moderation_action_is_audited,
-            bans_and_mutes_hold_in_the_writes_they_guard
+            bans_and_mutes_hold_in_the_writes_they_guard,
+            slow_mode_spaces_a_members_messages_and_spares_moderators
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1055,4 +1056,46 @@ pub(crate) async fn bans_and_mutes_hold_in_the_writes_they_guard(store: Arc<dyn 
     let actions: Vec<String> =
         store.audit_log(&r, &a, None, 50).await.unwrap().into_iter().map(|e| e.action).rev().collect();
     assert_eq!(actions, ["set_role", "mute", "mute", "mute", "unmute", "ban", "unban"]);
+}
+
+pub(crate) async fn slow_mode_spaces_a_members_messages_and_spares_moderators(store: Arc<dyn Store>) {
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+    let r = room(&store, &a, RoomKind::Public, &[&b, &c]).await;
+    assert!(
+        matches!(store.set_slow_mode(&r, &b, 10).await, Err(StoreError::Forbidden)),
+        "members do not set it"
+    );
+    store.set_slow_mode(&r, &a, 30).await.unwrap();
+    let first = send(&store, &r, &b, "b1").await.unwrap();
+    let before = super::now_ms();
+    match send(&store, &r, &b, "b2").await {
+        Err(StoreError::Sanctioned { kind: "slow_mode", until_ms: Some(until) }) => {
+            assert!(until >= before + 25_000 && until <= before + 31_000, "says when: {until} vs {before}");
+        }
+        other => panic!("expected slow_mode, got {other:?}"),
+    }
+    // A retry of a message already sent is no new message: it answers as before.
+    assert_eq!(send(&store, &r, &b, "b1").await.unwrap().message.id, first.message.id);
+    // The owner (and moderators) are exempt.
+    send(&store, &r, &a, "a1").await.unwrap();
+    send(&store, &r, &a, "a2").await.unwrap();
+    // Two sends at once, in one commit: one goes in, the other waits.
+    let msg = |k: &str| NewMessage {
+        room: r.clone(),
+        author: c.clone(),
+        client_msg_id: k.into(),
+        body: "x".into(),
+    };
+    let (one, two) =
+        (store.queue_append(msg("c1")).await.unwrap(), store.queue_append(msg("c2")).await.unwrap());
+    let (one, two) = (one.await, two.await);
+    assert_eq!(usize::from(one.is_ok()) + usize::from(two.is_ok()), 1, "{one:?} {two:?}");
+    assert!(matches!(one.and(two), Err(StoreError::Sanctioned { kind: "slow_mode", .. })));
+    store.set_slow_mode(&r, &a, 0).await.unwrap();
+    send(&store, &r, &b, "b3").await.unwrap();
+    let log = store.audit_log(&r, &a, None, 10).await.unwrap();
+    let details: Vec<_> = log.iter().filter(|e| e.action == "slow_mode").map(|e| e.detail.clone()).collect();
+    assert_eq!(details, vec![Some("0s".to_owned()), Some("30s".to_owned())]);
+    let dm = room(&store, &a, RoomKind::Dm, &[&b]).await;
+    assert!(matches!(store.set_slow_mode(&dm, &a, 5).await, Err(StoreError::Denied(_))));
 }

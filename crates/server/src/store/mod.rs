@@ -40,8 +40,9 @@ pub enum StoreError {
     /// One of the two users has blocked the other.
     #[error("blocked")]
     Blocked,
-    /// A sanction of the room stands against the user: `banned` (no joining or being added) or
-    /// `muted` (no sending), until `until_ms` (ms since the epoch), or for good (`None`).
+    /// A sanction of the room stands against the user: `banned` (no joining or being added),
+    /// `muted` (no sending) or `slow_mode` (not yet another message), until `until_ms` (ms since
+    /// the epoch), or for good (`None`).
     #[error("{kind}")]
     Sanctioned {
         /// `banned` or `muted`: the client-facing code.
@@ -436,6 +437,10 @@ pub trait Store: Send + Sync + 'static {
         until_ms: Option<i64>,
         reason: Option<&str>,
     ) -> StoreResult<Option<TimelineEvent>>;
+    /// Sets the room's slow mode (seconds between one member's messages, 0 for none; moderators
+    /// and up are exempt), as the policy allows the actor, with an audit entry. Each send checks
+    /// it in its own transaction against when the author last sent there.
+    async fn set_slow_mode(&self, room: &str, actor: &str, secs: u32) -> StoreResult<()>;
     /// Lifts a ban or mute (a no-op when none stands), with an audit entry when one did.
     async fn lift_sanction(
         &self,

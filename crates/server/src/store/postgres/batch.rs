@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use switchboard_protocol::{Message, RoomKind, TimelineEvent};
+use switchboard_protocol::{Message, Role, RoomKind, TimelineEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use super::queries::{self, MESSAGE_COLUMNS, dm_peer, exec, message_of, rows, seq_of, to_i64};
 use super::{Fail, Inner, Pg, backoff, is_contention};
+use crate::moderation::policy::{self, Action};
 use crate::store::{Appended, NewMessage, SanctionKind, StoreError, StoreResult, now_ms, rfc3339_ms};
 
 /// One queued append and where its answer goes.
@@ -133,7 +134,7 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     // locked from here to the commit).
     let (written, (), last) = tokio::try_join!(
         write(&tx, &planned, ts),
-        move_markers(&tx, markers),
+        move_markers(&tx, markers, ts),
         queries::log_events(&tx, &events),
     )?;
     if written != planned.len() {
@@ -197,7 +198,8 @@ async fn check(
         rows(c, &sql, &key_params),
         rows(
             c,
-            "SELECT m.room_id, m.user_id, s.kind IS NOT NULL, s.until FROM members m
+            "SELECT m.room_id, m.user_id, s.kind IS NOT NULL, s.until, m.role, m.last_sent_at, r.slow_mode_secs
+               FROM members m JOIN rooms r ON r.id = m.room_id
                LEFT JOIN sanctions s ON s.room_id = m.room_id AND s.user_id = m.user_id AND s.kind = 'muted'
               WHERE (m.room_id, m.user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
             &member_params,
@@ -221,13 +223,21 @@ async fn check(
         let m = message_of(r)?;
         existing.insert((m.author.clone(), m.client_msg_id.clone()), m);
     }
-    // Members, each with the mute that stands against them (`Some(until)`), if one does.
-    let mut member: HashMap<(String, String), Option<Option<i64>>> = HashMap::new();
+    // Members, each with the mute that stands against them (`Some(until)`), if one does, and
+    // when slow mode lets them send again (`Some(ms)`), if it holds them back.
+    let now = now_ms();
+    let mut member: HashMap<(String, String), Standing> = HashMap::new();
     for r in &member_rows {
         let muted: bool = r.try_get(2)?;
         let mute = if muted { super::sanctions::standing(r.try_get(3)?) } else { None };
-        member.insert((r.try_get(0)?, r.try_get(1)?), mute);
+        let role: String = r.try_get(4)?;
+        let (last, secs): (i64, i64) = (r.try_get(5)?, r.try_get(6)?);
+        let exempt = policy::may(Action::BypassSlowMode, Role::parse(&role), None);
+        let slow = (secs > 0 && !exempt).then_some((last + secs * 1000, secs * 1000));
+        member.insert((r.try_get(0)?, r.try_get(1)?), Standing { mute, slow });
     }
+    // Slow mode counts the messages of this batch too: one per author and room goes in.
+    let mut sent_now: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
     let mut blocked: HashMap<(String, String), ()> = HashMap::new();
     for r in &block_rows {
         let (x, y): (String, String) = (r.try_get(0)?, r.try_get(1)?);
@@ -259,15 +269,32 @@ async fn check(
             && dm_peer(key, &m.author).is_some_and(|peer| blocked.contains_key(&(m.author.clone(), peer)))
         {
             Plan::Done(Err(StoreError::Blocked))
-        } else if let Some(Some(until)) = member.get(&(m.room.clone(), m.author.clone())) {
+        } else if let Some(Standing { mute: Some(until), .. }) =
+            member.get(&(m.room.clone(), m.author.clone()))
+        {
             Plan::Done(Err(StoreError::Sanctioned { kind: SanctionKind::Mute.as_str(), until_ms: *until }))
+        } else if let Some(Standing { slow: Some((next, gap)), .. }) =
+            member.get(&(m.room.clone(), m.author.clone()))
+            && (now < *next || sent_now.contains(&(m.room.as_str(), m.author.as_str())))
+        {
+            let until = if now < *next { *next } else { now + gap };
+            Plan::Done(Err(StoreError::Sanctioned { kind: "slow_mode", until_ms: Some(until) }))
         } else {
             first_of_key.insert((m.author.as_str(), m.client_msg_id.as_str()), i);
+            sent_now.insert((m.room.as_str(), m.author.as_str()));
             Plan::Insert
         };
         plans.push(plan);
     }
     Ok(plans)
+}
+
+/// What a send must know of its author's standing in the room.
+struct Standing {
+    /// The mute that stands, with its end, if one does.
+    mute: Option<Option<i64>>,
+    /// Under slow mode (and not exempt): when the author may send again, and the gap.
+    slow: Option<(i64, i64)>,
 }
 
 /// Takes `seq`s for the jobs (in job order per room, the rooms being locked) and returns their
@@ -353,7 +380,7 @@ async fn write(c: &deadpool_postgres::Transaction<'_>, planned: &[(Message, i64)
 }
 
 /// Writing in a room reads it: each author's marker moves to their last message there.
-async fn move_markers(c: &deadpool_postgres::Transaction<'_>, markers: Vec<Marker<'_>>) -> Pg<()> {
+async fn move_markers(c: &deadpool_postgres::Transaction<'_>, markers: Vec<Marker<'_>>, ts: i64) -> Pg<()> {
     if markers.is_empty() {
         return Ok(());
     }
@@ -367,10 +394,10 @@ async fn move_markers(c: &deadpool_postgres::Transaction<'_>, markers: Vec<Marke
     }
     exec(
         c,
-        "UPDATE members mb SET read_seq = v.seq, read_ord = v.ord
+        "UPDATE members mb SET read_seq = v.seq, read_ord = v.ord, last_sent_at = $5
            FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(room_id, user_id, seq, ord)
           WHERE mb.room_id = v.room_id AND mb.user_id = v.user_id",
-        &[&r, &u, &s, &o],
+        &[&r, &u, &s, &o, &ts],
     )
     .await?;
     Ok(())

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_member_count.sql"),
     include_str!("migrations/0003_audit.sql"),
     include_str!("migrations/0004_sanctions.sql"),
+    include_str!("migrations/0005_slow_mode.sql"),
 ];
 
 /// The channel commits are announced on.
@@ -555,6 +556,10 @@ impl Store for PgStore {
         reason: Option<&str>,
     ) -> StoreResult<Option<TimelineEvent>> {
         write_tx!(self, |tx| sanctions::impose(&tx, room, actor, target, kind, until_ms, reason).await?)
+    }
+
+    async fn set_slow_mode(&self, room: &str, actor: &str, secs: u32) -> StoreResult<()> {
+        write_tx!(self, |tx| sanctions::set_slow_mode(&tx, room, actor, secs).await?)
     }
 
     async fn lift_sanction(

@@ -140,3 +140,17 @@ pub(super) async fn list(
     })
     .collect()
 }
+
+pub(super) async fn set_slow_mode(c: &impl GenericClient, room: &str, actor: &str, secs: u32) -> Written<()> {
+    let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
+    if kind == RoomKind::Dm {
+        return Err(StoreError::Denied("a dm has no slow mode").into());
+    }
+    let actor_role = require_member(c, room, actor).await?;
+    if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
+        return Err(StoreError::Forbidden.into());
+    }
+    exec(c, "UPDATE rooms SET slow_mode_secs = $2 WHERE id = $1", &[&room, &i64::from(secs)]).await?;
+    audit::record(c, room, actor, "slow_mode", None, Some(&format!("{secs}s")), None).await?;
+    Ok(((), Vec::new()))
+}

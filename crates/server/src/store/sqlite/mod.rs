@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_member_count.sql"),
     include_str!("migrations/0006_audit.sql"),
     include_str!("migrations/0007_sanctions.sql"),
+    include_str!("migrations/0008_slow_mode.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -411,6 +412,11 @@ impl Store for SqliteStore {
         let (r, a, t, why) =
             (room.to_owned(), actor.to_owned(), target.to_owned(), reason.map(str::to_owned));
         self.write(move |c| sanctions::impose(c, &r, &a, &t, kind, until_ms, why.as_deref())).await
+    }
+
+    async fn set_slow_mode(&self, room: &str, actor: &str, secs: u32) -> StoreResult<()> {
+        let (r, a) = (room.to_owned(), actor.to_owned());
+        self.write(move |c| sanctions::set_slow_mode(c, &r, &a, secs)).await
     }
 
     async fn lift_sanction(

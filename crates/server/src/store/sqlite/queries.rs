@@ -768,13 +768,14 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
         require_member(c, &m.room, &m.author)?;
         return Ok((Appended { message: first, created: false }, Vec::new()));
     }
-    let (_, dm_peer) = sender_standing(c, &m.room, &m.author)?;
+    let (author_role, dm_peer) = sender_standing(c, &m.room, &m.author)?;
     if let Some(peer) = dm_peer
         && blocked_either(c, &m.author, &peer)?
     {
         return Err(StoreError::Blocked);
     }
     sanctions::check(c, &m.room, &m.author, SanctionKind::Mute)?;
+    sanctions::check_slow_mode(c, &m.room, &m.author, author_role)?;
     let (seq, ord): (i64, i64) = c
         .prepare_cached(
             "UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + 1 WHERE id = ?1
@@ -792,8 +793,10 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
     .execute(params![id, m.room, seq, m.author, m.client_msg_id, m.body, ts, ord])?;
     // Writing in a room reads it: the author's marker moves to their message, which is also
     // what keeps their own messages out of their unread count.
-    c.prepare_cached("UPDATE members SET read_seq = ?3, read_ord = ?4 WHERE room_id = ?1 AND user_id = ?2")?
-        .execute(params![m.room, m.author, seq, ord])?;
+    c.prepare_cached(
+        "UPDATE members SET read_seq = ?3, read_ord = ?4, last_sent_at = ?5 WHERE room_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![m.room, m.author, seq, ord, ts])?;
     let message = Message {
         id,
         room: m.room,

@@ -3,7 +3,7 @@
 //! those writes' own transactions.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use switchboard_protocol::{MemberChange, RoomKind};
+use switchboard_protocol::{MemberChange, Role, RoomKind};
 
 use super::audit;
 use super::queries::{Written, member_event, require_member, role, room_kind};
@@ -114,4 +114,38 @@ pub(super) fn list(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Refuses a send that comes sooner after the author's last one in the room than its slow mode
+/// allows (moderators and up are exempt).
+pub(super) fn check_slow_mode(c: &Connection, room: &str, author: &str, role: Role) -> StoreResult<()> {
+    if policy::may(Action::BypassSlowMode, Some(role), None) {
+        return Ok(());
+    }
+    let found: Option<(i64, i64)> = c
+        .prepare_cached(
+            "SELECT r.slow_mode_secs, mb.last_sent_at FROM rooms r JOIN members mb ON mb.room_id = r.id
+             WHERE r.id = ?1 AND mb.user_id = ?2",
+        )?
+        .query_row([room, author], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match found {
+        Some((secs, last)) if secs > 0 && now_ms() < last + secs * 1000 => {
+            Err(StoreError::Sanctioned { kind: "slow_mode", until_ms: Some(last + secs * 1000) })
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) -> Written<()> {
+    if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
+        return Err(StoreError::Denied("a dm has no slow mode"));
+    }
+    let actor_role = require_member(c, room, actor)?;
+    if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
+        return Err(StoreError::Forbidden);
+    }
+    c.prepare_cached("UPDATE rooms SET slow_mode_secs = ?2 WHERE id = ?1")?.execute(params![room, secs])?;
+    audit::record(c, room, actor, "slow_mode", None, Some(&format!("{secs}s")), None)?;
+    Ok(((), Vec::new()))
 }

@@ -1,0 +1,4 @@
+-- Version 8: slow mode. A room may require this many seconds between one member's messages;
+-- each member keeps when they last sent there, moved by the send itself.
+ALTER TABLE rooms ADD COLUMN slow_mode_secs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN last_sent_at INTEGER NOT NULL DEFAULT 0;
