@@ -95,7 +95,7 @@ impl From<StoreError> for ApiError {
                         code::SLOW_MODE,
                         "slow mode: wait before sending again in this room",
                     ),
-                    _ => (StatusCode::FORBIDDEN, code::BANNED, "you are banned from this room"),
+                    _ => (StatusCode::FORBIDDEN, code::BANNED, "banned from this room"),
                 };
                 let e = ApiError::new(status, code, message);
                 match until_ms {

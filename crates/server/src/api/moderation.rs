@@ -49,6 +49,7 @@ pub async fn set_role(
     validate::id(&room, "room")?;
     validate::id(&target, "user")?;
     let reason = reason(body.reason.as_deref())?;
+    state.limits.write(&user.id)?;
     state.store.set_role(&room, &user.id, &target, body.role, reason.as_deref()).await?;
     let member = state.store.user(&target).await?.ok_or_else(ApiError::not_found)?;
     Ok(Json(Member { user: member, role: body.role, read_seq: None }))
@@ -101,6 +102,7 @@ async fn impose(
     if state.store.user(&body.user_id).await?.is_none() {
         return Err(ApiError::not_found());
     }
+    state.limits.write(actor)?;
     state.store.sanction(room, actor, &body.user_id, kind, until, reason.as_deref()).await?;
     Ok(StatusCode::CREATED)
 }
@@ -159,6 +161,7 @@ pub async fn unban(
 ) -> Result<StatusCode, ApiError> {
     validate::id(&room, "room")?;
     validate::id(&target, "user")?;
+    state.limits.write(&user.id)?;
     state.store.lift_sanction(&room, &user.id, &target, SanctionKind::Ban).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -174,6 +177,7 @@ pub async fn unmute(
 ) -> Result<StatusCode, ApiError> {
     validate::id(&room, "room")?;
     validate::id(&target, "user")?;
+    state.limits.write(&user.id)?;
     state.store.lift_sanction(&room, &user.id, &target, SanctionKind::Mute).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -226,6 +230,7 @@ pub async fn configure(
                 format!("slow_mode_secs must be 0-{MAX_SLOW_MODE_SECS}"),
             ));
         }
+        state.limits.write(&user.id)?;
         state.store.set_slow_mode(&room, &user.id, secs).await?;
     }
     Ok(Json(state.store.room_for(&room, &user.id).await?))

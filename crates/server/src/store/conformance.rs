@@ -1020,8 +1020,16 @@ pub(crate) async fn bans_and_mutes_hold_in_the_writes_they_guard(store: Arc<dyn 
         _ => None,
     };
     // Muted for good: their sends are refused, everyone else's go.
+    let earlier = send(&store, &r, &b, "b0").await.unwrap().message;
     assert_eq!(store.sanction(&r, &m, &b, Mute, None, Some("spam")).await.unwrap(), None);
     assert_eq!(muted(send(&store, &r, &b, "b1").await), Some(("muted", None)));
+    assert!(
+        matches!(
+            store.edit(&r, &b, &earlier.id, "said anyway").await,
+            Err(StoreError::Sanctioned { kind: "muted", .. })
+        ),
+        "a mute holds against edits too"
+    );
     assert!(send(&store, &r, &c, "c1").await.is_ok());
     // A mute that has ended holds no more; one that has not says when it ends.
     let later = super::now_ms() + 60_000;
@@ -1045,6 +1053,13 @@ pub(crate) async fn bans_and_mutes_hold_in_the_writes_they_guard(store: Arc<dyn 
     // The policy: a moderator cannot ban the owner, a member cannot mute anyone.
     assert!(matches!(store.sanction(&r, &m, &a, Ban, None, None).await, Err(StoreError::Forbidden)));
     assert!(matches!(store.sanction(&r, &c, &m, Mute, None, None).await, Err(StoreError::Forbidden)));
+    // A sanction stands against lower ranks than whoever imposed it: the owner's ban of c is
+    // neither lifted nor shortened by the moderator (c, banned, has no role left to outrank).
+    store.sanction(&r, &a, &c, Ban, None, None).await.unwrap();
+    assert!(matches!(store.lift_sanction(&r, &m, &c, Ban).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.sanction(&r, &m, &c, Ban, Some(later), None).await, Err(StoreError::Forbidden)));
+    store.lift_sanction(&r, &a, &c, Ban).await.unwrap();
+    store.join(&r, &c).await.unwrap();
     let bans = store.sanctions(&r, &m, Ban).await.unwrap();
     assert_eq!(
         bans.iter().map(|s| (s.user.as_str(), s.reason.as_deref())).collect::<Vec<_>>(),
@@ -1055,7 +1070,7 @@ pub(crate) async fn bans_and_mutes_hold_in_the_writes_they_guard(store: Arc<dyn 
     assert!(store.join(&r, &b).await.unwrap().is_some(), "back once the ban is lifted");
     let actions: Vec<String> =
         store.audit_log(&r, &a, None, 50).await.unwrap().into_iter().map(|e| e.action).rev().collect();
-    assert_eq!(actions, ["set_role", "mute", "mute", "mute", "unmute", "ban", "unban"]);
+    assert_eq!(actions, ["set_role", "mute", "mute", "mute", "unmute", "ban", "ban", "unban", "unban"]);
 }
 
 pub(crate) async fn slow_mode_spaces_a_members_messages_and_spares_moderators(store: Arc<dyn Store>) {
@@ -1091,6 +1106,13 @@ pub(crate) async fn slow_mode_spaces_a_members_messages_and_spares_moderators(st
     let (one, two) = (one.await, two.await);
     assert_eq!(usize::from(one.is_ok()) + usize::from(two.is_ok()), 1, "{one:?} {two:?}");
     assert!(matches!(one.and(two), Err(StoreError::Sanctioned { kind: "slow_mode", .. })));
+    // Leaving and joining again does not reset it.
+    store.remove_member(&r, &b, &b).await.unwrap();
+    store.join(&r, &b).await.unwrap();
+    assert!(matches!(
+        send(&store, &r, &b, "b2b").await,
+        Err(StoreError::Sanctioned { kind: "slow_mode", .. })
+    ));
     store.set_slow_mode(&r, &a, 0).await.unwrap();
     send(&store, &r, &b, "b3").await.unwrap();
     let log = store.audit_log(&r, &a, None, 10).await.unwrap();

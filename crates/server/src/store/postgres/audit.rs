@@ -50,10 +50,10 @@ pub(super) async fn set_role(
     reason: Option<&str>,
 ) -> Written<Option<AuditEntry>> {
     let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
+    let actor_role = require_member(c, room, actor).await?;
     if kind == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no roles").into());
     }
-    let actor_role = require_member(c, room, actor).await?;
     let Some(now) = role(c, room, target).await? else { return Err(StoreError::NotFound.into()) };
     if !policy::may_set_role(Some(actor_role), Some(now), new) {
         return Err(StoreError::Forbidden.into());

@@ -121,7 +121,7 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
         let kind: String = r.try_get(1)?;
         rooms.insert(r.try_get(0)?, (RoomKind::parse(&kind).unwrap_or(RoomKind::Private), r.try_get(2)?));
     }
-    let plans = check(&tx, msgs, &rooms).await?;
+    let (plans, slow_sends) = check(&tx, msgs, &rooms).await?;
     let to_insert: Vec<usize> = (0..msgs.len()).filter(|i| matches!(plans[*i], Plan::Insert)).collect();
     let mut inserted: Vec<Option<(Message, i64)>> = vec![None; msgs.len()];
     // One timestamp for the batch: what is stored is what the acks say.
@@ -132,9 +132,10 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     // Three independent statements sent together (tokio-postgres pipelines them on the one
     // connection): the messages, the authors' read markers, the log entries (the log head is
     // locked from here to the commit).
-    let (written, (), last) = tokio::try_join!(
+    let (written, (), (), last) = tokio::try_join!(
         write(&tx, &planned, ts),
-        move_markers(&tx, markers, ts),
+        move_markers(&tx, markers),
+        record_sends(&tx, slow_sends, ts),
         queries::log_events(&tx, &events),
     )?;
     if written != planned.len() {
@@ -173,7 +174,7 @@ async fn check(
     c: &deadpool_postgres::Transaction<'_>,
     msgs: &[&NewMessage],
     rooms: &HashMap<String, (RoomKind, Option<String>)>,
-) -> Pg<Vec<Plan>> {
+) -> Pg<(Vec<Plan>, SlowSends)> {
     let authors: Vec<&str> = msgs.iter().map(|m| m.author.as_str()).collect();
     let keys: Vec<&str> = msgs.iter().map(|m| m.client_msg_id.as_str()).collect();
     let room_of: Vec<&str> = msgs.iter().map(|m| m.room.as_str()).collect();
@@ -198,9 +199,10 @@ async fn check(
         rows(c, &sql, &key_params),
         rows(
             c,
-            "SELECT m.room_id, m.user_id, s.kind IS NOT NULL, s.until, m.role, m.last_sent_at, r.slow_mode_secs
+            "SELECT m.room_id, m.user_id, s.kind IS NOT NULL, s.until, m.role, COALESCE(l.at, 0), r.slow_mode_secs
                FROM members m JOIN rooms r ON r.id = m.room_id
                LEFT JOIN sanctions s ON s.room_id = m.room_id AND s.user_id = m.user_id AND s.kind = 'muted'
+               LEFT JOIN last_sends l ON l.room_id = m.room_id AND l.user_id = m.user_id
               WHERE (m.room_id, m.user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
             &member_params,
         ),
@@ -234,10 +236,11 @@ async fn check(
         let (last, secs): (i64, i64) = (r.try_get(5)?, r.try_get(6)?);
         let exempt = policy::may(Action::BypassSlowMode, Role::parse(&role), None);
         let slow = (secs > 0 && !exempt).then_some((last + secs * 1000, secs * 1000));
-        member.insert((r.try_get(0)?, r.try_get(1)?), Standing { mute, slow });
+        member.insert((r.try_get(0)?, r.try_get(1)?), Standing { mute, slow, recorded: secs > 0 });
     }
     // Slow mode counts the messages of this batch too: one per author and room goes in.
     let mut sent_now: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    let mut slow_sends: SlowSends = (Vec::new(), Vec::new());
     let mut blocked: HashMap<(String, String), ()> = HashMap::new();
     for r in &block_rows {
         let (x, y): (String, String) = (r.try_get(0)?, r.try_get(1)?);
@@ -282,11 +285,34 @@ async fn check(
         } else {
             first_of_key.insert((m.author.as_str(), m.client_msg_id.as_str()), i);
             sent_now.insert((m.room.as_str(), m.author.as_str()));
+            if member.get(&(m.room.clone(), m.author.clone())).is_some_and(|s| s.recorded) {
+                slow_sends.0.push(m.room.clone());
+                slow_sends.1.push(m.author.clone());
+            }
             Plan::Insert
         };
         plans.push(plan);
     }
-    Ok(plans)
+    Ok((plans, slow_sends))
+}
+
+/// `(rooms, authors)` of the messages going into slow-mode rooms: their send times are recorded.
+type SlowSends = (Vec<String>, Vec<String>);
+
+/// Records when each author last sent in a slow-mode room (the batch's one timestamp).
+async fn record_sends(c: &deadpool_postgres::Transaction<'_>, sends: SlowSends, ts: i64) -> Pg<()> {
+    if sends.0.is_empty() {
+        return Ok(());
+    }
+    exec(
+        c,
+        "INSERT INTO last_sends (room_id, user_id, at)
+         SELECT DISTINCT v.room_id, v.user_id, $3::bigint FROM UNNEST($1::text[], $2::text[]) AS v(room_id, user_id)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET at = excluded.at",
+        &[&sends.0, &sends.1, &ts],
+    )
+    .await?;
+    Ok(())
 }
 
 /// What a send must know of its author's standing in the room.
@@ -295,6 +321,8 @@ struct Standing {
     mute: Option<Option<i64>>,
     /// Under slow mode (and not exempt): when the author may send again, and the gap.
     slow: Option<(i64, i64)>,
+    /// The room is in slow mode: the send records its time.
+    recorded: bool,
 }
 
 /// Takes `seq`s for the jobs (in job order per room, the rooms being locked) and returns their
@@ -380,7 +408,7 @@ async fn write(c: &deadpool_postgres::Transaction<'_>, planned: &[(Message, i64)
 }
 
 /// Writing in a room reads it: each author's marker moves to their last message there.
-async fn move_markers(c: &deadpool_postgres::Transaction<'_>, markers: Vec<Marker<'_>>, ts: i64) -> Pg<()> {
+async fn move_markers(c: &deadpool_postgres::Transaction<'_>, markers: Vec<Marker<'_>>) -> Pg<()> {
     if markers.is_empty() {
         return Ok(());
     }
@@ -394,10 +422,10 @@ async fn move_markers(c: &deadpool_postgres::Transaction<'_>, markers: Vec<Marke
     }
     exec(
         c,
-        "UPDATE members mb SET read_seq = v.seq, read_ord = v.ord, last_sent_at = $5
+        "UPDATE members mb SET read_seq = v.seq, read_ord = v.ord
            FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(room_id, user_id, seq, ord)
           WHERE mb.room_id = v.room_id AND mb.user_id = v.user_id",
-        &[&r, &u, &s, &o, &ts],
+        &[&r, &u, &s, &o],
     )
     .await?;
     Ok(())

@@ -851,6 +851,8 @@ pub(super) async fn edit(
     {
         return Err(StoreError::Blocked.into());
     }
+    // An edit says something new to the room: a mute holds against it as against a send.
+    sanctions::check(c, room, actor, SanctionKind::Mute).await?;
     let msg = message(c, room, id).await?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
     if msg.author != actor {
         return Err(StoreError::Forbidden.into());

@@ -48,21 +48,26 @@ pub(super) async fn impose(
     reason: Option<&str>,
 ) -> Written<Option<TimelineEvent>> {
     let Some(room_kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
+    let actor_role = require_member(c, room, actor).await?;
     if room_kind == RoomKind::Dm {
         return Err(StoreError::Denied("nobody moderates a dm: block instead").into());
     }
-    let actor_role = require_member(c, room, actor).await?;
     let target_role = role(c, room, target).await?;
     if actor == target || !policy::may(action(kind), Some(actor_role), target_role) {
         return Err(StoreError::Forbidden.into());
     }
+    // A standing sanction is replaced only by someone of its imposer's rank or above.
+    let actor_rank = policy::rank(Some(actor_role));
+    if imposed_by_rank(c, room, target, kind).await?.is_some_and(|r| actor_rank < r) {
+        return Err(StoreError::Forbidden.into());
+    }
     exec(
         c,
-        "INSERT INTO sanctions (room_id, user_id, kind, until, reason, by_user, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO sanctions (room_id, user_id, kind, until, reason, by_user, by_rank, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (room_id, user_id, kind) DO UPDATE SET until = excluded.until,
-           reason = excluded.reason, by_user = excluded.by_user, at = excluded.at",
-        &[&room, &target, &kind.as_str(), &until, &reason, &actor, &now_ms()],
+           reason = excluded.reason, by_user = excluded.by_user, by_rank = excluded.by_rank, at = excluded.at",
+        &[&room, &target, &kind.as_str(), &until, &reason, &actor, &i32::from(actor_rank), &now_ms()],
     )
     .await?;
     let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
@@ -81,6 +86,25 @@ pub(super) async fn impose(
     Ok((Some(ev.clone()), vec![ev]))
 }
 
+/// The rank of whoever imposed the sanction of `kind` on `user`, if one is recorded.
+async fn imposed_by_rank(
+    c: &impl GenericClient,
+    room: &str,
+    user: &str,
+    kind: SanctionKind,
+) -> Pg<Option<u8>> {
+    let found = row(
+        c,
+        "SELECT by_rank FROM sanctions WHERE room_id = $1 AND user_id = $2 AND kind = $3",
+        &[&room, &user, &kind.as_str()],
+    )
+    .await?;
+    Ok(match found {
+        Some(r) => Some(u8::try_from(r.try_get::<_, i32>(0)?).unwrap_or(u8::MAX)),
+        None => None,
+    })
+}
+
 pub(super) async fn lift(
     c: &impl GenericClient,
     room: &str,
@@ -92,7 +116,9 @@ pub(super) async fn lift(
         return Err(StoreError::NotFound.into());
     }
     let actor_role = require_member(c, room, actor).await?;
-    if !policy::may(action(kind), Some(actor_role), role(c, room, target).await?) {
+    if !policy::may(action(kind), Some(actor_role), role(c, room, target).await?)
+        || imposed_by_rank(c, room, target, kind).await?.is_some_and(|r| policy::rank(Some(actor_role)) < r)
+    {
         return Err(StoreError::Forbidden.into());
     }
     let n = exec(
@@ -143,12 +169,16 @@ pub(super) async fn list(
 
 pub(super) async fn set_slow_mode(c: &impl GenericClient, room: &str, actor: &str, secs: u32) -> Written<()> {
     let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
+    let actor_role = require_member(c, room, actor).await?;
     if kind == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no slow mode").into());
     }
-    let actor_role = require_member(c, room, actor).await?;
     if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
         return Err(StoreError::Forbidden.into());
+    }
+    let now = row(c, "SELECT slow_mode_secs FROM rooms WHERE id = $1", &[&room]).await?;
+    if now.map(|r| r.try_get::<_, i64>(0)).transpose()? == Some(i64::from(secs)) {
+        return Ok(((), Vec::new()));
     }
     exec(c, "UPDATE rooms SET slow_mode_secs = $2 WHERE id = $1", &[&room, &i64::from(secs)]).await?;
     audit::record(c, room, actor, "slow_mode", None, Some(&format!("{secs}s")), None).await?;

@@ -44,10 +44,10 @@ pub(super) fn set_role(
     new: Role,
     reason: Option<&str>,
 ) -> Written<Option<AuditEntry>> {
+    let actor_role = require_member(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no roles"));
     }
-    let actor_role = require_member(c, room, actor)?;
     let Some(now) = role(c, room, target)? else { return Err(StoreError::NotFound) };
     if !policy::may_set_role(Some(actor_role), Some(now), new) {
         return Err(StoreError::Forbidden);

@@ -775,7 +775,7 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
         return Err(StoreError::Blocked);
     }
     sanctions::check(c, &m.room, &m.author, SanctionKind::Mute)?;
-    sanctions::check_slow_mode(c, &m.room, &m.author, author_role)?;
+    let slow = sanctions::check_slow_mode(c, &m.room, &m.author, author_role)?;
     let (seq, ord): (i64, i64) = c
         .prepare_cached(
             "UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + 1 WHERE id = ?1
@@ -793,10 +793,11 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
     .execute(params![id, m.room, seq, m.author, m.client_msg_id, m.body, ts, ord])?;
     // Writing in a room reads it: the author's marker moves to their message, which is also
     // what keeps their own messages out of their unread count.
-    c.prepare_cached(
-        "UPDATE members SET read_seq = ?3, read_ord = ?4, last_sent_at = ?5 WHERE room_id = ?1 AND user_id = ?2",
-    )?
-    .execute(params![m.room, m.author, seq, ord, ts])?;
+    c.prepare_cached("UPDATE members SET read_seq = ?3, read_ord = ?4 WHERE room_id = ?1 AND user_id = ?2")?
+        .execute(params![m.room, m.author, seq, ord])?;
+    if slow {
+        sanctions::record_send(c, &m.room, &m.author, ts)?;
+    }
     let message = Message {
         id,
         room: m.room,
@@ -819,6 +820,8 @@ pub(super) fn edit(c: &Connection, room: &str, actor: &str, id: &str, body: &str
     {
         return Err(StoreError::Blocked);
     }
+    // An edit says something new to the room: a mute holds against it as against a send.
+    sanctions::check(c, room, actor, SanctionKind::Mute)?;
     let msg = message(c, room, id)?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
     if msg.author != actor {
         return Err(StoreError::Forbidden);

@@ -40,22 +40,34 @@ pub(super) fn impose(
     until: Option<i64>,
     reason: Option<&str>,
 ) -> Written<Option<switchboard_protocol::TimelineEvent>> {
-    let room_kind = room_kind(c, room)?.ok_or(StoreError::NotFound)?;
-    if room_kind == RoomKind::Dm {
+    let actor_role = require_member(c, room, actor)?;
+    if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("nobody moderates a dm: block instead"));
     }
-    let actor_role = require_member(c, room, actor)?;
     let target_role = role(c, room, target)?;
     if actor == target || !policy::may(action(kind), Some(actor_role), target_role) {
         return Err(StoreError::Forbidden);
     }
+    // A standing sanction is replaced only by someone of its imposer's rank or above.
+    if imposed_by_rank(c, room, target, kind)?.is_some_and(|r| policy::rank(Some(actor_role)) < r) {
+        return Err(StoreError::Forbidden);
+    }
     c.prepare_cached(
-        "INSERT INTO sanctions (room_id, user_id, kind, until, reason, by_user, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO sanctions (room_id, user_id, kind, until, reason, by_user, by_rank, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (room_id, user_id, kind) DO UPDATE SET until = excluded.until,
-           reason = excluded.reason, by_user = excluded.by_user, at = excluded.at",
+           reason = excluded.reason, by_user = excluded.by_user, by_rank = excluded.by_rank, at = excluded.at",
     )?
-    .execute(params![room, target, kind.as_str(), until, reason, actor, now_ms()])?;
+    .execute(params![
+        room,
+        target,
+        kind.as_str(),
+        until,
+        reason,
+        actor,
+        policy::rank(Some(actor_role)),
+        now_ms()
+    ])?;
     let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
     let name = if kind == SanctionKind::Ban { "ban" } else { "mute" };
     audit::record(c, room, actor, name, Some(target), detail.as_deref(), reason)?;
@@ -72,9 +84,20 @@ pub(super) fn impose(
     Ok((Some(ev.clone()), vec![ev]))
 }
 
+/// The rank of whoever imposed the sanction of `kind` on `user`, if one is recorded.
+fn imposed_by_rank(c: &Connection, room: &str, user: &str, kind: SanctionKind) -> StoreResult<Option<u8>> {
+    let found: Option<i64> = c
+        .prepare_cached("SELECT by_rank FROM sanctions WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3")?
+        .query_row([room, user, kind.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(found.map(|r| u8::try_from(r).unwrap_or(u8::MAX)))
+}
+
 pub(super) fn lift(c: &Connection, room: &str, actor: &str, target: &str, kind: SanctionKind) -> Written<()> {
     let actor_role = require_member(c, room, actor)?;
-    if !policy::may(action(kind), Some(actor_role), role(c, room, target)?) {
+    if !policy::may(action(kind), Some(actor_role), role(c, room, target)?)
+        || imposed_by_rank(c, room, target, kind)?.is_some_and(|r| policy::rank(Some(actor_role)) < r)
+    {
         return Err(StoreError::Forbidden);
     }
     let n = c
@@ -117,33 +140,50 @@ pub(super) fn list(
 }
 
 /// Refuses a send that comes sooner after the author's last one in the room than its slow mode
-/// allows (moderators and up are exempt).
-pub(super) fn check_slow_mode(c: &Connection, room: &str, author: &str, role: Role) -> StoreResult<()> {
-    if policy::may(Action::BypassSlowMode, Some(role), None) {
-        return Ok(());
-    }
-    let found: Option<(i64, i64)> = c
+/// allows (moderators and up are exempt); returns whether the room is in slow mode, so the send
+/// records its time.
+pub(super) fn check_slow_mode(c: &Connection, room: &str, author: &str, role: Role) -> StoreResult<bool> {
+    let found: Option<(i64, Option<i64>)> = c
         .prepare_cached(
-            "SELECT r.slow_mode_secs, mb.last_sent_at FROM rooms r JOIN members mb ON mb.room_id = r.id
-             WHERE r.id = ?1 AND mb.user_id = ?2",
+            "SELECT r.slow_mode_secs, l.at FROM rooms r
+             LEFT JOIN last_sends l ON l.room_id = r.id AND l.user_id = ?2 WHERE r.id = ?1",
         )?
         .query_row([room, author], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    match found {
-        Some((secs, last)) if secs > 0 && now_ms() < last + secs * 1000 => {
-            Err(StoreError::Sanctioned { kind: "slow_mode", until_ms: Some(last + secs * 1000) })
-        }
-        _ => Ok(()),
+    let Some((secs, last)) = found else { return Ok(false) };
+    if secs <= 0 {
+        return Ok(false);
     }
+    let next = last.unwrap_or(0) + secs * 1000;
+    if !policy::may(Action::BypassSlowMode, Some(role), None) && now_ms() < next {
+        return Err(StoreError::Sanctioned { kind: "slow_mode", until_ms: Some(next) });
+    }
+    Ok(true)
+}
+
+/// Records when the author last sent in a slow-mode room (inside the send's transaction).
+pub(super) fn record_send(c: &Connection, room: &str, author: &str, at: i64) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO last_sends (room_id, user_id, at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET at = excluded.at",
+    )?
+    .execute(params![room, author, at])?;
+    Ok(())
 }
 
 pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) -> Written<()> {
+    let actor_role = require_member(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no slow mode"));
     }
-    let actor_role = require_member(c, room, actor)?;
     if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
         return Err(StoreError::Forbidden);
+    }
+    let now: i64 = c
+        .prepare_cached("SELECT slow_mode_secs FROM rooms WHERE id = ?1")?
+        .query_row([room], |r| r.get(0))?;
+    if now == i64::from(secs) {
+        return Ok(((), Vec::new()));
     }
     c.prepare_cached("UPDATE rooms SET slow_mode_secs = ?2 WHERE id = ?1")?.execute(params![room, secs])?;
     audit::record(c, room, actor, "slow_mode", None, Some(&format!("{secs}s")), None)?;

@@ -7,6 +7,9 @@ CREATE TABLE sanctions (
     until   INTEGER,
     reason  TEXT,
     by_user TEXT NOT NULL,
+    -- The rank of whoever imposed it: only that rank or above may lift or replace it (the
+    -- target is no member after a ban, so their own rank no longer protects the sanction).
+    by_rank INTEGER NOT NULL,
     at      INTEGER NOT NULL,
     PRIMARY KEY (room_id, user_id, kind)
 ) WITHOUT ROWID;

@@ -1,4 +1,10 @@
 -- Version 8: slow mode. A room may require this many seconds between one member's messages;
--- each member keeps when they last sent there, moved by the send itself.
+-- when each member last sent in a slow-mode room is kept apart from the membership, so leaving
+-- and joining again does not reset it.
 ALTER TABLE rooms ADD COLUMN slow_mode_secs INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE members ADD COLUMN last_sent_at INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE last_sends (
+    room_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
