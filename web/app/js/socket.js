@@ -333,7 +333,14 @@ export class Socket extends EventTarget {
       clearTimeout(this.timers[k]);
       this.timers[k] = 0;
     }
-    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(code, code === GAVE_UP ? 'no answer' : 'bye');
+    const reason = code === GAVE_UP ? 'no answer' : 'bye';
+    if (ws && ws.readyState === WebSocket.CONNECTING) {
+      // Closing a socket that is still connecting makes the browser log a warning (and the
+      // server never hears a close): let it open, then close it.
+      ws.addEventListener('open', () => ws.close(code, reason), { once: true });
+    } else if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.close(code, reason);
+    }
   }
 
   onClose(code, reason = '') {
