@@ -107,6 +107,21 @@ async fn impose(
     Ok(StatusCode::CREATED)
 }
 
+/// Lifts a ban or mute (a no-op when none stands).
+async fn lift(
+    state: &AppState,
+    room: &str,
+    actor: &str,
+    target: &str,
+    kind: SanctionKind,
+) -> Result<StatusCode, ApiError> {
+    validate::id(room, "room")?;
+    validate::id(target, "user")?;
+    state.limits.write(actor)?;
+    state.store.lift_sanction(room, actor, target, kind).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn entries(list: Vec<crate::store::Sanction>) -> Vec<SanctionEntry> {
     list.into_iter()
         .map(|s| SanctionEntry {
@@ -159,11 +174,7 @@ pub async fn unban(
     AuthUser(user): AuthUser,
     ApiPath((room, target)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    validate::id(&room, "room")?;
-    validate::id(&target, "user")?;
-    state.limits.write(&user.id)?;
-    state.store.lift_sanction(&room, &user.id, &target, SanctionKind::Ban).await?;
-    Ok(StatusCode::NO_CONTENT)
+    lift(&state, &room, &user.id, &target, SanctionKind::Ban).await
 }
 
 /// Lifts a mute (a no-op when none stands).
@@ -175,11 +186,7 @@ pub async fn unmute(
     AuthUser(user): AuthUser,
     ApiPath((room, target)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    validate::id(&room, "room")?;
-    validate::id(&target, "user")?;
-    state.limits.write(&user.id)?;
-    state.store.lift_sanction(&room, &user.id, &target, SanctionKind::Mute).await?;
-    Ok(StatusCode::NO_CONTENT)
+    lift(&state, &room, &user.id, &target, SanctionKind::Mute).await
 }
 
 /// The room's standing bans (moderators).
