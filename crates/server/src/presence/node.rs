@@ -66,6 +66,14 @@ struct Throttle {
     pending: Option<(State, Option<String>)>,
 }
 
+/// What [`PresenceNode::claim`] decided.
+enum Claim {
+    /// This caller counts the room.
+    Counting,
+    /// Someone else is counting it, or the last count will do: that count.
+    Taken(Option<u64>),
+}
+
 #[derive(Clone, Copy)]
 struct Count {
     value: Option<u64>,
@@ -142,24 +150,20 @@ impl PresenceNode {
 
     /// A session started.
     pub async fn connected(&self, user: &str, session: &str, away: bool) {
-        if !self.healthy() {
-            return;
-        }
-        self.call("connect");
-        let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
-        match self.backend.connect(user, &self.conn(session), status, self.cfg.ttl_ms).await {
-            Ok(Some(change)) => self.changed(change, Some(session)).await,
-            Ok(None) => {}
-            Err(e) => self.failed(&e),
-        }
+        self.tell("connect", user, session, away, Text::Keep).await;
     }
 
     /// A session set its status or text (or went idle, or came back).
     pub async fn set(&self, user: &str, session: &str, away: bool, text: Text) {
+        self.tell("status", user, session, away, text).await;
+    }
+
+    /// Registers or updates one connection and announces what that changed.
+    async fn tell(&self, reason: &'static str, user: &str, session: &str, away: bool, text: Text) {
         if !self.healthy() {
             return;
         }
-        self.call("status");
+        self.call(reason);
         let status = if away { ChosenStatus::Away } else { ChosenStatus::Online };
         match self.backend.set_status(user, &self.conn(session), status, text, self.cfg.ttl_ms).await {
             Ok(Some(change)) => self.changed(change, Some(session)).await,
@@ -284,12 +288,12 @@ impl PresenceNode {
 
     /// What `ready` carries: the presence of the user and of the people in their small rooms.
     pub async fn for_ready(&self, user: &str) -> Vec<WirePresence> {
-        let mut users: Vec<String> =
-            self.store.contacts(user, self.cfg.room_limit, READY_CONTACTS).await.unwrap_or_default();
-        users.insert(0, user.to_owned());
         if !self.healthy() {
             return Vec::new();
         }
+        let mut users: Vec<String> =
+            self.store.contacts(user, self.cfg.room_limit, READY_CONTACTS).await.unwrap_or_default();
+        users.insert(0, user.to_owned());
         self.call("get");
         match self.backend.get(&users).await {
             Ok(states) => states.iter().map(State::to_wire).collect(),
@@ -302,6 +306,9 @@ impl PresenceNode {
 
     /// The presence of users, for REST (the caller decided who may see whom).
     pub async fn get(&self, users: &[String]) -> Result<Vec<WirePresence>, PresenceError> {
+        if !self.healthy() {
+            return Err(PresenceError::Unavailable("presence backend failed a moment ago".into()));
+        }
         self.call("get");
         let states = self.backend.get(users).await.inspect_err(|e| self.failed(e))?;
         Ok(states.iter().map(State::to_wire).collect())
@@ -311,23 +318,31 @@ impl PresenceNode {
     /// one caller at a time (the others take the last count; `None` before the first).
     pub async fn online_count(&self, room: &str) -> Option<u64> {
         let fresh = Duration::from_millis(self.cfg.count_ms);
-        {
-            let mut counts = self.counts.lock().ok()?;
-            let entry = counts.entry(room.to_owned()).or_insert(Count {
-                value: None,
-                at: Instant::now(),
-                pushed: None,
-                counting: false,
-            });
-            if entry.counting || (entry.value.is_some() && entry.at.elapsed() < fresh) {
-                return entry.value;
-            }
-            entry.counting = true;
+        match self.claim(room, |c| c.value.is_some() && c.at.elapsed() < fresh) {
+            Claim::Counting => self.count(room).await,
+            Claim::Taken(last) => last,
         }
-        self.count(room).await
     }
 
-    /// Counts a room's present members (the caller marked the room as being counted).
+    /// Takes the room's count for this caller to make, unless another caller is making it or
+    /// `fresh_enough` says the last one will do: then the last count.
+    fn claim(&self, room: &str, fresh_enough: impl Fn(&Count) -> bool) -> Claim {
+        let Ok(mut counts) = self.counts.lock() else { return Claim::Taken(None) };
+        let entry = counts.entry(room.to_owned()).or_insert(Count {
+            value: None,
+            at: Instant::now(),
+            pushed: None,
+            counting: false,
+        });
+        if entry.counting || fresh_enough(entry) {
+            return Claim::Taken(entry.value);
+        }
+        entry.counting = true;
+        Claim::Counting
+    }
+
+    /// Counts a room's present members (the caller claimed the room); on failure, the last
+    /// count.
     async fn count(&self, room: &str) -> Option<u64> {
         let value = match self.store.member_ids(room).await {
             Ok(ids) => {
@@ -354,6 +369,11 @@ impl PresenceNode {
     /// Counts the large rooms marked since the last pass and pushes counts that moved.
     async fn recount(&self) {
         for room in self.hub.take_recounts() {
+            if let Claim::Taken(_) = self.claim(&room, |_| false) {
+                // Being counted for a reader right now: count again at the next pass.
+                self.hub.want_recount(&room);
+                continue;
+            }
             let Some(value) = self.count(&room).await else { continue };
             let moved = self
                 .counts
@@ -461,5 +481,69 @@ impl PresenceNode {
                 me.flush_held().await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_protocol::RoomKind;
+
+    use super::*;
+    use crate::bus::local::LocalBus;
+    use crate::gateway::hub::{Outbound, SessionHandle};
+    use crate::presence::local::LocalPresence;
+    use crate::store::NewRoom;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_room_never_counted_here_is_counted_and_pushed_when_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
+        );
+        let mut ids = Vec::new();
+        for name in ["a", "b", "c"] {
+            let id = store.create_user(name, "h").await.unwrap().id;
+            let anyone = switchboard_protocol::rest::UserSettings {
+                add_policy: switchboard_protocol::AddPolicy::Anyone,
+            };
+            store.set_settings(&id, anyone).await.unwrap();
+            ids.push(id);
+        }
+        let new = NewRoom {
+            creator: ids[0].clone(),
+            name: "r".into(),
+            kind: RoomKind::Public,
+            members: ids[1..].to_vec(),
+        };
+        let room = store.create_room(new).await.unwrap().room.id;
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::standalone());
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(bus.clone(), 0);
+        let handle = SessionHandle::new("s".into(), ids[0].clone(), None, 16, metrics.clone());
+        hub.add_session(&handle).await.unwrap();
+        hub.subscribe(&handle, std::slice::from_ref(&room)).await.unwrap();
+        let backend = Arc::new(LocalPresence::new());
+        for id in &ids[..2] {
+            backend.connect(id, &format!("n/{id}"), ChosenStatus::Online, 60_000).await.unwrap();
+        }
+        let cfg = PresenceConfig {
+            ttl_ms: 60_000,
+            grace_ms: 0,
+            away_after_ms: 60_000,
+            room_limit: 1,
+            interval_ms: 10,
+            count_ms: 100,
+            public: false,
+        };
+        let node = PresenceNode::new(backend, store.clone(), bus, hub.clone(), metrics, Arc::from("n"), cfg);
+        // Nobody asked this node for the room's count before: the mark alone must count it.
+        hub.want_recount(&room);
+        node.recount().await;
+        match handle.outbox.try_recv() {
+            Some(Outbound::Event(f)) => assert!(f.text.contains("\"count\":2"), "{}", f.text),
+            other => panic!("expected the room's count, got {other:?}"),
+        }
+        store.close().await;
     }
 }
