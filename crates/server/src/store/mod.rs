@@ -130,12 +130,34 @@ pub enum SanctionKind {
 }
 
 impl SanctionKind {
-    /// The name in storage, in the audit log and as the refusal code.
+    /// The name in storage and as the refusal code.
     pub fn as_str(self) -> &'static str {
         match self {
             SanctionKind::Ban => "banned",
             SanctionKind::Mute => "muted",
         }
+    }
+
+    /// What the policy calls imposing or lifting it.
+    pub fn action(self) -> crate::moderation::policy::Action {
+        match self {
+            SanctionKind::Ban => crate::moderation::policy::Action::Ban,
+            SanctionKind::Mute => crate::moderation::policy::Action::Mute,
+        }
+    }
+
+    /// The audit log's names for imposing and for lifting it.
+    pub fn audit_actions(self) -> (&'static str, &'static str) {
+        match self {
+            SanctionKind::Ban => ("ban", "unban"),
+            SanctionKind::Mute => ("mute", "unmute"),
+        }
+    }
+
+    /// The end of a sanction that stands now, given its stored end (`Some(None)`: for good);
+    /// `None` when it has ended.
+    pub fn standing(until_ms: Option<i64>) -> Option<Option<i64>> {
+        until_ms.is_none_or(|u| u > now_ms()).then_some(until_ms)
     }
 }
 

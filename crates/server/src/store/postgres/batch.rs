@@ -231,7 +231,7 @@ async fn check(
     let mut member: HashMap<(String, String), Standing> = HashMap::new();
     for r in &member_rows {
         let muted: bool = r.try_get(2)?;
-        let mute = if muted { super::sanctions::standing(r.try_get(3)?) } else { None };
+        let mute = if muted { SanctionKind::standing(r.try_get(3)?) } else { None };
         let role: String = r.try_get(4)?;
         let (last, secs): (i64, i64) = (r.try_get(5)?, r.try_get(6)?);
         let exempt = policy::may(Action::BypassSlowMode, Role::parse(&role), None);

@@ -11,18 +11,6 @@ use super::queries::{Written, exec, lock_room, member_event, require_member, rol
 use crate::moderation::policy::{self, Action};
 use crate::store::{Sanction, SanctionKind, StoreError, now_ms};
 
-fn action(kind: SanctionKind) -> Action {
-    match kind {
-        SanctionKind::Ban => Action::Ban,
-        SanctionKind::Mute => Action::Mute,
-    }
-}
-
-/// The end of a sanction standing now, given its stored `until` (`Some(None)`: for good).
-pub(super) fn standing(until: Option<i64>) -> Option<Option<i64>> {
-    until.is_none_or(|u| u > now_ms()).then_some(until)
-}
-
 /// Refuses with the sanction of `kind` that stands against `user` in `room`, if one does.
 pub(super) async fn check(c: &impl GenericClient, room: &str, user: &str, kind: SanctionKind) -> Pg<()> {
     let found = row(
@@ -32,7 +20,7 @@ pub(super) async fn check(c: &impl GenericClient, room: &str, user: &str, kind: 
     )
     .await?;
     let Some(r) = found else { return Ok(()) };
-    match standing(r.try_get(0)?) {
+    match SanctionKind::standing(r.try_get(0)?) {
         Some(until) => Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until }.into()),
         None => Ok(()),
     }
@@ -53,7 +41,7 @@ pub(super) async fn impose(
         return Err(StoreError::Denied("nobody moderates a dm: block instead").into());
     }
     let target_role = role(c, room, target).await?;
-    if actor == target || !policy::may(action(kind), Some(actor_role), target_role) {
+    if actor == target || !policy::may(kind.action(), Some(actor_role), target_role) {
         return Err(StoreError::Forbidden.into());
     }
     // A standing sanction is replaced only by someone of its imposer's rank or above.
@@ -71,7 +59,7 @@ pub(super) async fn impose(
     )
     .await?;
     let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
-    let name = if kind == SanctionKind::Ban { "ban" } else { "mute" };
+    let name = kind.audit_actions().0;
     audit::record(c, room, actor, name, Some(target), detail.as_deref(), reason).await?;
     if kind == SanctionKind::Mute {
         return Ok((None, Vec::new()));
@@ -116,7 +104,7 @@ pub(super) async fn lift(
         return Err(StoreError::NotFound.into());
     }
     let actor_role = require_member(c, room, actor).await?;
-    if !policy::may(action(kind), Some(actor_role), role(c, room, target).await?)
+    if !policy::may(kind.action(), Some(actor_role), role(c, room, target).await?)
         || imposed_by_rank(c, room, target, kind).await?.is_some_and(|r| policy::rank(Some(actor_role)) < r)
     {
         return Err(StoreError::Forbidden.into());
@@ -128,7 +116,7 @@ pub(super) async fn lift(
     )
     .await?;
     if n > 0 {
-        let name = if kind == SanctionKind::Ban { "unban" } else { "unmute" };
+        let name = kind.audit_actions().1;
         audit::record(c, room, actor, name, Some(target), None, None).await?;
     }
     Ok(((), Vec::new()))
@@ -144,7 +132,7 @@ pub(super) async fn list(
     if actor_role.is_none() {
         return Err(StoreError::NotFound.into());
     }
-    if !policy::may(action(kind), actor_role, None) {
+    if !policy::may(kind.action(), actor_role, None) {
         return Err(StoreError::Forbidden.into());
     }
     rows(

@@ -10,24 +10,15 @@ use super::queries::{Written, member_event, require_member, role, room_kind};
 use crate::moderation::policy::{self, Action};
 use crate::store::{Sanction, SanctionKind, StoreError, StoreResult, now_ms};
 
-fn action(kind: SanctionKind) -> Action {
-    match kind {
-        SanctionKind::Ban => Action::Ban,
-        SanctionKind::Mute => Action::Mute,
-    }
-}
-
 /// Refuses with the sanction of `kind` that stands against `user` in `room`, if one does.
 pub(super) fn check(c: &Connection, room: &str, user: &str, kind: SanctionKind) -> StoreResult<()> {
     let found: Option<Option<i64>> = c
         .prepare_cached("SELECT until FROM sanctions WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3")?
         .query_row([room, user, kind.as_str()], |r| r.get(0))
         .optional()?;
-    match found {
-        Some(until) if until.is_none_or(|u| u > now_ms()) => {
-            Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until })
-        }
-        _ => Ok(()),
+    match found.and_then(SanctionKind::standing) {
+        Some(until) => Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until }),
+        None => Ok(()),
     }
 }
 
@@ -45,7 +36,7 @@ pub(super) fn impose(
         return Err(StoreError::Denied("nobody moderates a dm: block instead"));
     }
     let target_role = role(c, room, target)?;
-    if actor == target || !policy::may(action(kind), Some(actor_role), target_role) {
+    if actor == target || !policy::may(kind.action(), Some(actor_role), target_role) {
         return Err(StoreError::Forbidden);
     }
     // A standing sanction is replaced only by someone of its imposer's rank or above.
@@ -69,7 +60,7 @@ pub(super) fn impose(
         now_ms()
     ])?;
     let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
-    let name = if kind == SanctionKind::Ban { "ban" } else { "mute" };
+    let name = kind.audit_actions().0;
     audit::record(c, room, actor, name, Some(target), detail.as_deref(), reason)?;
     if kind == SanctionKind::Mute {
         return Ok((None, Vec::new()));
@@ -95,7 +86,7 @@ fn imposed_by_rank(c: &Connection, room: &str, user: &str, kind: SanctionKind) -
 
 pub(super) fn lift(c: &Connection, room: &str, actor: &str, target: &str, kind: SanctionKind) -> Written<()> {
     let actor_role = require_member(c, room, actor)?;
-    if !policy::may(action(kind), Some(actor_role), role(c, room, target)?)
+    if !policy::may(kind.action(), Some(actor_role), role(c, room, target)?)
         || imposed_by_rank(c, room, target, kind)?.is_some_and(|r| policy::rank(Some(actor_role)) < r)
     {
         return Err(StoreError::Forbidden);
@@ -104,7 +95,7 @@ pub(super) fn lift(c: &Connection, room: &str, actor: &str, target: &str, kind: 
         .prepare_cached("DELETE FROM sanctions WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3")?
         .execute([room, target, kind.as_str()])?;
     if n > 0 {
-        let name = if kind == SanctionKind::Ban { "unban" } else { "unmute" };
+        let name = kind.audit_actions().1;
         audit::record(c, room, actor, name, Some(target), None, None)?;
     }
     Ok(((), Vec::new()))
@@ -120,7 +111,7 @@ pub(super) fn list(
     if actor_role.is_none() {
         return Err(StoreError::NotFound);
     }
-    if !policy::may(action(kind), actor_role, None) {
+    if !policy::may(kind.action(), actor_role, None) {
         return Err(StoreError::Forbidden);
     }
     let mut stmt = c.prepare_cached(
