@@ -6,11 +6,12 @@ use axum::http::StatusCode;
 use switchboard_protocol::rest::{
     EditMessage, ErrorBody, HistoryQuery, MarkRead, MessageList, PostMessage, ReadState,
 };
-use switchboard_protocol::{Message, RoomKind, TimelineEvent};
+use switchboard_protocol::{Message, TimelineEvent};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::gateway::hub::ReadAudience;
 use crate::store::{HistoryPage, NewMessage};
 use crate::validate;
 
@@ -110,11 +111,11 @@ pub async fn read(
 ) -> Result<Json<ReadState>, ApiError> {
     validate::id(&room, "room")?;
     let read_seq = state.store.mark_read(&room, &user.id, body.seq).await?;
-    let to_room = match state.store.room_for(&room, &user.id).await {
-        Ok(r) if r.kind == RoomKind::Dm => !state.store.dm_blocked(&room, &user.id).await.unwrap_or(true),
-        Ok(r) => r.members.unwrap_or(0) <= state.cfg.presence_room_limit,
-        Err(_) => false,
+    let audience = match state.store.room_for(&room, &user.id).await {
+        Ok(r) => ReadAudience::of(r.kind, r.members.unwrap_or(0) > state.cfg.presence_room_limit),
+        Err(_) => ReadAudience::OwnDevices,
     };
+    let to_room = audience.reaches_room(state.store.as_ref(), &room, &user.id).await;
     state.hub.publish_read(&room, &user.id, read_seq, None, to_room).await;
     Ok(Json(ReadState { read_seq }))
 }

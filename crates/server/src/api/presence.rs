@@ -26,10 +26,17 @@ pub struct PresenceQuery {
 }
 
 /// Those of `users` the caller may see: themselves, and whoever shares a room with them (not
-/// across a block), or everyone when presence is public.
+/// across a block), or every user who exists when presence is public. Unknown ids are left out
+/// either way, exactly as invisible ones.
 async fn visible(state: &AppState, caller: &str, users: &[String]) -> Result<Vec<String>, ApiError> {
     if state.cfg.presence_public {
-        return Ok(users.to_vec());
+        let mut known = Vec::with_capacity(users.len());
+        for id in users {
+            if state.store.user(id).await?.is_some() {
+                known.push(id.clone());
+            }
+        }
+        return Ok(known);
     }
     let others: Vec<String> = users.iter().filter(|u| *u != caller).cloned().collect();
     let seen = state.store.visible_users(caller, &others).await?;
@@ -55,7 +62,7 @@ pub async fn one(
 ) -> Result<Json<Presence>, ApiError> {
     validate::id(&id, "user")?;
     let ids = visible(&state, &caller.id, std::slice::from_ref(&id)).await?;
-    if ids.is_empty() || (state.cfg.presence_public && state.store.user(&id).await?.is_none()) {
+    if ids.is_empty() {
         return Err(ApiError::not_found());
     }
     read(&state, &ids).await?.pop().map(Json).ok_or_else(ApiError::not_found)
@@ -82,15 +89,5 @@ pub async fn many(
         }
     }
     let ids = visible(&state, &caller.id, &users).await?;
-    if state.cfg.presence_public {
-        // Unknown ids are left out here too.
-        let mut known = Vec::with_capacity(ids.len());
-        for id in ids {
-            if state.store.user(&id).await?.is_some() {
-                known.push(id);
-            }
-        }
-        return Ok(Json(PresenceList { presence: read(&state, &known).await? }));
-    }
     Ok(Json(PresenceList { presence: read(&state, &ids).await? }))
 }

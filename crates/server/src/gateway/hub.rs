@@ -60,6 +60,38 @@ fn state_key(control: Option<&Control>, payload: &[u8]) -> Option<Box<str>> {
     None
 }
 
+/// Who hears of a moved read marker: it goes where someone shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAudience {
+    /// A small room: the room (the reader's other devices in it too).
+    Room,
+    /// A dm: the other person too, unless either blocked the other.
+    DmUnlessBlocked,
+    /// A room above the presence limit: only the reader's own other devices.
+    OwnDevices,
+}
+
+impl ReadAudience {
+    /// The audience in a room of `kind`, `big` when above the presence limit.
+    pub fn of(kind: switchboard_protocol::RoomKind, big: bool) -> Self {
+        match kind {
+            switchboard_protocol::RoomKind::Dm => ReadAudience::DmUnlessBlocked,
+            _ if big => ReadAudience::OwnDevices,
+            _ => ReadAudience::Room,
+        }
+    }
+
+    /// Whether the room hears it (else only the reader's own devices); a block in a dm is looked
+    /// up only for dms, and a store that cannot say counts as blocked (markers are best effort).
+    pub async fn reaches_room(self, store: &dyn Store, room: &str, reader: &str) -> bool {
+        match self {
+            ReadAudience::Room => true,
+            ReadAudience::OwnDevices => false,
+            ReadAudience::DmUnlessBlocked => !store.dm_blocked(room, reader).await.unwrap_or(true),
+        }
+    }
+}
+
 /// What the hub puts on a session's queue.
 #[derive(Debug)]
 pub enum Outbound {
@@ -273,7 +305,7 @@ impl Hub {
             Some(Control::EndSessions { user, session }) => {
                 return self.end_local_sessions(user, session.as_deref());
             }
-            Some(Control::Recount) => return self.note_recount(&ev.room),
+            Some(Control::Recount) => return self.want_recount(&ev.room),
             _ => {}
         }
         let state_of = if ev.seq == 0 { state_key(ev.control.as_ref(), &ev.payload) } else { None };
@@ -378,8 +410,9 @@ impl Hub {
         }
     }
 
-    /// Records that a large room's online count may have moved, if this node holds it.
-    fn note_recount(&self, room: &str) {
+    /// Records that a large room's online count may have moved (a member came or went, or a
+    /// session just joined it), if this node holds it.
+    pub fn want_recount(&self, room: &str) {
         let held =
             self.members.read().is_ok_and(|m| m.rooms.get(room).is_some_and(|r| !r.sessions.is_empty()));
         if held && let Ok(mut r) = self.recounts.lock() {
@@ -387,14 +420,9 @@ impl Hub {
         }
     }
 
-    /// Takes the large rooms to count again (see [`Hub::note_recount`]).
+    /// Takes the large rooms to count again (see [`Hub::want_recount`]).
     pub fn take_recounts(&self) -> Vec<String> {
         self.recounts.lock().map(|mut r| r.drain().collect()).unwrap_or_default()
-    }
-
-    /// Marks a room for counting (a session just joined it, or asked for its count).
-    pub fn want_recount(&self, room: &str) {
-        self.note_recount(room);
     }
 
     /// Forgets who got presence versions long ago.

@@ -10,8 +10,8 @@
 //! Ephemeral frames (typing, read markers, invites: nothing a resume would replay) never cost a
 //! client its connection: they may fill at most half the queue, past which new ones are
 //! dropped (or, for frames that carry a state, replace the older copy of the same state still
-//! queued, so the reader gets the latest once), and they do not count toward the cut, which only timeline events (what the client
-//! must not miss) trigger. So the queue holds at most `capacity` timeline events plus
+//! queued, so the reader gets the latest once), and they do not count toward the cut, which
+//! only timeline events (what the client must not miss) trigger. So the queue holds at most `capacity` timeline events plus
 //! `capacity / 2` ephemeral ones.
 
 use std::collections::VecDeque;

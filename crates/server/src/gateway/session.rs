@@ -19,7 +19,7 @@ use switchboard_protocol::{ChosenStatus, ClientFrame, RoomKind, ServerFrame};
 use tracing::Instrument;
 
 use super::conn::{Conn, Inbound, WriteFailed};
-use super::hub::{AddSessionError, Hub, Outbound, SessionHandle};
+use super::hub::{AddSessionError, Hub, Outbound, ReadAudience, SessionHandle};
 use super::outbox::Next;
 use crate::app::AppState;
 use crate::auth::{AuthError, Verified};
@@ -627,7 +627,7 @@ impl Session {
                     self.state.hub.want_recount(&room);
                 }
                 let joined_count = match (&self.state.presence, big) {
-                    (Some(p), true) => p.clone().online_count(&room).await,
+                    (Some(p), true) => p.online_count(&room).await,
                     _ => None,
                 };
                 self.state.hub.note_position(&room, upto);
@@ -706,11 +706,10 @@ impl Session {
             ClientFrame::Read { room, seq } => match self.member_of(&room) {
                 Err(e) => Some(e.to_frame(None, Some(room))),
                 Ok(()) => {
-                    let audience = match self.rooms.get(room.as_str()) {
-                        Some(p) if p.kind == RoomKind::Dm => ReadAudience::DmUnlessBlocked,
-                        Some(p) if p.big => ReadAudience::OwnDevices,
-                        _ => ReadAudience::Room,
-                    };
+                    let audience = self
+                        .rooms
+                        .get(room.as_str())
+                        .map_or(ReadAudience::Room, |p| ReadAudience::of(p.kind, p.big));
                     self.pending.push_back(mark_read(
                         &self.state,
                         room,
@@ -749,17 +748,6 @@ impl Session {
         self.presence_changed(text);
         None
     }
-}
-
-/// Who hears of a moved read marker.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ReadAudience {
-    /// The room (and the user's other devices in it).
-    Room,
-    /// A dm: the other person too, unless either blocked the other.
-    DmUnlessBlocked,
-    /// A large room: only the user's own other devices.
-    OwnDevices,
 }
 
 /// Answers `ack` only after the durable commit.
@@ -826,14 +814,7 @@ fn mark_read(
     Box::pin(async move {
         match state.store.mark_read(&room, &user, seq).await {
             Ok(seq) => {
-                let to_room = match audience {
-                    ReadAudience::Room => true,
-                    ReadAudience::OwnDevices => false,
-                    // Unknown (store unreachable) counts as blocked: read markers are best effort.
-                    ReadAudience::DmUnlessBlocked => {
-                        !state.store.dm_blocked(&room, &user).await.unwrap_or(true)
-                    }
-                };
+                let to_room = audience.reaches_room(state.store.as_ref(), &room, &user).await;
                 state.hub.publish_read(&room, &user, seq, Some(origin), to_room).await;
                 None
             }
