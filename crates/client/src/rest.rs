@@ -5,8 +5,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_protocol::rest::{
     AddMember, AuditList, AuditQuery, AuthResponse, BlockList, CreateRoom, Credentials, EditMessage,
-    ErrorBody, HistoryQuery, Impose, InviteList, Invited, MarkRead, MemberList, MessageList, PostMessage,
-    PresenceList, PublicRoomsQuery, ReadState, Registration, RoomList, SetRole, UserLookup, UserSettings,
+    ErrorBody, Filters, HistoryQuery, Impose, InviteList, Invited, MarkRead, MemberList, MessageList,
+    PostMessage, PresenceList, PublicRoomsQuery, ReadState, Registration, RoomList, SetRole, UserLookup,
+    UserSettings,
 };
 use switchboard_protocol::{
     AddPolicy, AuditEntry, Invite, Message, Presence, Role, Room, RoomKind, TimelineEvent, User,
@@ -271,9 +272,21 @@ impl Client {
 
     /// Sets the room's slow mode (seconds between one member's messages; 0 turns it off).
     pub async fn set_slow_mode(&self, room: &str, secs: u32) -> Result<Room, ClientError> {
-        let body = switchboard_protocol::rest::RoomSettings { slow_mode_secs: Some(secs) };
+        let body = switchboard_protocol::rest::RoomSettings { slow_mode_secs: Some(secs), filters: None };
         let req = self.request(Method::PATCH, &format!("/v1/rooms/{room}")).json(&body);
         Self::decode(req.send().await?).await
+    }
+
+    /// Replaces the room's filters (moderators).
+    pub async fn set_filters(&self, room: &str, filters: Filters) -> Result<Room, ClientError> {
+        let body = switchboard_protocol::rest::RoomSettings { slow_mode_secs: None, filters: Some(filters) };
+        let req = self.request(Method::PATCH, &format!("/v1/rooms/{room}")).json(&body);
+        Self::decode(req.send().await?).await
+    }
+
+    /// The room's filters (moderators).
+    pub async fn filters(&self, room: &str) -> Result<Filters, ClientError> {
+        Self::decode(self.request(Method::GET, &format!("/v1/rooms/{room}/filters")).send().await?).await
     }
 
     /// Lifts a ban (`what` = `bans`) or mute (`mutes`).

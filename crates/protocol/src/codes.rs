@@ -94,6 +94,17 @@ pub mod error {
     pub const MUTED: &str = "muted";
     /// The room's slow mode: wait `retry_after_ms` before sending there again.
     pub const SLOW_MODE: &str = "slow_mode";
+    /// The message matched a filter of the room or the server (the message says which kind of
+    /// rule: a word, a pattern, a link, an invite, profanity).
+    pub const FILTERED: &str = "filtered";
+    /// The message mentions more people than the server allows.
+    pub const TOO_MANY_MENTIONS: &str = "too_many_mentions";
+    /// The same text was sent too often lately (across rooms or in a burst): wait
+    /// `retry_after_ms`.
+    pub const DUPLICATE: &str = "duplicate";
+    /// The operator's moderation hook refused the message, or could not be asked and the
+    /// server fails closed.
+    pub const REJECTED: &str = "rejected";
     /// The user does not accept being added to rooms (their `add_policy` is `nobody`).
     pub const NOT_ACCEPTING: &str = "not_accepting";
     /// The request body did not arrive in time.

@@ -279,4 +279,75 @@ pub struct RoomSettings {
     /// are exempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_mode_secs: Option<u32>,
+    /// The room's own filters, replacing the ones it had (the server-wide ones apply too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
+}
+
+/// What a filter does with a message it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterAction {
+    /// The rule is not applied.
+    Off,
+    /// The message is refused (`filtered`), with an audit entry.
+    Block,
+    /// The matched text is replaced by `*` and the message goes through.
+    Mask,
+    /// The message goes through, with an audit entry for moderators.
+    Flag,
+}
+
+/// Content rules of a room (`PATCH /v1/rooms/{id}`, `GET /v1/rooms/{id}/filters`) or of the
+/// whole server (the `[filters]` table of the configuration). Sizes are bounded: at most 5,000
+/// words of at most 100 characters, 100 patterns of at most 500 characters, and 1,000 domains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Filters {
+    /// The built-in profanity filter (it sees through spacing, repeated letters and
+    /// look-alike characters); `off` by default.
+    pub profanity: FilterAction,
+    /// Words or phrases matched whole, ignoring case and accents.
+    pub words: Vec<String>,
+    /// What a listed word does (`block` by default).
+    pub words_action: FilterAction,
+    /// Regular expressions (Rust `regex` syntax, which runs in linear time: no backreferences
+    /// or look-around), matched against the text as sent.
+    pub patterns: Vec<String>,
+    /// What a matching pattern does (`block` by default).
+    pub patterns_action: FilterAction,
+    /// Links to these domains (and their subdomains) are refused.
+    pub deny_domains: Vec<String>,
+    /// When not empty, links to any other domain are refused.
+    pub allow_domains: Vec<String>,
+    /// Invite links to other chat communities (Discord, Telegram, WhatsApp, Slack, …) are
+    /// refused.
+    pub block_invites: bool,
+}
+
+impl Default for Filters {
+    fn default() -> Self {
+        Filters {
+            profanity: FilterAction::Off,
+            words: Vec::new(),
+            words_action: FilterAction::Block,
+            patterns: Vec::new(),
+            patterns_action: FilterAction::Block,
+            deny_domains: Vec::new(),
+            allow_domains: Vec::new(),
+            block_invites: false,
+        }
+    }
+}
+
+impl Filters {
+    /// Whether no rule is on (nothing to check).
+    pub fn is_empty(&self) -> bool {
+        (self.profanity == FilterAction::Off)
+            && (self.words.is_empty() || self.words_action == FilterAction::Off)
+            && (self.patterns.is_empty() || self.patterns_action == FilterAction::Off)
+            && self.deny_domains.is_empty()
+            && self.allow_domains.is_empty()
+            && !self.block_invites
+    }
 }

@@ -59,6 +59,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Presence, unless it is off.
     pub presence: Option<Arc<PresenceNode>>,
+    /// Screening of message text (mentions, filters).
+    pub screen: Arc<crate::moderation::screen::Screen>,
 }
 
 /// Opens the backends the configuration names.
@@ -182,6 +184,8 @@ impl Server {
         let hasher =
             HashPool::start(cfg.hash_thread_count(), cfg.hash_queue).context("starting hashing threads")?;
         let limits = Arc::new(Limits::new(&cfg));
+        let screen = crate::moderation::screen::Screen::new(&cfg.filters, cfg.max_mentions, store.clone())
+            .context("compiling the server-wide filters")?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
@@ -240,6 +244,7 @@ impl Server {
             hasher: Arc::new(hasher),
             limits,
             presence,
+            screen,
         };
         let app = crate::api::router(state.clone());
         let http =

@@ -137,6 +137,32 @@ pub struct Config {
     pub user_sends_burst: u32,
     /// Take the client address from the last `X-Forwarded-For` entry (behind your own proxy).
     pub trust_forwarded_for: bool,
+    /// Shared limits (per-user and per-room send rates, duplicates, join floods): `local` (this
+    /// node's memory) or `redis://HOST:PORT` (counted across the cluster). Unset: the presence
+    /// backend's Redis when presence is on Redis, else `local`.
+    pub limits: Option<String>,
+    /// Messages per room per second, from all members together (moderators too).
+    pub room_sends_per_sec: u32,
+    /// Burst of messages per room.
+    pub room_sends_burst: u32,
+    /// The same text from one user at most this many times per `duplicate_window_secs`, in any
+    /// rooms (0: no check).
+    pub duplicate_max: u32,
+    /// The window of `duplicate_max`.
+    pub duplicate_window_secs: u32,
+    /// Joins of one public room per minute, from everyone together (0: no cap): a raid on a
+    /// public room is slowed down instead of filling it.
+    pub room_joins_per_min: u32,
+    /// Most mentions (`@name`) in one message.
+    pub max_mentions: usize,
+    /// Server-wide content filters (the `[filters]` table), applied in every room before the
+    /// room's own.
+    pub filters: switchboard_protocol::rest::Filters,
+    /// A file of words for the server-wide filter, one per line (added to `filters.words`).
+    pub filter_words_file: Option<PathBuf>,
+    /// Server-wide admins (user ids): they moderate every room as its admins would, without
+    /// being members, and appear in audit logs as themselves.
+    pub admins: Vec<String>,
 }
 
 impl Default for Config {
@@ -198,6 +224,16 @@ impl Default for Config {
             user_sends_per_sec: 20,
             user_sends_burst: 60,
             trust_forwarded_for: false,
+            limits: None,
+            room_sends_per_sec: 50,
+            room_sends_burst: 200,
+            duplicate_max: 5,
+            duplicate_window_secs: 30,
+            room_joins_per_min: 120,
+            max_mentions: 20,
+            filters: switchboard_protocol::rest::Filters::default(),
+            filter_words_file: None,
+            admins: Vec::new(),
         }
     }
 }
@@ -469,6 +505,42 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_TRUST_FORWARDED_FOR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust_forwarded_for: Option<bool>,
+    /// Shared limits: local or redis://HOST:PORT [default: the presence Redis, else local].
+    #[arg(long, env = "SWITCHBOARD_LIMITS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<String>,
+    /// Messages per room per second, all members together [default: 50].
+    #[arg(long, env = "SWITCHBOARD_ROOM_SENDS_PER_SEC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_sends_per_sec: Option<u32>,
+    /// Burst of messages per room [default: 200].
+    #[arg(long, env = "SWITCHBOARD_ROOM_SENDS_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_sends_burst: Option<u32>,
+    /// The same text from one user at most this often per window, 0 for no check [default: 5].
+    #[arg(long, env = "SWITCHBOARD_DUPLICATE_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_max: Option<u32>,
+    /// Window of duplicate_max in seconds [default: 30].
+    #[arg(long, env = "SWITCHBOARD_DUPLICATE_WINDOW_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_window_secs: Option<u32>,
+    /// Joins of one public room per minute, 0 for no cap [default: 120].
+    #[arg(long, env = "SWITCHBOARD_ROOM_JOINS_PER_MIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_joins_per_min: Option<u32>,
+    /// Most mentions in one message [default: 20].
+    #[arg(long, env = "SWITCHBOARD_MAX_MENTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_mentions: Option<usize>,
+    /// Words for the server-wide filter, one per line.
+    #[arg(long, env = "SWITCHBOARD_FILTER_WORDS_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter_words_file: Option<PathBuf>,
+    /// Server-wide admins, by user id (comma-separated).
+    #[arg(long, env = "SWITCHBOARD_ADMINS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admins: Option<Vec<String>>,
 }
 
 /// Why the configuration could not be built.
@@ -489,10 +561,16 @@ impl ServeArgs {
             }
             fig = fig.merge(Toml::file(path));
         }
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .merge(Serialized::defaults(self))
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = &cfg.filter_words_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Invalid(format!("filter_words_file {}: {e}", path.display())))?;
+            let words = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+            cfg.filters.words.extend(words.map(str::to_owned));
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -503,6 +581,15 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.send_queue == 0 || self.rate_per_sec == 0 || self.rate_burst == 0 {
             return bad("send_queue, rate_per_sec and rate_burst must be positive");
+        }
+        if self.room_sends_per_sec == 0 || self.room_sends_burst == 0 || self.duplicate_window_secs == 0 {
+            return bad("room_sends_per_sec, room_sends_burst and duplicate_window_secs must be positive");
+        }
+        if let Err(e) = crate::moderation::filter::Filter::compile(&self.filters) {
+            return Err(ConfigError::Invalid(format!("filters: {e}")));
+        }
+        if self.admins.iter().any(|a| a.trim().is_empty()) {
+            return bad("admins are user ids, none of them empty");
         }
         if self.max_frame_bytes < 1024 || self.max_body_chars == 0 {
             return bad("max_frame_bytes must be at least 1024 and max_body_chars positive");
@@ -676,6 +763,27 @@ mod tests {
         assert_eq!(cfg.rate_per_sec, 9);
         assert_eq!(cfg.allowed_origins, vec!["https://a".to_owned()]);
         assert_eq!(cfg.send_queue, 1024);
+    }
+
+    #[test]
+    fn server_filters_come_from_the_file_and_a_word_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, words) = (dir.path().join("s.toml"), dir.path().join("words.txt"));
+        std::fs::write(&file, "admins = [\"u1\"]\n[filters]\nprofanity = \"mask\"\nwords = [\"darn\"]\n")
+            .unwrap();
+        std::fs::write(&words, "# comment\nheck\n\n  gosh  \n").unwrap();
+        let args = ServeArgs { config: Some(file), filter_words_file: Some(words), ..Default::default() };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.filters.profanity, switchboard_protocol::rest::FilterAction::Mask);
+        assert_eq!(cfg.filters.words, ["darn", "heck", "gosh"]);
+        assert_eq!(cfg.admins, ["u1"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "[filters]\npatterns = [\"(\"]\n").unwrap();
+        let args = ServeArgs { config: Some(file), ..Default::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("filters: pattern 0"));
+        let args = ServeArgs { filter_words_file: Some("/nonexistent".into()), ..Default::default() };
+        assert!(args.resolve().is_err());
     }
 
     #[test]

@@ -10,17 +10,36 @@ use crate::validate;
 /// Checks a message and takes its place in the commit order; the returned future resolves once
 /// it is durable (or refused). A refusal is counted in the metrics by its code here, so both
 /// transports count alike.
-pub async fn queue(state: &AppState, msg: NewMessage) -> Result<Committing<Appended>, ApiError> {
-    let checked = check(state, &msg);
-    if let Err(e) = checked {
-        state.metrics.send_refused(&e);
-        return Err(e);
-    }
+pub async fn queue(state: &AppState, mut msg: NewMessage) -> Result<Committing<Appended>, ApiError> {
+    let checked = match check(state, &msg) {
+        Ok(()) => state.screen.message(&msg.room, &msg.author, std::mem::take(&mut msg.body)).await,
+        Err(e) => Err(e),
+    };
+    let passed = match checked {
+        Ok(passed) => passed,
+        Err(e) => {
+            state.metrics.send_refused(&e);
+            return Err(e);
+        }
+    };
+    msg.body = passed.body;
     // A message into the room ends the author's typing there, so the next indicator goes out
     // at once.
     state.limits.typing_ended(&msg.author, &msg.room);
+    let (room, author) = (msg.room.clone(), msg.author.clone());
     match state.store.queue_append(msg).await {
-        Ok(commit) => Ok(commit),
+        Ok(commit) if passed.flagged.is_empty() => Ok(commit),
+        Ok(commit) => {
+            // Flags are audited once the message is stored, naming it.
+            let screen = state.screen.clone();
+            Ok(Box::pin(async move {
+                let appended = commit.await?;
+                if appended.created {
+                    screen.flagged(&room, &author, &appended.message.id, &passed.flagged);
+                }
+                Ok(appended)
+            }))
+        }
         Err(e) => {
             let e = ApiError::from(e);
             state.metrics.send_refused(&e);

@@ -80,7 +80,11 @@ pub async fn edit(
     validate::id(&id, "message")?;
     validate::body(&body.body, state.cfg.max_body_chars)?;
     state.limits.write(&user.id)?;
-    Ok(Json(state.store.edit(&room, &user.id, &id, &body.body).await?))
+    // An edit says something new: it is screened as a new message is.
+    let passed = state.screen.message(&room, &user.id, body.body).await?;
+    let edited = state.store.edit(&room, &user.id, &id, &passed.body).await?;
+    state.screen.flagged(&room, &user.id, &id, &passed.flagged);
+    Ok(Json(edited))
 }
 
 /// Deletes a message (author, or the room's owner or moderators; in a dm only the author);

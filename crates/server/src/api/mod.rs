@@ -78,6 +78,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(rooms::withdraw_invite))
         .routes(routes!(moderation::set_role))
         .routes(routes!(moderation::audit))
+        .routes(routes!(moderation::filters))
         .routes(routes!(moderation::ban, moderation::bans))
         .routes(routes!(moderation::unban))
         .routes(routes!(moderation::mute, moderation::mutes))

@@ -6,13 +6,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use switchboard_protocol::codes::error as code;
 use switchboard_protocol::rest::{
-    AuditList, AuditQuery, BanList, ErrorBody, Impose, Member, MuteList, RoomSettings, SanctionEntry, SetRole,
+    AuditList, AuditQuery, BanList, ErrorBody, Filters, Impose, Member, MuteList, RoomSettings,
+    SanctionEntry, SetRole,
 };
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::store::{SanctionKind, rfc3339_ms};
+use crate::moderation::policy::{self, Action};
+use crate::store::{SanctionKind, StoreError, rfc3339_ms};
 use crate::validate;
 
 /// Longest reason given for a moderation action.
@@ -240,5 +242,31 @@ pub async fn configure(
         state.limits.write(&user.id)?;
         state.store.set_slow_mode(&room, &user.id, secs).await?;
     }
+    if let Some(filters) = &body.filters {
+        let stored = crate::moderation::screen::to_stored(filters)?;
+        state.limits.write(&user.id)?;
+        if state.store.set_filters(&room, &user.id, stored).await? {
+            state.screen.forget(&room);
+        }
+    }
     Ok(Json(state.store.room_for(&room, &user.id).await?))
+}
+
+/// The room's own filters (moderators; the server-wide ones are the operator's).
+#[utoipa::path(get, path = "/v1/rooms/{id}/filters", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses((status = 200, body = Filters), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn filters(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+) -> Result<Json<Filters>, ApiError> {
+    validate::id(&room, "room")?;
+    let role = state.store.role(&room, &user.id).await?.ok_or_else(ApiError::not_found)?;
+    if !policy::may(Action::ConfigureRoom, Some(role), None) {
+        return Err(StoreError::Forbidden.into());
+    }
+    let stored = state.store.room_filters(&room).await?;
+    let filters = stored.map(|raw| serde_json::from_str(&raw)).transpose().map_err(ApiError::internal)?;
+    Ok(Json(filters.unwrap_or_default()))
 }

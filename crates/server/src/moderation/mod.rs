@@ -1,4 +1,6 @@
-//! Moderation: who may do what in a room ([`policy`]), and more to come (limits, filters,
-//! sanctions, reports) on the one send path ([`crate::send`]).
+//! Moderation: who may do what in a room ([`policy`]), content filters ([`filter`]) and the
+//! screening of every message on the one send path ([`crate::send`]).
 
+pub mod filter;
 pub mod policy;
+pub mod screen;

@@ -44,7 +44,8 @@ macro_rules! store_conformance {
             member_counts_and_presence_audiences_follow_membership_and_blocks,
             roles_follow_the_policy_and_every_moderation_action_is_audited,
             bans_and_mutes_hold_in_the_writes_they_guard,
-            slow_mode_spaces_a_members_messages_and_spares_moderators
+            slow_mode_spaces_a_members_messages_and_spares_moderators,
+            room_filters_are_set_by_moderators_and_automatic_entries_audited
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1120,4 +1121,32 @@ pub(crate) async fn slow_mode_spaces_a_members_messages_and_spares_moderators(st
     assert_eq!(details, vec![Some("0s".to_owned()), Some("30s".to_owned())]);
     let dm = room(&store, &a, RoomKind::Dm, &[&b]).await;
     assert!(matches!(store.set_slow_mode(&dm, &a, 5).await, Err(StoreError::Denied(_))));
+}
+
+pub(crate) async fn room_filters_are_set_by_moderators_and_automatic_entries_audited(store: Arc<dyn Store>) {
+    let (a, b) = (user(&store, "a").await, user(&store, "b").await);
+    let r = room(&store, &a, RoomKind::Private, &[&b]).await;
+    assert_eq!(store.room_filters(&r).await.unwrap(), None);
+    let rules = Some(r#"{"words":["darn"]}"#.to_owned());
+    assert!(matches!(store.set_filters(&r, &b, rules.clone()).await, Err(StoreError::Forbidden)));
+    assert!(store.set_filters(&r, &a, rules.clone()).await.unwrap());
+    assert!(!store.set_filters(&r, &a, rules.clone()).await.unwrap(), "the same rules change nothing");
+    assert_eq!(store.room_filters(&r).await.unwrap(), rules);
+    store.record_automatic(&r, &b, "auto_block", "word \"darn\"").await.unwrap();
+    assert!(store.set_filters(&r, &a, None).await.unwrap());
+    assert_eq!(store.room_filters(&r).await.unwrap(), None);
+    let log = store.audit_log(&r, &a, None, 10).await.unwrap();
+    let seen: Vec<_> =
+        log.iter().map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_deref())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (a.as_str(), "filters", None),
+            ("", "auto_block", Some(b.as_str())),
+            (a.as_str(), "filters", None)
+        ]
+    );
+    let dm = room(&store, &a, RoomKind::Dm, &[&b]).await;
+    assert!(matches!(store.set_filters(&dm, &a, rules).await, Err(StoreError::Denied(_))));
+    assert_eq!(store.room_filters("no-such-room").await.unwrap(), None);
 }

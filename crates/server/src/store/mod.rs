@@ -474,6 +474,18 @@ pub trait Store: Send + Sync + 'static {
     /// The room's standing sanctions of one kind, for moderators.
     async fn sanctions(&self, room: &str, actor: &str, kind: SanctionKind) -> StoreResult<Vec<Sanction>>;
 
+    /// Replaces the room's own filters (the protocol's `Filters` as JSON, `None` for none) as
+    /// the policy allows the actor, with an audit entry when they changed; returns whether they
+    /// did. The caller has checked that they compile.
+    async fn set_filters(&self, room: &str, actor: &str, filters: Option<String>) -> StoreResult<bool>;
+    /// The room's own filters as stored (JSON), for the node's compiled cache; `None` for a
+    /// room without any, or no such room.
+    async fn room_filters(&self, room: &str) -> StoreResult<Option<String>>;
+    /// Appends an audit entry for something the server did by itself (a filter's block or
+    /// flag), with an empty actor.
+    async fn record_automatic(&self, room: &str, target: &str, action: &str, detail: &str)
+    -> StoreResult<()>;
+
     /// Finishes queued writes and stops; later writes fail with `Closed`.
     async fn close(&self);
 }

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_audit.sql"),
     include_str!("migrations/0004_sanctions.sql"),
     include_str!("migrations/0005_slow_mode.sql"),
+    include_str!("migrations/0006_filters.sql"),
 ];
 
 /// The channel commits are announced on.
@@ -560,6 +561,27 @@ impl Store for PgStore {
 
     async fn set_slow_mode(&self, room: &str, actor: &str, secs: u32) -> StoreResult<()> {
         write_tx!(self, |tx| sanctions::set_slow_mode(&tx, room, actor, secs).await?)
+    }
+
+    async fn set_filters(&self, room: &str, actor: &str, filters: Option<String>) -> StoreResult<bool> {
+        write_tx!(self, |tx| sanctions::set_filters(&tx, room, actor, filters.as_deref()).await?)
+    }
+
+    async fn room_filters(&self, room: &str) -> StoreResult<Option<String>> {
+        read!(self, |c| sanctions::filters(c, room).await?)
+    }
+
+    async fn record_automatic(
+        &self,
+        room: &str,
+        target: &str,
+        action: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        write_tx!(self, |tx| {
+            audit::record(&tx, room, "", action, Some(target), Some(detail), None).await?;
+            ((), Vec::new())
+        })
     }
 
     async fn lift_sanction(

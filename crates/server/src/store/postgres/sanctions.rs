@@ -172,3 +172,34 @@ pub(super) async fn set_slow_mode(c: &impl GenericClient, room: &str, actor: &st
     audit::record(c, room, actor, "slow_mode", None, Some(&format!("{secs}s")), None).await?;
     Ok(((), Vec::new()))
 }
+
+/// Replaces the room's filters as the policy allows the actor, with an audit entry when they
+/// changed; returns whether they did.
+pub(super) async fn set_filters(
+    c: &impl GenericClient,
+    room: &str,
+    actor: &str,
+    filters: Option<&str>,
+) -> Written<bool> {
+    let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
+    let actor_role = require_member(c, room, actor).await?;
+    if kind == RoomKind::Dm {
+        return Err(StoreError::Denied("a dm has no filters: block instead").into());
+    }
+    if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
+        return Err(StoreError::Forbidden.into());
+    }
+    let now = row(c, "SELECT filters FROM rooms WHERE id = $1", &[&room]).await?;
+    if now.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?.flatten().as_deref() == filters {
+        return Ok((false, Vec::new()));
+    }
+    exec(c, "UPDATE rooms SET filters = $2 WHERE id = $1", &[&room, &filters]).await?;
+    audit::record(c, room, actor, "filters", None, None, None).await?;
+    Ok((true, Vec::new()))
+}
+
+/// The room's filters as stored (JSON), for the node's cache.
+pub(super) async fn filters(c: &impl GenericClient, room: &str) -> Pg<Option<String>> {
+    let found = row(c, "SELECT filters FROM rooms WHERE id = $1", &[&room]).await?;
+    Ok(found.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?.flatten())
+}

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_audit.sql"),
     include_str!("migrations/0007_sanctions.sql"),
     include_str!("migrations/0008_slow_mode.sql"),
+    include_str!("migrations/0009_filters.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -417,6 +418,31 @@ impl Store for SqliteStore {
     async fn set_slow_mode(&self, room: &str, actor: &str, secs: u32) -> StoreResult<()> {
         let (r, a) = (room.to_owned(), actor.to_owned());
         self.write(move |c| sanctions::set_slow_mode(c, &r, &a, secs)).await
+    }
+
+    async fn set_filters(&self, room: &str, actor: &str, filters: Option<String>) -> StoreResult<bool> {
+        let (r, a) = (room.to_owned(), actor.to_owned());
+        self.write(move |c| sanctions::set_filters(c, &r, &a, filters.as_deref())).await
+    }
+
+    async fn room_filters(&self, room: &str) -> StoreResult<Option<String>> {
+        let r = room.to_owned();
+        self.read(move |c| sanctions::filters(c, &r)).await
+    }
+
+    async fn record_automatic(
+        &self,
+        room: &str,
+        target: &str,
+        action: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        let (r, t, a, d) = (room.to_owned(), target.to_owned(), action.to_owned(), detail.to_owned());
+        self.write(move |c| {
+            audit::record(c, &r, "", &a, Some(&t), Some(&d), None)?;
+            Ok(((), Vec::new()))
+        })
+        .await
     }
 
     async fn lift_sanction(

@@ -180,3 +180,31 @@ pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) 
     audit::record(c, room, actor, "slow_mode", None, Some(&format!("{secs}s")), None)?;
     Ok(((), Vec::new()))
 }
+
+/// Replaces the room's filters as the policy allows the actor, with an audit entry when they
+/// changed; returns whether they did.
+pub(super) fn set_filters(c: &Connection, room: &str, actor: &str, filters: Option<&str>) -> Written<bool> {
+    let actor_role = require_member(c, room, actor)?;
+    if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
+        return Err(StoreError::Denied("a dm has no filters: block instead"));
+    }
+    if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
+        return Err(StoreError::Forbidden);
+    }
+    let now: Option<String> =
+        c.prepare_cached("SELECT filters FROM rooms WHERE id = ?1")?.query_row([room], |r| r.get(0))?;
+    if now.as_deref() == filters {
+        return Ok((false, Vec::new()));
+    }
+    c.prepare_cached("UPDATE rooms SET filters = ?2 WHERE id = ?1")?.execute(params![room, filters])?;
+    audit::record(c, room, actor, "filters", None, None, None)?;
+    Ok((true, Vec::new()))
+}
+
+/// The room's filters as stored (JSON), for the node's cache.
+pub(super) fn filters(c: &Connection, room: &str) -> StoreResult<Option<String>> {
+    Ok(c.prepare_cached("SELECT filters FROM rooms WHERE id = ?1")?
+        .query_row([room], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
