@@ -91,7 +91,7 @@ impl Probe {
     async fn once(&self) -> anyhow::Result<u64> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let body = serde_json::json!({"client_msg_id": format!("probe-{n}"), "body": "probe"});
+        let body = serde_json::json!({"client_msg_id": format!("probe-{n}"), "body": format!("probe {n}")});
         self.rest.post(&format!("/v1/rooms/{}/messages", self.room), Some(&self.token), &body).await?;
         let resp = self
             .http

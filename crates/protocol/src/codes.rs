@@ -102,6 +102,10 @@ pub mod error {
     /// The same text was sent too often lately (across rooms or in a burst): wait
     /// `retry_after_ms`.
     pub const DUPLICATE: &str = "duplicate";
+    /// The room takes no more messages for now (all members together): wait `retry_after_ms`.
+    pub const ROOM_RATE_LIMITED: &str = "room_rate_limited";
+    /// Too many people joined the public room lately: wait `retry_after_ms`.
+    pub const JOIN_RATE_LIMITED: &str = "join_rate_limited";
     /// The operator's moderation hook refused the message, or could not be asked and the
     /// server fails closed.
     pub const REJECTED: &str = "rejected";

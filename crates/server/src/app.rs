@@ -28,6 +28,9 @@ use crate::presence::Presence;
 use crate::presence::local::LocalPresence;
 use crate::presence::node::{PresenceConfig, PresenceNode};
 use crate::presence::redis::{RedisOptions, RedisPresence};
+use crate::quota::Quotas;
+use crate::quota::guard::QuotaGuard;
+use crate::quota::redis::RedisQuotas;
 use crate::store::Store;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -61,6 +64,8 @@ pub struct AppState {
     pub presence: Option<Arc<PresenceNode>>,
     /// Screening of message text (mentions, filters).
     pub screen: Arc<crate::moderation::screen::Screen>,
+    /// Send and join budgets shared by the cluster.
+    pub quotas: Arc<QuotaGuard>,
 }
 
 /// Opens the backends the configuration names.
@@ -101,6 +106,26 @@ async fn backends(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Bus>)
         }
     };
     Ok((store, bus))
+}
+
+/// Opens the shared quotas the configuration names (`None`: counted in this node's memory).
+async fn quota_backend(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Quotas>>> {
+    let url = match cfg.limits.as_deref() {
+        Some("local") => return Ok(None),
+        Some(url) => url,
+        None if cfg.presence.starts_with("redis://") || cfg.presence.starts_with("rediss://") => {
+            &cfg.presence
+        }
+        None => return Ok(None),
+    };
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        anyhow::bail!("limits must be local or redis://HOST:PORT");
+    }
+    let timeout = Duration::from_millis(cfg.bus_timeout_ms);
+    let quotas = RedisQuotas::connect(url, &cfg.presence_prefix, timeout)
+        .await
+        .with_context(|| format!("connecting the shared limits to {}", crate::config::redact(url)))?;
+    Ok(Some(Arc::new(quotas)))
 }
 
 /// Opens the presence backend the configuration names (`None` when presence is off).
@@ -184,6 +209,7 @@ impl Server {
         let hasher =
             HashPool::start(cfg.hash_thread_count(), cfg.hash_queue).context("starting hashing threads")?;
         let limits = Arc::new(Limits::new(&cfg));
+        let quotas = Arc::new(QuotaGuard::new(&cfg, quota_backend(&cfg).await?, metrics.clone()));
         let screen = crate::moderation::screen::Screen::new(&cfg.filters, cfg.max_mentions, store.clone())
             .context("compiling the server-wide filters")?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -205,6 +231,7 @@ impl Server {
         };
         let sweeper = tokio::spawn(limits.clone().run(shutdown.clone()));
         tokio::spawn(crate::trim::run(hub.clone(), shutdown.clone()));
+        tokio::spawn(quotas.clone().run(shutdown.clone()));
         tokio::spawn(
             hub.clone()
                 .run_position_checks(
@@ -245,6 +272,7 @@ impl Server {
             limits,
             presence,
             screen,
+            quotas,
         };
         let app = crate::api::router(state.clone());
         let http =

@@ -14,6 +14,8 @@
 //! - [`store`]: the persistence seam and its SQLite implementation.
 //! - [`bus`]: the fanout seam and its in-process implementation.
 //! - [`presence`]: who is online, in-process or on Redis, and who hears of it.
+//! - [`quota`]: rate budgets shared by the cluster (sends per user and room, duplicates, joins).
+//! - [`moderation`]: roles and their table, content filters and the screening of messages.
 //! - [`config`]: flags, environment and TOML. [`metrics`]: Prometheus metrics. [`trim`]: giving
 //!   memory back after many sessions close.
 //!
@@ -37,6 +39,7 @@ pub mod listener;
 pub mod metrics;
 pub mod moderation;
 pub mod presence;
+pub mod quota;
 pub mod send;
 pub mod store;
 pub mod trim;

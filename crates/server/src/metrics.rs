@@ -58,6 +58,8 @@ pub enum Backend {
     Bus,
     /// The presence backend.
     Presence,
+    /// The shared quotas.
+    Quotas,
 }
 
 impl Backend {
@@ -66,6 +68,7 @@ impl Backend {
             Backend::Store => "store",
             Backend::Bus => "bus",
             Backend::Presence => "presence",
+            Backend::Quotas => "quotas",
         };
         BackendLabel { backend }
     }

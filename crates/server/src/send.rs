@@ -1,6 +1,9 @@
 //! The one path every message takes to the store, whatever the transport: the gateway's `send`
-//! and REST's `POST …/messages` both call [`queue`], so every check on a message (input rules,
-//! the user's write budget, and moderation as it grows) runs once, in one place.
+//! and REST's `POST …/messages` both call [`queue`], so every check on a message runs once, in
+//! one place: input rules and the node's write budget, then the mention cap and the filters
+//! ([`crate::moderation::screen`]), then the budgets shared by the cluster (the author's, the
+//! room's, duplicates: [`crate::quota::guard`]), then in the store's own transaction the
+//! membership, block, mute and slow-mode checks.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -13,6 +16,20 @@ use crate::validate;
 pub async fn queue(state: &AppState, mut msg: NewMessage) -> Result<Committing<Appended>, ApiError> {
     let checked = match check(state, &msg) {
         Ok(()) => state.screen.message(&msg.room, &msg.author, std::mem::take(&mut msg.body)).await,
+        Err(e) => Err(e),
+    };
+    // The shared budgets (the author's on every node, the room's, this text's) are spent only
+    // on a message that passed the rules and the filters.
+    let checked = match checked {
+        Ok(passed) => match state.quotas.send(&msg.author, &msg.room, &passed.body).await {
+            Ok(()) => Ok(passed),
+            // A retry of a message already stored is answered with it, limits or not: the
+            // client's first try went through.
+            Err(e) => match state.store.sent_in(&msg.author, &msg.client_msg_id).await {
+                Ok(Some(room)) if room == msg.room => Ok(passed),
+                _ => Err(e),
+            },
+        },
         Err(e) => Err(e),
     };
     let passed = match checked {

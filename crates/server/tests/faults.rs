@@ -118,6 +118,8 @@ impl Node {
             .args(["--store", store, "--bus", nats, "--node-id", &format!("node-{i}")])
             .args(["--lease-ttl-ms", "1000", "--position-check-ms", "500", "--pg-pool-size", "6"])
             .args(["--user-sends-per-sec", "100000", "--user-sends-burst", "100000"])
+            .args(["--room-sends-per-sec", "100000", "--room-sends-burst", "100000", "--duplicate-max", "0"])
+            .args(["--room-joins-per-min", "0"])
             .args(["--signups-per-ip-per-hour", "100000", "--store-timeout-ms", "1000"])
             .args(["--presence", &redis, "--presence-prefix", &prefix, "--presence-ttl-ms", "3000"])
             .args(["--presence-grace-ms", "300", "--presence-interval-ms", "50", "--bus-timeout-ms", "500"])

@@ -31,6 +31,8 @@ async fn spawn(data: &Path, port: u16) -> Node {
         .arg(data)
         // These tests send as fast as they can from one address.
         .args(["--user-sends-per-sec", "100000", "--user-sends-burst", "100000"])
+        .args(["--room-sends-per-sec", "100000", "--room-sends-burst", "100000", "--duplicate-max", "0"])
+        .args(["--room-joins-per-min", "0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

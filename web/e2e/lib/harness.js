@@ -165,7 +165,10 @@ export class Server {
 }
 
 /** Flags every test server gets unless its test passes them itself. */
-const DEFAULT_FLAGS = { '--signups-per-ip-per-hour': '10000', '--user-sends-per-sec': '10000', '--user-sends-burst': '10000' };
+const DEFAULT_FLAGS = {
+  '--signups-per-ip-per-hour': '10000', '--user-sends-per-sec': '10000', '--user-sends-burst': '10000',
+  '--room-sends-per-sec': '10000', '--room-sends-burst': '10000', '--duplicate-max': '0', '--room-joins-per-min': '0',
+};
 
 /**
  * A regexp for `openPage`'s `allow` that matches the console error the browser logs for one

@@ -120,6 +120,11 @@ pub async fn join(
 ) -> Result<Json<Room>, ApiError> {
     validate::id(&id, "room")?;
     state.limits.write(&user.id)?;
+    // Only a join that makes a member counts against the room's join budget (which the store
+    // then checks is a public room's).
+    if state.store.role(&id, &user.id).await?.is_none() {
+        state.quotas.join(&id, &user.id).await?;
+    }
     state.store.join(&id, &user.id).await?;
     Ok(Json(state.store.room_for(&id, &user.id).await?))
 }

@@ -486,6 +486,10 @@ pub trait Store: Send + Sync + 'static {
     async fn record_automatic(&self, room: &str, target: &str, action: &str, detail: &str)
     -> StoreResult<()>;
 
+    /// The room of the author's message sent with this key, if one was stored: a retry of a
+    /// stored message is answered with it even when a limit would refuse a new one.
+    async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>>;
+
     /// Finishes queued writes and stops; later writes fail with `Closed`.
     async fn close(&self);
 }

@@ -44,6 +44,10 @@ impl TestServer {
             logins_per_ip_per_min: 100_000,
             user_sends_per_sec: 100_000,
             user_sends_burst: 100_000,
+            room_sends_per_sec: 100_000,
+            room_sends_burst: 100_000,
+            duplicate_max: 0,
+            room_joins_per_min: 0,
             metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Config::default()
         };

@@ -563,6 +563,13 @@ impl Store for PgStore {
         write_tx!(self, |tx| sanctions::set_slow_mode(&tx, room, actor, secs).await?)
     }
 
+    async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {
+        read!(self, |c| {
+            let sql = "SELECT room_id FROM messages WHERE author = $1 AND client_msg_id = $2";
+            queries::row(c, sql, &[&author, &client_msg_id]).await?.map(|r| r.try_get(0)).transpose()?
+        })
+    }
+
     async fn set_filters(&self, room: &str, actor: &str, filters: Option<String>) -> StoreResult<bool> {
         write_tx!(self, |tx| sanctions::set_filters(&tx, room, actor, filters.as_deref()).await?)
     }

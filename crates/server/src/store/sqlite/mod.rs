@@ -420,6 +420,17 @@ impl Store for SqliteStore {
         self.write(move |c| sanctions::set_slow_mode(c, &r, &a, secs)).await
     }
 
+    async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {
+        let (a, k) = (author.to_owned(), client_msg_id.to_owned());
+        self.read(move |c| {
+            use rusqlite::OptionalExtension;
+            Ok(c.prepare_cached("SELECT room_id FROM messages WHERE author = ?1 AND client_msg_id = ?2")?
+                .query_row([&a, &k], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
     async fn set_filters(&self, room: &str, actor: &str, filters: Option<String>) -> StoreResult<bool> {
         let (r, a) = (room.to_owned(), actor.to_owned());
         self.write(move |c| sanctions::set_filters(c, &r, &a, filters.as_deref())).await
