@@ -42,6 +42,8 @@ pub struct Ack {
 
 /// What the application sees.
 #[derive(Debug, Clone)]
+// Frames are nearly every event: boxing them would cost an allocation each to shrink the rare one.
+#[allow(clippy::large_enum_variant)]
 pub enum SessionEvent {
     /// A server frame (including `ready` after each reconnect).
     Frame(ServerFrame),

@@ -106,9 +106,6 @@ pub mod error {
     pub const ROOM_RATE_LIMITED: &str = "room_rate_limited";
     /// Too many people joined the public room lately: wait `retry_after_ms`.
     pub const JOIN_RATE_LIMITED: &str = "join_rate_limited";
-    /// The operator's moderation hook refused the message, or could not be asked and the
-    /// server fails closed.
-    pub const REJECTED: &str = "rejected";
     /// The user does not accept being added to rooms (their `add_policy` is `nobody`).
     pub const NOT_ACCEPTING: &str = "not_accepting";
     /// The request body did not arrive in time.

@@ -87,6 +87,16 @@ impl TimelineEvent {
             TimelineEvent::Member(m) => m.seq,
         }
     }
+
+    /// The one user shown this event, when it concerns a shadow-banned author's message.
+    pub fn only_to(&self) -> Option<&str> {
+        match self {
+            TimelineEvent::Message(m) => m.only_to.as_deref(),
+            TimelineEvent::Edit(e) => e.only_to.as_deref(),
+            TimelineEvent::Delete(d) => d.only_to.as_deref(),
+            TimelineEvent::Member(_) => None,
+        }
+    }
 }
 
 /// Body of an `edit` timeline event.
@@ -102,6 +112,11 @@ pub struct EditEvent {
     pub body: String,
     /// RFC 3339 UTC.
     pub edited_at: String,
+    /// Set by the server for the event of a shadow-banned author's message: only this user
+    /// (the author) is shown it. Never on the wire.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub only_to: Option<String>,
 }
 
 /// Body of a `delete` timeline event.
@@ -113,6 +128,11 @@ pub struct DeleteEvent {
     pub seq: u64,
     /// The deleted message's id.
     pub id: String,
+    /// Set by the server for the event of a shadow-banned author's message: only this user
+    /// (the author) is shown it. Never on the wire.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub only_to: Option<String>,
 }
 
 /// Body of a `member` timeline event.

@@ -184,6 +184,11 @@ pub struct Message {
     /// Present and true once deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<bool>,
+    /// Set by the server for the event of a shadow-banned author's message: only this user
+    /// (the author) is shown it. Never on the wire.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub only_to: Option<String>,
 }
 
 /// Why a membership changed.

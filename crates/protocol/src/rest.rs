@@ -272,6 +272,13 @@ pub struct MuteList {
     pub mutes: Vec<SanctionEntry>,
 }
 
+/// `GET /v1/rooms/{id}/shadow-bans`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShadowBanList {
+    /// Standing shadow bans, newest first.
+    pub shadow_bans: Vec<SanctionEntry>,
+}
+
 /// `PATCH /v1/rooms/{id}`: the room's settings that moderators change.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RoomSettings {

@@ -76,7 +76,10 @@ async fn run(store: &PgStore, samples: u64, rooms: u64, per_room: u64) -> Vec<(&
     out.push((
         "latest page",
         measure(samples, rooms, |r| async move {
-            assert_eq!(store.history(&r, page(None, None)).await.unwrap().len(), 50.min(per_room as usize));
+            assert_eq!(
+                store.history(&r, "", page(None, None)).await.unwrap().len(),
+                50.min(per_room as usize)
+            );
         })
         .await,
     ));
@@ -84,14 +87,14 @@ async fn run(store: &PgStore, samples: u64, rooms: u64, per_room: u64) -> Vec<(&
     out.push((
         "page deep in the past",
         measure(samples, rooms, |r| async move {
-            store.history(&r, page(Some(deep), None)).await.unwrap();
+            store.history(&r, "", page(Some(deep), None)).await.unwrap();
         })
         .await,
     ));
     out.push((
         "forward page (resume)",
         measure(samples, rooms, |r| async move {
-            store.history(&r, page(None, Some(deep))).await.unwrap();
+            store.history(&r, "", page(None, Some(deep))).await.unwrap();
         })
         .await,
     ));

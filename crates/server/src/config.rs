@@ -160,9 +160,6 @@ pub struct Config {
     pub filters: switchboard_protocol::rest::Filters,
     /// A file of words for the server-wide filter, one per line (added to `filters.words`).
     pub filter_words_file: Option<PathBuf>,
-    /// Server-wide admins (user ids): they moderate every room as its admins would, without
-    /// being members, and appear in audit logs as themselves.
-    pub admins: Vec<String>,
 }
 
 impl Default for Config {
@@ -233,7 +230,6 @@ impl Default for Config {
             max_mentions: 20,
             filters: switchboard_protocol::rest::Filters::default(),
             filter_words_file: None,
-            admins: Vec::new(),
         }
     }
 }
@@ -537,10 +533,6 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_FILTER_WORDS_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter_words_file: Option<PathBuf>,
-    /// Server-wide admins, by user id (comma-separated).
-    #[arg(long, env = "SWITCHBOARD_ADMINS", value_delimiter = ',')]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub admins: Option<Vec<String>>,
 }
 
 /// Why the configuration could not be built.
@@ -587,9 +579,6 @@ impl Config {
         }
         if let Err(e) = crate::moderation::filter::Filter::compile(&self.filters) {
             return Err(ConfigError::Invalid(format!("filters: {e}")));
-        }
-        if self.admins.iter().any(|a| a.trim().is_empty()) {
-            return bad("admins are user ids, none of them empty");
         }
         if self.max_frame_bytes < 1024 || self.max_body_chars == 0 {
             return bad("max_frame_bytes must be at least 1024 and max_body_chars positive");
@@ -769,14 +758,12 @@ mod tests {
     fn server_filters_come_from_the_file_and_a_word_list() {
         let dir = tempfile::tempdir().unwrap();
         let (file, words) = (dir.path().join("s.toml"), dir.path().join("words.txt"));
-        std::fs::write(&file, "admins = [\"u1\"]\n[filters]\nprofanity = \"mask\"\nwords = [\"darn\"]\n")
-            .unwrap();
+        std::fs::write(&file, "[filters]\nprofanity = \"mask\"\nwords = [\"darn\"]\n").unwrap();
         std::fs::write(&words, "# comment\nheck\n\n  gosh  \n").unwrap();
         let args = ServeArgs { config: Some(file), filter_words_file: Some(words), ..Default::default() };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.filters.profanity, switchboard_protocol::rest::FilterAction::Mask);
         assert_eq!(cfg.filters.words, ["darn", "heck", "gosh"]);
-        assert_eq!(cfg.admins, ["u1"]);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.toml");
         std::fs::write(&file, "[filters]\npatterns = [\"(\"]\n").unwrap();

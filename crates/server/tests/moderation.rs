@@ -269,3 +269,73 @@ async fn slow_mode_refuses_a_members_next_message_with_the_wait_and_spares_moder
     moderator.set_slow_mode(&c.room, 0).await.unwrap();
     member.post_message(&c.room, "s4", "now").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_banned_members_messages_reach_only_them_live_on_resume_and_in_history() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (moderator, member, member_id) = (&c.by_role[2].1, &c.by_role[3].1, c.by_role[3].2.clone());
+    let start = c.owner.room(&c.room).await.unwrap().last_seq;
+    assert_eq!(
+        member.sanction(&c.room, "shadow-bans", &c.by_role[2].2, None, None).await.unwrap_err().code(),
+        Some("forbidden")
+    );
+    moderator.sanction(&c.room, "shadow-bans", &member_id, None, Some("spam")).await.unwrap();
+    let mut watcher = server.session(&c.owner, BTreeMap::new()).await;
+    let mut author = server.session(member, BTreeMap::new()).await;
+    // The author sends as ever, is acked and sees their message on every device.
+    author
+        .send_frame(&switchboard_client::protocol::ClientFrame::Send {
+            room: c.room.clone(),
+            client_msg_id: "h1".into(),
+            body: "buy my stuff".into(),
+        })
+        .unwrap();
+    let own =
+        expect_frame(&mut author, |f| matches!(f, ServerFrame::Message(m) if m.client_msg_id == "h1")).await;
+    let ServerFrame::Message(hidden) = own else { unreachable!() };
+    let rest = member.post_message(&c.room, "h2", "and more").await.unwrap();
+    // Nobody else is shown them, and the next message reaches them with no gap announced.
+    let visible = c.owner.post_message(&c.room, "v1", "hello all").await.unwrap();
+    let mut seen = Vec::new();
+    let frame = expect_frame(&mut watcher, |f| {
+        seen.push(f.clone());
+        matches!(f, ServerFrame::Message(m) if m.id == visible.id)
+    })
+    .await;
+    assert!(matches!(frame, ServerFrame::Message(_)));
+    assert!(
+        !seen.iter().any(|f| matches!(f, ServerFrame::Gap { .. })
+            || matches!(f, ServerFrame::Message(m) if m.author == member_id)),
+        "{seen:?}"
+    );
+    expect_frame(&mut author, |f| matches!(f, ServerFrame::Message(m) if m.id == visible.id)).await;
+    // History: theirs to them, not to the room.
+    let ids =
+        |list: Vec<switchboard_client::protocol::Message>| list.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    let others = ids(moderator.history(&c.room, &Default::default()).await.unwrap());
+    assert!(others.contains(&visible.id) && !others.contains(&hidden.id) && !others.contains(&rest.id));
+    let theirs = ids(member.history(&c.room, &Default::default()).await.unwrap());
+    assert!(theirs.contains(&hidden.id) && theirs.contains(&rest.id) && theirs.contains(&visible.id));
+    // Resume from before: the room gets only what it may see, the author everything.
+    let since: BTreeMap<String, u64> = [(c.room.clone(), start)].into();
+    let mut resumed = server.session(moderator, since.clone()).await;
+    let mut replay = Vec::new();
+    expect_frame(&mut resumed, |f| {
+        replay.push(f.clone());
+        matches!(f, ServerFrame::Message(m) if m.id == visible.id)
+    })
+    .await;
+    assert!(
+        !replay.iter().any(|f| matches!(f, ServerFrame::Message(m) if m.author == member_id)),
+        "{replay:?}"
+    );
+    assert!(!replay.iter().any(|f| matches!(f, ServerFrame::Gap { .. })));
+    let mut own_resume = server.session(member, since).await;
+    expect_frame(&mut own_resume, |f| matches!(f, ServerFrame::Message(m) if m.id == hidden.id)).await;
+    expect_frame(&mut own_resume, |f| matches!(f, ServerFrame::Message(m) if m.id == rest.id)).await;
+    // Lifted: what they send now is seen.
+    moderator.lift(&c.room, "shadow-bans", &member_id).await.unwrap();
+    let later = member.post_message(&c.room, "after", "sorry").await.unwrap();
+    expect_frame(&mut watcher, |f| matches!(f, ServerFrame::Message(m) if m.id == later.id)).await;
+}

@@ -62,7 +62,7 @@ pub async fn list(
     }
     state.store.room_for(&room, &user.id).await?;
     let page = HistoryPage { before_seq: q.before_seq, after_seq: q.after_seq, limit };
-    Ok(Json(MessageList { messages: state.store.history(&room, page).await? }))
+    Ok(Json(MessageList { messages: state.store.history(&room, &user.id, page).await? }))
 }
 
 /// Edits a message (author only); returns the `edit` timeline event.

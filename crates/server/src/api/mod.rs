@@ -83,6 +83,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(moderation::unban))
         .routes(routes!(moderation::mute, moderation::mutes))
         .routes(routes!(moderation::unmute))
+        .routes(routes!(moderation::shadow_ban, moderation::shadow_bans))
+        .routes(routes!(moderation::unshadow_ban))
         .routes(routes!(messages::post, messages::list))
         .routes(routes!(messages::edit, messages::delete))
         .routes(routes!(messages::read))

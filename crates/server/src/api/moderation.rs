@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use switchboard_protocol::codes::error as code;
 use switchboard_protocol::rest::{
     AuditList, AuditQuery, BanList, ErrorBody, Filters, Impose, Member, MuteList, RoomSettings,
-    SanctionEntry, SetRole,
+    SanctionEntry, SetRole, ShadowBanList,
 };
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
@@ -165,6 +165,48 @@ pub async fn mute(
     ApiJson(body): ApiJson<Impose>,
 ) -> Result<StatusCode, ApiError> {
     impose(&state, &room, &user.id, body, SanctionKind::Mute).await
+}
+
+/// Shadow-bans a user: they stay and send as before, but only they are shown what they send
+/// (live, on resume and in history); nobody is told, them included. Moderators and up,
+/// outranking the user, as for a ban.
+#[utoipa::path(post, path = "/v1/rooms/{id}/shadow-bans", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = Impose,
+    responses((status = 201, description = "Shadow-banned"), (status = 400, body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn shadow_ban(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<Impose>,
+) -> Result<StatusCode, ApiError> {
+    impose(&state, &room, &user.id, body, SanctionKind::Shadow).await
+}
+
+/// Lifts a shadow ban (a no-op when none stands); what was sent under it stays hidden.
+#[utoipa::path(delete, path = "/v1/rooms/{id}/shadow-bans/{user_id}", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id"), ("user_id" = String, Path, description = "Who")),
+    responses((status = 204, description = "Lifted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn unshadow_ban(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath((room, target)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    lift(&state, &room, &user.id, &target, SanctionKind::Shadow).await
+}
+
+/// The room's standing shadow bans (moderators).
+#[utoipa::path(get, path = "/v1/rooms/{id}/shadow-bans", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")),
+    responses((status = 200, body = ShadowBanList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn shadow_bans(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+) -> Result<Json<ShadowBanList>, ApiError> {
+    validate::id(&room, "room")?;
+    let list = state.store.sanctions(&room, &user.id, SanctionKind::Shadow).await?;
+    Ok(Json(ShadowBanList { shadow_bans: entries(list) }))
 }
 
 /// Lifts a ban (a no-op when none stands).

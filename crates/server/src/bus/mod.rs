@@ -78,6 +78,12 @@ pub enum Control {
     /// A member of this large room changed presence: nodes holding its members count who is
     /// online again (at most every few seconds) and push the count if it moved.
     Recount,
+    /// The timeline event is a shadow-banned author's: only `user`'s sessions are shown it;
+    /// every other session of the room goes past its `seq` in silence.
+    OnlyTo {
+        /// The one user shown it.
+        user: String,
+    },
 }
 
 /// Now, in microseconds since the Unix epoch (the unit of [`BusEvent::published_us`]).

@@ -285,7 +285,9 @@ pub(crate) mod tests {
             published_us: 9,
             control: None,
         };
-        assert_eq!(decode(&ev.topic, encode(&ev).unwrap()), Some(ev));
+        assert_eq!(decode(&ev.topic, encode(&ev).unwrap()), Some(ev.clone()));
+        let shadowed = BusEvent { control: Some(Control::OnlyTo { user: "u".into() }), ..ev };
+        assert_eq!(decode(&shadowed.topic, encode(&shadowed).unwrap()), Some(shadowed));
         assert_eq!(decode(&Topic::Control, Bytes::from_static(b"\x00\x00\x00\xffshort")), None);
         assert_eq!(decode(&Topic::Control, Bytes::new()), None);
     }

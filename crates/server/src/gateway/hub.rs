@@ -40,6 +40,8 @@ pub struct Frame {
     /// room's online count): what it is the state of. Under pressure a newer one replaces the
     /// older one still queued, so a slow reader gets the latest state once instead of losing it.
     pub state_of: Option<Box<str>>,
+    /// For a shadow-banned author's timeline event: the one user shown it.
+    pub only_to: Option<Box<str>>,
 }
 
 /// What a state-carrying ephemeral frame is the state of (see [`Frame::state_of`]).
@@ -320,6 +322,10 @@ impl Hub {
             text,
             published_us: ev.published_us,
             state_of,
+            only_to: match &ev.control {
+                Some(Control::OnlyTo { user }) => Some(user.as_str().into()),
+                _ => None,
+            },
         });
         let on_room_topic = matches!(ev.topic, Topic::Room(_));
         if let Some(Control::Presence { user, version }) = &ev.control {
@@ -442,6 +448,7 @@ impl Hub {
             text: Utf8Bytes::from(text),
             published_us: crate::bus::now_us(),
             state_of: Some(format!("online\0{room}").into()),
+            only_to: None,
         });
         let Ok(members) = self.members.read() else { return };
         for s in members.rooms.get(room).into_iter().flat_map(|r| &r.sessions) {

@@ -276,6 +276,7 @@ mod tests {
             text,
             published_us: 0,
             state_of: None,
+            only_to: None,
         }))
     }
 
@@ -288,6 +289,7 @@ mod tests {
             text,
             published_us: 0,
             state_of: Some(format!("presence\0{user}").into()),
+            only_to: None,
         }))
     }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use switchboard_protocol::TimelineEvent;
 
-use crate::bus::{Bus, BusEvent, Topic};
+use crate::bus::{Bus, BusEvent, Control, Topic};
 use crate::consumer::Consumer;
 use crate::metrics::{Backend, Metrics};
 use crate::store::LoggedEvent;
@@ -30,7 +30,7 @@ pub fn encode(ev: &TimelineEvent) -> Result<BusEvent, serde_json::Error> {
         origin: None,
         payload: Bytes::from(serde_json::to_vec(ev)?),
         published_us: crate::bus::now_us(),
-        control: None,
+        control: ev.only_to().map(|user| Control::OnlyTo { user: user.to_owned() }),
     })
 }
 

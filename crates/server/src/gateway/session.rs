@@ -592,7 +592,8 @@ impl Session {
                 }
                 let own =
                     own_change(frame.member.as_ref().map(|(u, c)| (u.as_str(), *c)), &self.token.user.id);
-                self.step(&frame.room, frame.seq, own, frame.text.clone()).await?;
+                let shown = frame.only_to.as_deref().is_none_or(|u| u == self.token.user.id);
+                self.step(&frame.room, frame.seq, own, shown.then(|| frame.text.clone())).await?;
             }
             Outbound::Direct(frame) => self.conn.feed(frame.text.clone()).await?,
             Outbound::Check { room, upto } => {

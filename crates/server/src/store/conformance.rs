@@ -45,7 +45,8 @@ macro_rules! store_conformance {
             roles_follow_the_policy_and_every_moderation_action_is_audited,
             bans_and_mutes_hold_in_the_writes_they_guard,
             slow_mode_spaces_a_members_messages_and_spares_moderators,
-            room_filters_are_set_by_moderators_and_automatic_entries_audited
+            room_filters_are_set_by_moderators_and_automatic_entries_audited,
+            a_shadow_banned_authors_messages_are_shown_only_to_them
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -254,7 +255,7 @@ pub(crate) async fn append_is_idempotent_per_author_key(store: Arc<dyn Store>) {
     // Keys are per author: another author may use the same key.
     assert!(send(&store, &r, &b, "k1").await.unwrap().created);
     assert!(matches!(send(&store, &other, &a, "k1").await, Err(StoreError::IdempotencyConflict)));
-    let page = store.history(&r, HistoryPage { limit: 50, ..Default::default() }).await.unwrap();
+    let page = store.history(&r, "", HistoryPage { limit: 50, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 2);
 }
 
@@ -281,7 +282,7 @@ pub(crate) async fn edits_and_deletes_are_timeline_events(store: Arc<dyn Store>)
     assert_eq!(del.seq(), m.seq + 2);
     assert!(matches!(store.edit(&r, &b, &m.id, "again").await, Err(StoreError::NotFound)));
     assert!(matches!(store.delete(&r, &b, &m.id).await, Err(StoreError::NotFound)));
-    let page = store.history(&r, HistoryPage { limit: 10, ..Default::default() }).await.unwrap();
+    let page = store.history(&r, "", HistoryPage { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!((page[0].body.as_str(), page[0].deleted), ("", Some(true)));
     assert!(page[0].edited_at.is_some());
@@ -304,24 +305,26 @@ pub(crate) async fn history_pages_both_ways(store: Arc<dyn Store>) {
         send(&store, &r, &a, &format!("k{i}")).await.unwrap();
     }
     let seqs = |v: Vec<switchboard_protocol::Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
-    let last = store.history(&r, HistoryPage { limit: 5, ..Default::default() }).await.unwrap();
+    let last = store.history(&r, "", HistoryPage { limit: 5, ..Default::default() }).await.unwrap();
     assert_eq!(seqs(last), (27..=31).collect::<Vec<_>>());
     let before = store
-        .history(&r, HistoryPage { before_seq: Some(27), limit: 5, ..Default::default() })
+        .history(&r, "", HistoryPage { before_seq: Some(27), limit: 5, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(seqs(before), (22..=26).collect::<Vec<_>>());
-    let after =
-        store.history(&r, HistoryPage { after_seq: Some(0), limit: 3, ..Default::default() }).await.unwrap();
+    let after = store
+        .history(&r, "", HistoryPage { after_seq: Some(0), limit: 3, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(seqs(after), vec![2, 3, 4]);
     let between = store
-        .history(&r, HistoryPage { after_seq: Some(10), before_seq: Some(13), limit: 50 })
+        .history(&r, "", HistoryPage { after_seq: Some(10), before_seq: Some(13), limit: 50 })
         .await
         .unwrap();
     assert_eq!(seqs(between), vec![11, 12]);
     assert!(
         store
-            .history(&r, HistoryPage { after_seq: Some(31), limit: 5, ..Default::default() })
+            .history(&r, "", HistoryPage { after_seq: Some(31), limit: 5, ..Default::default() })
             .await
             .unwrap()
             .is_empty()
@@ -1149,4 +1152,60 @@ pub(crate) async fn room_filters_are_set_by_moderators_and_automatic_entries_aud
     let dm = room(&store, &a, RoomKind::Dm, &[&b]).await;
     assert!(matches!(store.set_filters(&dm, &a, rules).await, Err(StoreError::Denied(_))));
     assert_eq!(store.room_filters("no-such-room").await.unwrap(), None);
+}
+
+pub(crate) async fn a_shadow_banned_authors_messages_are_shown_only_to_them(store: Arc<dyn Store>) {
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+    let r = room(&store, &a, RoomKind::Public, &[&b, &c]).await;
+    let head = store.log_head().await.unwrap();
+    assert!(matches!(
+        store.sanction(&r, &b, &c, super::SanctionKind::Shadow, None, None).await,
+        Err(StoreError::Forbidden)
+    ));
+    assert_eq!(
+        store.sanction(&r, &a, &c, super::SanctionKind::Shadow, None, Some("spam")).await.unwrap(),
+        None
+    );
+    assert_eq!(store.role(&r, &c).await.unwrap(), Some(Role::Member), "they stay a member");
+    let before = store.room_for(&r, &b).await.unwrap().unread;
+    let hidden = send(&store, &r, &c, "c1").await.expect("a shadow-banned author still sends").message;
+    assert_eq!(hidden.only_to.as_deref(), Some(c.as_str()));
+    let shown = send(&store, &r, &a, "a1").await.unwrap().message;
+    assert_eq!((hidden.seq + 1, shown.only_to.as_deref()), (shown.seq, None), "it takes a seq: no hole");
+    // Nobody else counts it as unread, sees it in history, or is given it by the timeline and
+    // the log without the mark that keeps it from them.
+    let after = store.room_for(&r, &b).await.unwrap().unread;
+    assert_eq!(after.map(|u| u - before.unwrap_or(0)), Some(1), "only a's message is unread");
+    let page = |viewer: &str| {
+        let (store, r, viewer) = (store.clone(), r.clone(), viewer.to_owned());
+        async move {
+            let page = HistoryPage { limit: 50, ..Default::default() };
+            store.history(&r, &viewer, page).await.unwrap().into_iter().map(|m| m.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(&b).await, vec![shown.id.clone()]);
+    assert_eq!(page(&c).await, vec![hidden.id.clone(), shown.id.clone()]);
+    let forward = HistoryPage { after_seq: Some(0), limit: 50, ..Default::default() };
+    assert_eq!(store.history(&r, &b, forward).await.unwrap().len(), 1);
+    let timeline = store.timeline(&r, hidden.seq - 1, 10).await.unwrap();
+    assert_eq!(timeline[0].only_to(), Some(c.as_str()));
+    assert_eq!(timeline[1].only_to(), None);
+    let logged: Vec<_> = store.events_after(head, 100).await.unwrap().into_iter().map(|l| l.event).collect();
+    assert!(logged.iter().any(|e| e.seq() == hidden.seq && e.only_to() == Some(c.as_str())));
+    // Their edits and deletes of it are theirs alone too.
+    let edit = store.edit(&r, &c, &hidden.id, "changed").await.unwrap();
+    assert_eq!(edit.only_to(), Some(c.as_str()));
+    assert_eq!(store.timeline(&r, edit.seq() - 1, 1).await.unwrap()[0].only_to(), Some(c.as_str()));
+    let delete = store.delete(&r, &c, &hidden.id).await.unwrap();
+    assert_eq!(delete.only_to(), Some(c.as_str()));
+    // Lifted: what comes next is seen; what was hidden stays hidden.
+    store.lift_sanction(&r, &a, &c, super::SanctionKind::Shadow).await.unwrap();
+    let later = send(&store, &r, &c, "c2").await.unwrap().message;
+    assert_eq!(later.only_to, None);
+    assert_eq!(page(&b).await, vec![shown.id.clone(), later.id.clone()]);
+    let actions: Vec<_> =
+        store.audit_log(&r, &a, None, 10).await.unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(&actions[..2], ["unshadow_ban", "shadow_ban"]);
+    let list = store.sanctions(&r, &a, super::SanctionKind::Shadow).await.unwrap();
+    assert!(list.is_empty());
 }

@@ -127,6 +127,9 @@ pub enum SanctionKind {
     Ban,
     /// Stays a member and reads, but sends nothing until it ends.
     Mute,
+    /// Stays a member and sends, but only they are shown what they send (live, on resume and
+    /// in history), until it ends. Nobody is told, the author included.
+    Shadow,
 }
 
 impl SanctionKind {
@@ -135,6 +138,7 @@ impl SanctionKind {
         match self {
             SanctionKind::Ban => "banned",
             SanctionKind::Mute => "muted",
+            SanctionKind::Shadow => "shadow_banned",
         }
     }
 
@@ -143,6 +147,7 @@ impl SanctionKind {
         match self {
             SanctionKind::Ban => crate::moderation::policy::Action::Ban,
             SanctionKind::Mute => crate::moderation::policy::Action::Mute,
+            SanctionKind::Shadow => crate::moderation::policy::Action::Ban,
         }
     }
 
@@ -151,6 +156,7 @@ impl SanctionKind {
         match self {
             SanctionKind::Ban => ("ban", "unban"),
             SanctionKind::Mute => ("mute", "unmute"),
+            SanctionKind::Shadow => ("shadow_ban", "unshadow_ban"),
         }
     }
 
@@ -382,10 +388,12 @@ pub trait Store: Send + Sync + 'static {
     async fn edit(&self, room: &str, actor: &str, id: &str, body: &str) -> StoreResult<TimelineEvent>;
     /// Deletes a message (author or moderator), as a timeline event; the body is erased.
     async fn delete(&self, room: &str, actor: &str, id: &str) -> StoreResult<TimelineEvent>;
-    /// A page of messages in their current state.
-    async fn history(&self, room: &str, page: HistoryPage) -> StoreResult<Vec<Message>>;
+    /// A page of messages in their current state, as `viewer` may see them: a shadow-banned
+    /// author's messages only to that author.
+    async fn history(&self, room: &str, viewer: &str, page: HistoryPage) -> StoreResult<Vec<Message>>;
     /// Timeline events with `seq > after_seq`, ascending, at most `limit`; messages appear in
-    /// their current state.
+    /// their current state. The events of a shadow-banned author's messages carry `only_to`
+    /// (the author): callers show them to nobody else.
     async fn timeline(&self, room: &str, after_seq: u64, limit: u32) -> StoreResult<Vec<TimelineEvent>>;
     /// Each room's `last_seq`, for those of `rooms` that exist (one read for many rooms: the
     /// hub's position check asks for every room it holds sessions in).

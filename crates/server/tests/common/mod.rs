@@ -160,6 +160,7 @@ pub async fn raw_hello(ws: &mut Raw, token: &str) {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum RawEvent {
     Frame(ServerFrame),
     Closed(Option<u16>),

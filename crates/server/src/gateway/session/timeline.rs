@@ -36,13 +36,14 @@ impl Session {
     /// Advances one room by one timeline event, writing it if the user may see it. The user's
     /// own membership events switch the room on and off in timeline order, so nothing committed
     /// after a removal (or before a re-join) reaches the client, even before the hub has
-    /// updated its subscriptions.
+    /// updated its subscriptions. An event shown only to someone else (`text` is `None`: a
+    /// shadow-banned author's) is gone past in silence.
     pub(super) async fn step(
         &mut self,
         room: &str,
         seq: u64,
         own: Option<MemberChange>,
-        text: Utf8Bytes,
+        text: Option<Utf8Bytes>,
     ) -> Result<(), Stop> {
         let Some(p) = self.rooms.get_mut(room) else {
             return Ok(());
@@ -51,6 +52,7 @@ impl Session {
             return Ok(());
         }
         p.seq = seq;
+        let Some(text) = text else { return Ok(()) };
         let was_member = p.member;
         let notice = match own {
             Some(MemberChange::Joined) if !was_member => {
@@ -116,12 +118,13 @@ impl Session {
                     }
                     _ => None,
                 };
+                let shown = ev.only_to().is_none_or(|u| u == self.token.user.id);
                 let text = serde_json::to_string(&ev).map_err(|e| {
                     tracing::error!(error = %e, session = %self.handle.id, "cannot encode a timeline event");
                     Stop::Gone
                 })?;
                 self.state.metrics.replayed_events.inc();
-                self.step(room, seq, own, Utf8Bytes::from(text)).await?;
+                self.step(room, seq, own, shown.then(|| Utf8Bytes::from(text))).await?;
                 expected = seq + 1;
             }
             if expected == pos + 1 {

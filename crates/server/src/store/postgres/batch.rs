@@ -92,11 +92,16 @@ fn commit(inner: &Arc<Inner>, jobs: Vec<AppendJob>) -> BoxFuture<'_, ()> {
 }
 
 /// What the checks decided for one job.
+// One per job of a batch, short-lived: not worth a box per settled answer.
+#[allow(clippy::large_enum_variant)]
 enum Plan {
     /// Settled: the answer is known.
     Done(StoreResult<Appended>),
-    /// To insert (its `seq` and ordinal are taken next).
-    Insert,
+    /// To insert (its `seq` and ordinal are taken next); `shadow` for a shadow-banned author.
+    Insert {
+        /// Only the author is shown it.
+        shadow: bool,
+    },
     /// The same key as an earlier job of this batch: answered from that one.
     SameAs(usize),
 }
@@ -122,12 +127,20 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
         rooms.insert(r.try_get(0)?, (RoomKind::parse(&kind).unwrap_or(RoomKind::Private), r.try_get(2)?));
     }
     let (plans, slow_sends) = check(&tx, msgs, &rooms).await?;
-    let to_insert: Vec<usize> = (0..msgs.len()).filter(|i| matches!(plans[*i], Plan::Insert)).collect();
+    let to_insert: Vec<(usize, bool)> = plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Plan::Insert { shadow } => Some((i, *shadow)),
+            _ => None,
+        })
+        .collect();
     let mut inserted: Vec<Option<(Message, i64)>> = vec![None; msgs.len()];
     // One timestamp for the batch: what is stored is what the acks say.
     let ts = now_ms();
     let planned = assign(&tx, msgs, &to_insert, ts).await?;
     let events: Vec<TimelineEvent> = planned.iter().map(|(m, _)| TimelineEvent::Message(m.clone())).collect();
+    let to_insert: Vec<usize> = to_insert.into_iter().map(|(i, _)| i).collect();
     let markers = read_markers(msgs, &to_insert, &planned);
     // Three independent statements sent together (tokio-postgres pipelines them on the one
     // connection): the messages, the authors' read markers, the log entries (the log head is
@@ -151,7 +164,7 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     for (i, plan) in plans.into_iter().enumerate() {
         let result = match plan {
             Plan::Done(r) => r,
-            Plan::Insert => match inserted[i].take() {
+            Plan::Insert { .. } => match inserted[i].take() {
                 Some((message, _)) => Ok(Appended { message, created: true }),
                 None => Err(StoreError::Unavailable("append lost in its batch".into())),
             },
@@ -199,9 +212,12 @@ async fn check(
         rows(c, &sql, &key_params),
         rows(
             c,
-            "SELECT m.room_id, m.user_id, s.kind IS NOT NULL, s.until, m.role, COALESCE(l.at, 0), r.slow_mode_secs
+            "SELECT m.room_id, m.user_id, s.kind IS NOT NULL, s.until, m.role, COALESCE(l.at, 0), r.slow_mode_secs,
+                    sh.kind IS NOT NULL, sh.until
                FROM members m JOIN rooms r ON r.id = m.room_id
                LEFT JOIN sanctions s ON s.room_id = m.room_id AND s.user_id = m.user_id AND s.kind = 'muted'
+               LEFT JOIN sanctions sh ON sh.room_id = m.room_id AND sh.user_id = m.user_id
+                                     AND sh.kind = 'shadow_banned'
                LEFT JOIN last_sends l ON l.room_id = m.room_id AND l.user_id = m.user_id
               WHERE (m.room_id, m.user_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
             &member_params,
@@ -236,7 +252,9 @@ async fn check(
         let (last, secs): (i64, i64) = (r.try_get(5)?, r.try_get(6)?);
         let exempt = policy::may(Action::BypassSlowMode, Role::parse(&role), None);
         let slow = (secs > 0 && !exempt).then_some((last + secs * 1000, secs * 1000));
-        member.insert((r.try_get(0)?, r.try_get(1)?), Standing { mute, slow, recorded: secs > 0 });
+        let shadowed: bool = r.try_get(7)?;
+        let shadow = shadowed && SanctionKind::standing(r.try_get(8)?).is_some();
+        member.insert((r.try_get(0)?, r.try_get(1)?), Standing { mute, slow, recorded: secs > 0, shadow });
     }
     // Slow mode counts the messages of this batch too: one per author and room goes in.
     let mut sent_now: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
@@ -285,11 +303,12 @@ async fn check(
         } else {
             first_of_key.insert((m.author.as_str(), m.client_msg_id.as_str()), i);
             sent_now.insert((m.room.as_str(), m.author.as_str()));
-            if member.get(&(m.room.clone(), m.author.clone())).is_some_and(|s| s.recorded) {
+            let standing = member.get(&(m.room.clone(), m.author.clone()));
+            if standing.is_some_and(|s| s.recorded) {
                 slow_sends.0.push(m.room.clone());
                 slow_sends.1.push(m.author.clone());
             }
-            Plan::Insert
+            Plan::Insert { shadow: standing.is_some_and(|s| s.shadow) }
         };
         plans.push(plan);
     }
@@ -323,6 +342,8 @@ struct Standing {
     slow: Option<(i64, i64)>,
     /// The room is in slow mode: the send records its time.
     recorded: bool,
+    /// The author is shadow-banned: only they are shown the message.
+    shadow: bool,
 }
 
 /// Takes `seq`s for the jobs (in job order per room, the rooms being locked) and returns their
@@ -330,27 +351,32 @@ struct Standing {
 async fn assign(
     c: &deadpool_postgres::Transaction<'_>,
     msgs: &[&NewMessage],
-    which: &[usize],
+    which: &[(usize, bool)],
     ts_ms: i64,
 ) -> Pg<Vec<(Message, i64)>> {
     if which.is_empty() {
         return Ok(Vec::new());
     }
-    let mut per_room: Vec<(&str, i64)> = Vec::new();
-    for &i in which {
-        match per_room.iter_mut().find(|(r, _)| *r == msgs[i].room) {
-            Some((_, n)) => *n += 1,
-            None => per_room.push((msgs[i].room.as_str(), 1)),
+    // Per room: how many seqs, and how many of them count as messages (a shadow-banned
+    // author's take a seq but no place in others' unread counts).
+    let mut per_room: Vec<(&str, i64, i64)> = Vec::new();
+    for &(i, shadow) in which {
+        let seen = i64::from(!shadow);
+        match per_room.iter_mut().find(|(r, _, _)| *r == msgs[i].room) {
+            Some((_, n, k)) => (*n, *k) = (*n + 1, *k + seen),
+            None => per_room.push((msgs[i].room.as_str(), 1, seen)),
         }
     }
-    let (ids, counts): (Vec<&str>, Vec<i64>) = per_room.iter().copied().unzip();
+    let ids: Vec<&str> = per_room.iter().map(|(r, _, _)| *r).collect();
+    let counts: Vec<i64> = per_room.iter().map(|(_, n, _)| *n).collect();
+    let seen: Vec<i64> = per_room.iter().map(|(_, _, k)| *k).collect();
     let mut next: HashMap<String, (i64, i64)> = HashMap::new();
     for r in rows(
         c,
-        "UPDATE rooms SET last_seq = last_seq + v.n, msg_count = msg_count + v.n
-           FROM UNNEST($1::text[], $2::bigint[]) AS v(id, n) WHERE rooms.id = v.id
-         RETURNING rooms.id, rooms.last_seq - v.n, rooms.msg_count - v.n",
-        &[&ids, &counts],
+        "UPDATE rooms SET last_seq = last_seq + v.n, msg_count = msg_count + v.k
+           FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS v(id, n, k) WHERE rooms.id = v.id
+         RETURNING rooms.id, rooms.last_seq - v.n, rooms.msg_count - v.k",
+        &[&ids, &counts, &seen],
     )
     .await?
     {
@@ -358,17 +384,20 @@ async fn assign(
     }
     let ts = rfc3339_ms(ts_ms);
     let mut planned = Vec::with_capacity(which.len());
-    for &i in which {
+    for &(i, shadow) in which {
         let m = msgs[i];
         let Some((seq, ord)) = next.get_mut(&m.room) else {
             return Err(StoreError::NotFound.into());
         };
         *seq += 1;
-        *ord += 1;
+        if !shadow {
+            *ord += 1;
+        }
         let message = Message {
             id: queries::new_id(),
             room: m.room.clone(),
             seq: seq_of(*seq),
+            only_to: shadow.then(|| m.author.clone()),
             author: m.author.clone(),
             body: m.body.clone(),
             ts: ts.clone(),
@@ -394,14 +423,16 @@ async fn write(c: &deadpool_postgres::Transaction<'_>, planned: &[(Message, i64)
     let key: Vec<&str> = planned.iter().map(|(m, _)| m.client_msg_id.as_str()).collect();
     let body: Vec<&str> = planned.iter().map(|(m, _)| m.body.as_str()).collect();
     let ord: Vec<i64> = planned.iter().map(|(_, o)| *o).collect();
+    let shadow: Vec<bool> = planned.iter().map(|(m, _)| m.only_to.is_some()).collect();
     let n = exec(
         c,
-        "INSERT INTO messages (room_id, seq, id, author, client_msg_id, body, ts, ord)
-         SELECT v.room_id, v.seq, v.id, v.author, v.key, v.body, $8, v.ord
-           FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
-             AS v(room_id, seq, id, author, key, body, ord)
+        "INSERT INTO messages (room_id, seq, id, author, client_msg_id, body, ts, ord, shadow)
+         SELECT v.room_id, v.seq, v.id, v.author, v.key, v.body, $8, v.ord, v.shadow
+           FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                       $9::boolean[])
+             AS v(room_id, seq, id, author, key, body, ord, shadow)
          ON CONFLICT (author, client_msg_id) DO NOTHING",
-        &[&room, &seq, &id, &author, &key, &body, &ord, &ts],
+        &[&room, &seq, &id, &author, &key, &body, &ord, &ts, &shadow],
     )
     .await?;
     Ok(usize::try_from(n).unwrap_or(0))

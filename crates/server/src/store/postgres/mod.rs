@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_sanctions.sql"),
     include_str!("migrations/0005_slow_mode.sql"),
     include_str!("migrations/0006_filters.sql"),
+    include_str!("migrations/0007_shadow.sql"),
 ];
 
 /// The channel commits are announced on.
@@ -514,8 +515,8 @@ impl Store for PgStore {
         write_tx!(self, |tx| queries::delete(&tx, room, actor, id).await?)
     }
 
-    async fn history(&self, room: &str, page: HistoryPage) -> StoreResult<Vec<Message>> {
-        read!(self, |c| queries::history(c, room, page).await?)
+    async fn history(&self, room: &str, viewer: &str, page: HistoryPage) -> StoreResult<Vec<Message>> {
+        read!(self, |c| queries::history(c, room, viewer, page).await?)
     }
 
     async fn timeline(&self, room: &str, after_seq: u64, limit: u32) -> StoreResult<Vec<TimelineEvent>> {

@@ -813,15 +813,18 @@ pub(super) async fn sessions_ended_at(c: &impl GenericClient, user: &str) -> Pg<
 // ---- messages and the timeline ----
 
 pub(super) const MESSAGE_COLUMNS: &str =
-    "id, room_id, seq, author, body, ts, client_msg_id, edited_at, deleted";
+    "id, room_id, seq, author, body, ts, client_msg_id, edited_at, deleted, shadow";
 
 pub(super) fn message_of(r: &Row) -> Pg<Message> {
     let deleted: bool = r.try_get(8)?;
+    let author: String = r.try_get(3)?;
+    let shadow: bool = r.try_get(9)?;
     Ok(Message {
         id: r.try_get(0)?,
         room: r.try_get(1)?,
         seq: seq_of(r.try_get(2)?),
-        author: r.try_get(3)?,
+        only_to: shadow.then(|| author.clone()),
+        author,
         body: r.try_get(4)?,
         ts: rfc3339_ms(r.try_get(5)?),
         client_msg_id: r.try_get(6)?,
@@ -872,6 +875,7 @@ pub(super) async fn edit(
         id: id.to_owned(),
         body: body.to_owned(),
         edited_at: rfc3339_ms(ts),
+        only_to: msg.only_to,
     });
     Ok((ev.clone(), vec![ev]))
 }
@@ -911,39 +915,54 @@ pub(super) async fn delete(
         &[&room, &to_i64(seq), &id, &ts],
     )
     .await?;
-    let ev = TimelineEvent::Delete(DeleteEvent { room: room.to_owned(), seq, id: id.to_owned() });
+    let ev = TimelineEvent::Delete(DeleteEvent {
+        room: room.to_owned(),
+        seq,
+        id: id.to_owned(),
+        only_to: msg.only_to,
+    });
     Ok((ev.clone(), vec![ev]))
 }
 
-pub(super) async fn history(c: &impl GenericClient, room: &str, page: HistoryPage) -> Pg<Vec<Message>> {
+pub(super) async fn history(
+    c: &impl GenericClient,
+    room: &str,
+    viewer: &str,
+    page: HistoryPage,
+) -> Pg<Vec<Message>> {
     let limit = i64::from(page.limit);
     let before = page.before_seq.map_or(i64::MAX, to_i64);
     if let Some(after) = page.after_seq {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3
+               AND (NOT shadow OR author = $5)
              ORDER BY seq ASC LIMIT $4"
         );
-        return rows(c, &sql, &[&room, &to_i64(after), &before, &limit])
+        return rows(c, &sql, &[&room, &to_i64(after), &before, &limit, &viewer])
             .await?
             .iter()
             .map(message_of)
             .collect();
     }
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2 AND (NOT shadow OR author = $4)
+         ORDER BY seq DESC LIMIT $3"
     );
     let mut out: Vec<Message> =
-        rows(c, &sql, &[&room, &before, &limit]).await?.iter().map(message_of).collect::<Pg<_>>()?;
+        rows(c, &sql, &[&room, &before, &limit, &viewer]).await?.iter().map(message_of).collect::<Pg<_>>()?;
     out.reverse();
     Ok(out)
 }
 
 /// One timeline event from the columns `timeline` selects, starting at `at`: seq, kind,
 /// message id, member user, member change, edit body, event ts, author, message body,
-/// message ts, client_msg_id, edited_at, deleted.
+/// message ts, client_msg_id, edited_at, deleted, and for messages and the edits and deletes
+/// of messages: whether the message is a shadow-banned author's, and its author.
 fn timeline_of(r: &Row, at: usize, kind: &str, room: String) -> Pg<TimelineEvent> {
     let seq = seq_of(r.try_get(at)?);
     let message_id: Option<String> = r.try_get(at + 2)?;
+    let shadow: Option<bool> = r.try_get(at + 13)?;
+    let only_to = if shadow == Some(true) { r.try_get::<_, Option<String>>(at + 14)? } else { None };
     Ok(match kind {
         "message" => TimelineEvent::Message(Message {
             id: message_id.unwrap_or_default(),
@@ -955,6 +974,7 @@ fn timeline_of(r: &Row, at: usize, kind: &str, room: String) -> Pg<TimelineEvent
             client_msg_id: r.try_get::<_, Option<String>>(at + 10)?.unwrap_or_default(),
             edited_at: r.try_get::<_, Option<i64>>(at + 11)?.map(rfc3339_ms),
             deleted: r.try_get::<_, Option<bool>>(at + 12)?.filter(|d| *d),
+            only_to,
         }),
         "edit" => TimelineEvent::Edit(EditEvent {
             room,
@@ -962,8 +982,11 @@ fn timeline_of(r: &Row, at: usize, kind: &str, room: String) -> Pg<TimelineEvent
             id: message_id.unwrap_or_default(),
             body: r.try_get::<_, Option<String>>(at + 5)?.unwrap_or_default(),
             edited_at: rfc3339_ms(r.try_get::<_, Option<i64>>(at + 6)?.unwrap_or_default()),
+            only_to,
         }),
-        "delete" => TimelineEvent::Delete(DeleteEvent { room, seq, id: message_id.unwrap_or_default() }),
+        "delete" => {
+            TimelineEvent::Delete(DeleteEvent { room, seq, id: message_id.unwrap_or_default(), only_to })
+        }
         _ => {
             let change: Option<String> = r.try_get(at + 4)?;
             TimelineEvent::Member(MemberEvent {
@@ -984,11 +1007,13 @@ pub(super) async fn timeline(
 ) -> Pg<Vec<TimelineEvent>> {
     let found = rows(
         c,
-        "SELECT seq, kind, message_id, user_id, change, body, ts,
-                NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::bigint, NULL::boolean
-           FROM events WHERE room_id = $1 AND seq > $2
+        "SELECT e.seq, e.kind, e.message_id, e.user_id, e.change, e.body, e.ts,
+                NULL::text, NULL::text, NULL::bigint, NULL::text, NULL::bigint, NULL::boolean, m.shadow, m.author
+           FROM events e LEFT JOIN messages m ON m.id = e.message_id
+          WHERE e.room_id = $1 AND e.seq > $2
          UNION ALL
-         SELECT seq, 'message', id, NULL, NULL, NULL, NULL, author, body, ts, client_msg_id, edited_at, deleted
+         SELECT seq, 'message', id, NULL, NULL, NULL, NULL, author, body, ts, client_msg_id, edited_at, deleted,
+                shadow, author
            FROM messages WHERE room_id = $1 AND seq > $2
          ORDER BY 1 ASC LIMIT $3",
         &[&room, &to_i64(after), &i64::from(limit)],
@@ -1063,10 +1088,12 @@ pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32)
         "SELECT l.pos, l.room_id, l.seq,
                 COALESCE(e.kind, CASE WHEN m.id IS NOT NULL THEN 'message' END),
                 COALESCE(e.message_id, m.id), e.user_id, e.change, e.body, e.ts,
-                m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted
+                m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted,
+                COALESCE(m.shadow, em.shadow), COALESCE(m.author, em.author)
            FROM event_log l
            LEFT JOIN events e ON e.room_id = l.room_id AND e.seq = l.seq
            LEFT JOIN messages m ON m.room_id = l.room_id AND m.seq = l.seq
+           LEFT JOIN messages em ON em.id = e.message_id
           WHERE l.pos > $1 ORDER BY l.pos LIMIT $2",
         &[&to_i64(after), &i64::from(limit)],
     )

@@ -61,7 +61,7 @@ pub(super) async fn impose(
     let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
     let name = kind.audit_actions().0;
     audit::record(c, room, actor, name, Some(target), detail.as_deref(), reason).await?;
-    if kind == SanctionKind::Mute {
+    if kind != SanctionKind::Ban {
         return Ok((None, Vec::new()));
     }
     // Banned: out of the room now, no invite left standing, and back only when it ends.

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_sanctions.sql"),
     include_str!("migrations/0008_slow_mode.sql"),
     include_str!("migrations/0009_filters.sql"),
+    include_str!("migrations/0010_shadow.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -362,9 +363,9 @@ impl Store for SqliteStore {
         self.write(move |c| queries::delete(c, &r, &a, &i)).await
     }
 
-    async fn history(&self, room: &str, page: HistoryPage) -> StoreResult<Vec<Message>> {
-        let r = room.to_owned();
-        self.read(move |c| queries::history(c, &r, page)).await
+    async fn history(&self, room: &str, viewer: &str, page: HistoryPage) -> StoreResult<Vec<Message>> {
+        let (r, v) = (room.to_owned(), viewer.to_owned());
+        self.read(move |c| queries::history(c, &r, &v, page)).await
     }
 
     async fn timeline(&self, room: &str, after_seq: u64, limit: u32) -> StoreResult<Vec<TimelineEvent>> {

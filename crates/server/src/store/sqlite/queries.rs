@@ -711,15 +711,18 @@ pub(super) fn sessions_ended_at(c: &Connection, user: &str) -> StoreResult<Optio
 
 // ---- messages and the timeline ----
 
-const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, body, ts, client_msg_id, edited_at, deleted";
+const MESSAGE_COLUMNS: &str = "id, room_id, seq, author, body, ts, client_msg_id, edited_at, deleted, shadow";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     let deleted: bool = r.get(8)?;
+    let author: String = r.get(3)?;
+    let shadow: bool = r.get(9)?;
     Ok(Message {
         id: r.get(0)?,
         room: r.get(1)?,
         seq: seq_of(r.get(2)?),
-        author: r.get(3)?,
+        only_to: shadow.then(|| author.clone()),
+        author,
         body: r.get(4)?,
         ts: rfc3339_ms(r.get(5)?),
         client_msg_id: r.get(6)?,
@@ -776,21 +779,23 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
     }
     sanctions::check(c, &m.room, &m.author, SanctionKind::Mute)?;
     let slow = sanctions::check_slow_mode(c, &m.room, &m.author, author_role)?;
+    // A shadow-banned author's message takes a seq but no place in others' unread counts.
+    let shadow = sanctions::standing(c, &m.room, &m.author, SanctionKind::Shadow)?.is_some();
     let (seq, ord): (i64, i64) = c
         .prepare_cached(
-            "UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + 1 WHERE id = ?1
+            "UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + ?2 WHERE id = ?1
              RETURNING last_seq, msg_count",
         )?
-        .query_row([&m.room], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![&m.room, i64::from(!shadow)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or(StoreError::NotFound)?;
     let id = new_id();
     let ts = now_ms();
     c.prepare_cached(
-        "INSERT INTO messages (id, room_id, seq, author, client_msg_id, body, ts, ord)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (id, room_id, seq, author, client_msg_id, body, ts, ord, shadow)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![id, m.room, seq, m.author, m.client_msg_id, m.body, ts, ord])?;
+    .execute(params![id, m.room, seq, m.author, m.client_msg_id, m.body, ts, ord, shadow])?;
     // Writing in a room reads it: the author's marker moves to their message, which is also
     // what keeps their own messages out of their unread count.
     c.prepare_cached("UPDATE members SET read_seq = ?3, read_ord = ?4 WHERE room_id = ?1 AND user_id = ?2")?
@@ -802,6 +807,7 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
         id,
         room: m.room,
         seq: seq_of(seq),
+        only_to: shadow.then(|| m.author.clone()),
         author: m.author,
         body: m.body,
         ts: rfc3339_ms(ts),
@@ -840,6 +846,7 @@ pub(super) fn edit(c: &Connection, room: &str, actor: &str, id: &str, body: &str
         id: id.to_owned(),
         body: body.to_owned(),
         edited_at: rfc3339_ms(ts),
+        only_to: msg.only_to,
     });
     Ok((ev.clone(), vec![ev]))
 }
@@ -866,28 +873,40 @@ pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Writt
         "INSERT INTO events (room_id, seq, kind, message_id, ts) VALUES (?1, ?2, 'delete', ?3, ?4)",
     )?
     .execute(params![room, to_i64(seq), id, ts])?;
-    let ev = TimelineEvent::Delete(DeleteEvent { room: room.to_owned(), seq, id: id.to_owned() });
+    let ev = TimelineEvent::Delete(DeleteEvent {
+        room: room.to_owned(),
+        seq,
+        id: id.to_owned(),
+        only_to: msg.only_to,
+    });
     Ok((ev.clone(), vec![ev]))
 }
 
-pub(super) fn history(c: &Connection, room: &str, page: HistoryPage) -> StoreResult<Vec<Message>> {
+pub(super) fn history(
+    c: &Connection,
+    room: &str,
+    viewer: &str,
+    page: HistoryPage,
+) -> StoreResult<Vec<Message>> {
     let limit = i64::from(page.limit);
     let before = page.before_seq.map_or(i64::MAX, to_i64);
     if let Some(after) = page.after_seq {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq > ?2 AND seq < ?3
+               AND (shadow = 0 OR author = ?5)
              ORDER BY seq ASC LIMIT ?4"
         );
         let mut stmt = c.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![room, to_i64(after), before, limit], message_row)?;
+        let rows = stmt.query_map(params![room, to_i64(after), before, limit, viewer], message_row)?;
         return Ok(rows.collect::<Result<_, _>>()?);
     }
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq < ?2
+           AND (shadow = 0 OR author = ?4)
          ORDER BY seq DESC LIMIT ?3"
     );
     let mut stmt = c.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![room, before, limit], message_row)?;
+    let rows = stmt.query_map(params![room, before, limit, viewer], message_row)?;
     let mut out: Vec<Message> = rows.collect::<Result<_, _>>()?;
     out.reverse();
     Ok(out)
@@ -901,10 +920,13 @@ pub(super) fn timeline(
 ) -> StoreResult<Vec<TimelineEvent>> {
     // Messages live in `messages` (in their current state), every other event in `events`.
     let mut stmt = c.prepare_cached(
-        "SELECT seq, kind, message_id, user_id, change, body, ts, NULL, NULL, NULL, NULL, NULL, NULL
-           FROM events WHERE room_id = ?1 AND seq > ?2
+        "SELECT e.seq, e.kind, e.message_id, e.user_id, e.change, e.body, e.ts, NULL, NULL, NULL, NULL, NULL,
+                NULL, m.shadow, m.author
+           FROM events e LEFT JOIN messages m ON m.id = e.message_id
+          WHERE e.room_id = ?1 AND e.seq > ?2
          UNION ALL
-         SELECT seq, 'message', id, NULL, NULL, NULL, NULL, author, body, ts, client_msg_id, edited_at, deleted
+         SELECT seq, 'message', id, NULL, NULL, NULL, NULL, author, body, ts, client_msg_id, edited_at, deleted,
+                shadow, author
            FROM messages WHERE room_id = ?1 AND seq > ?2
          ORDER BY 1 ASC LIMIT ?3",
     )?;
@@ -917,10 +939,13 @@ pub(super) fn timeline(
 
 /// One timeline event from the columns `timeline` selects, starting at `at`: seq, kind,
 /// message id, member user, member change, edit body, event ts, author, message body,
-/// message ts, client_msg_id, edited_at, deleted.
+/// message ts, client_msg_id, edited_at, deleted, and for messages and the edits and deletes
+/// of messages: whether the message is a shadow-banned author's, and its author.
 fn timeline_row(r: &Row<'_>, at: usize, kind: &str, room: String) -> rusqlite::Result<TimelineEvent> {
     let seq = seq_of(r.get(at)?);
     let message_id: Option<String> = r.get(at + 2)?;
+    let shadow: Option<bool> = r.get(at + 13)?;
+    let only_to = if shadow == Some(true) { r.get::<_, Option<String>>(at + 14)? } else { None };
     Ok(match kind {
         "message" => {
             let deleted: Option<bool> = r.get(at + 12)?;
@@ -934,6 +959,7 @@ fn timeline_row(r: &Row<'_>, at: usize, kind: &str, room: String) -> rusqlite::R
                 client_msg_id: r.get::<_, Option<String>>(at + 10)?.unwrap_or_default(),
                 edited_at: r.get::<_, Option<i64>>(at + 11)?.map(rfc3339_ms),
                 deleted: deleted.filter(|d| *d),
+                only_to,
             })
         }
         "edit" => TimelineEvent::Edit(EditEvent {
@@ -942,8 +968,11 @@ fn timeline_row(r: &Row<'_>, at: usize, kind: &str, room: String) -> rusqlite::R
             id: message_id.unwrap_or_default(),
             body: r.get::<_, Option<String>>(at + 5)?.unwrap_or_default(),
             edited_at: rfc3339_ms(r.get::<_, Option<i64>>(at + 6)?.unwrap_or_default()),
+            only_to,
         }),
-        "delete" => TimelineEvent::Delete(DeleteEvent { room, seq, id: message_id.unwrap_or_default() }),
+        "delete" => {
+            TimelineEvent::Delete(DeleteEvent { room, seq, id: message_id.unwrap_or_default(), only_to })
+        }
         _ => {
             let change: Option<String> = r.get(at + 4)?;
             TimelineEvent::Member(MemberEvent {
@@ -965,10 +994,12 @@ pub(super) fn events_after(c: &Connection, after: u64, limit: u32) -> StoreResul
         "SELECT l.pos, l.room_id, l.seq,
                 COALESCE(e.kind, CASE WHEN m.id IS NOT NULL THEN 'message' END),
                 COALESCE(e.message_id, m.id), e.user_id, e.change, e.body, e.ts,
-                m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted
+                m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted,
+                COALESCE(m.shadow, em.shadow), COALESCE(m.author, em.author)
            FROM event_log l
            LEFT JOIN events e ON e.room_id = l.room_id AND e.seq = l.seq
            LEFT JOIN messages m ON m.room_id = l.room_id AND m.seq = l.seq
+           LEFT JOIN messages em ON em.id = e.message_id
           WHERE l.pos > ?1 ORDER BY l.pos LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![to_i64(after), i64::from(limit)], |r| {

@@ -12,14 +12,25 @@ use crate::store::{Sanction, SanctionKind, StoreError, StoreResult, now_ms};
 
 /// Refuses with the sanction of `kind` that stands against `user` in `room`, if one does.
 pub(super) fn check(c: &Connection, room: &str, user: &str, kind: SanctionKind) -> StoreResult<()> {
+    match standing(c, room, user, kind)? {
+        Some(until) => Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until }),
+        None => Ok(()),
+    }
+}
+
+/// The end of the sanction of `kind` standing against `user` in `room` (`Some(None)`: for
+/// good), if one stands.
+pub(super) fn standing(
+    c: &Connection,
+    room: &str,
+    user: &str,
+    kind: SanctionKind,
+) -> StoreResult<Option<Option<i64>>> {
     let found: Option<Option<i64>> = c
         .prepare_cached("SELECT until FROM sanctions WHERE room_id = ?1 AND user_id = ?2 AND kind = ?3")?
         .query_row([room, user, kind.as_str()], |r| r.get(0))
         .optional()?;
-    match found.and_then(SanctionKind::standing) {
-        Some(until) => Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until }),
-        None => Ok(()),
-    }
+    Ok(found.and_then(SanctionKind::standing))
 }
 
 pub(super) fn impose(
@@ -62,7 +73,7 @@ pub(super) fn impose(
     let detail = until.map(|u| format!("until {}", crate::store::rfc3339_ms(u)));
     let name = kind.audit_actions().0;
     audit::record(c, room, actor, name, Some(target), detail.as_deref(), reason)?;
-    if kind == SanctionKind::Mute {
+    if kind != SanctionKind::Ban {
         return Ok((None, Vec::new()));
     }
     // Banned: out of the room now, no invite left standing, and back only when it ends.
