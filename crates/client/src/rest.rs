@@ -277,6 +277,13 @@ impl Client {
         Self::decode(req.send().await?).await
     }
 
+    /// Deletes a member's messages of the last `hours` (moderators); how many went.
+    pub async fn purge(&self, room: &str, user: &str, hours: u32) -> Result<u32, ClientError> {
+        let body = switchboard_protocol::rest::Purge { user_id: user.to_owned(), hours };
+        let req = self.request(Method::POST, &format!("/v1/rooms/{room}/purge")).json(&body);
+        Ok(Self::decode::<switchboard_protocol::rest::Purged>(req.send().await?).await?.deleted)
+    }
+
     /// Replaces the room's filters (moderators).
     pub async fn set_filters(&self, room: &str, filters: Filters) -> Result<Room, ClientError> {
         let body = switchboard_protocol::rest::RoomSettings { slow_mode_secs: None, filters: Some(filters) };

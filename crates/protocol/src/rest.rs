@@ -272,6 +272,22 @@ pub struct MuteList {
     pub mutes: Vec<SanctionEntry>,
 }
 
+/// `POST /v1/rooms/{id}/purge`: delete a member's recent messages.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Purge {
+    /// Whose messages.
+    pub user_id: String,
+    /// Sent within this many hours (1 to 720).
+    pub hours: u32,
+}
+
+/// Answer to `POST /v1/rooms/{id}/purge`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Purged {
+    /// Messages deleted (at most 1,000 per call: repeat for more).
+    pub deleted: u32,
+}
+
 /// `GET /v1/rooms/{id}/shadow-bans`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ShadowBanList {

@@ -339,3 +339,26 @@ async fn a_shadow_banned_members_messages_reach_only_them_live_on_resume_and_in_
     let later = member.post_message(&c.room, "after", "sorry").await.unwrap();
     expect_frame(&mut watcher, |f| matches!(f, ServerFrame::Message(m) if m.id == later.id)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_deletes_a_members_recent_messages_for_everyone_live() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (moderator, member, member_id) = (&c.by_role[2].1, &c.by_role[3].1, c.by_role[3].2.clone());
+    let mut spam = Vec::new();
+    for i in 0..3 {
+        spam.push(member.post_message(&c.room, &format!("s{i}"), &format!("spam {i}")).await.unwrap().id);
+    }
+    let mut watcher = server.session(&c.owner, BTreeMap::new()).await;
+    assert_eq!(member.purge(&c.room, &c.by_role[2].2, 1).await.unwrap_err().code(), Some("forbidden"));
+    let bad = moderator.purge(&c.room, &member_id, 0).await.unwrap_err();
+    assert_eq!((bad.status(), bad.code()), (Some(400), Some("invalid_request")));
+    assert_eq!(moderator.purge(&c.room, &member_id, 1).await.unwrap(), 3);
+    for id in &spam {
+        expect_frame(&mut watcher, |f| matches!(f, ServerFrame::Delete(d) if d.id == *id)).await;
+    }
+    let history = c.owner.history(&c.room, &Default::default()).await.unwrap();
+    assert!(
+        history.iter().filter(|m| spam.contains(&m.id)).all(|m| m.deleted == Some(true) && m.body.is_empty())
+    );
+}

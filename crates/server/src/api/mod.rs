@@ -85,6 +85,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(moderation::unmute))
         .routes(routes!(moderation::shadow_ban, moderation::shadow_bans))
         .routes(routes!(moderation::unshadow_ban))
+        .routes(routes!(moderation::purge))
         .routes(routes!(messages::post, messages::list))
         .routes(routes!(messages::edit, messages::delete))
         .routes(routes!(messages::read))

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use switchboard_protocol::codes::error as code;
 use switchboard_protocol::rest::{
-    AuditList, AuditQuery, BanList, ErrorBody, Filters, Impose, Member, MuteList, RoomSettings,
-    SanctionEntry, SetRole, ShadowBanList,
+    AuditList, AuditQuery, BanList, ErrorBody, Filters, Impose, Member, MuteList, Purge, Purged,
+    RoomSettings, SanctionEntry, SetRole, ShadowBanList,
 };
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
@@ -207,6 +207,35 @@ pub async fn shadow_bans(
     validate::id(&room, "room")?;
     let list = state.store.sanctions(&room, &user.id, SanctionKind::Shadow).await?;
     Ok(Json(ShadowBanList { shadow_bans: entries(list) }))
+}
+
+/// Longest purge window: thirty days.
+const MAX_PURGE_HOURS: u32 = 30 * 24;
+
+/// Deletes a member's messages of the last `hours` (at most 1,000 per call, oldest first: repeat
+/// for more), each as a `delete` event, with one audit entry. Moderators outranking the user.
+#[utoipa::path(post, path = "/v1/rooms/{id}/purge", tag = "moderation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Room id")), request_body = Purge,
+    responses((status = 200, body = Purged), (status = 400, body = ErrorBody),
+        (status = 403, description = "forbidden", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn purge(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<Purge>,
+) -> Result<Json<Purged>, ApiError> {
+    validate::id(&room, "room")?;
+    validate::id(&body.user_id, "user")?;
+    if !(1..=MAX_PURGE_HOURS).contains(&body.hours) {
+        return Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            format!("hours must be 1-{MAX_PURGE_HOURS}"),
+        ));
+    }
+    state.limits.write(&user.id)?;
+    let since = crate::store::now_ms() - i64::from(body.hours) * 3_600_000;
+    let deleted = state.store.purge(&room, &user.id, &body.user_id, since).await?;
+    Ok(Json(Purged { deleted }))
 }
 
 /// Lifts a ban (a no-op when none stands).

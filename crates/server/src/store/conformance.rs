@@ -46,7 +46,8 @@ macro_rules! store_conformance {
             bans_and_mutes_hold_in_the_writes_they_guard,
             slow_mode_spaces_a_members_messages_and_spares_moderators,
             room_filters_are_set_by_moderators_and_automatic_entries_audited,
-            a_shadow_banned_authors_messages_are_shown_only_to_them
+            a_shadow_banned_authors_messages_are_shown_only_to_them,
+            a_purge_deletes_a_members_recent_messages_as_events
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1208,4 +1209,37 @@ pub(crate) async fn a_shadow_banned_authors_messages_are_shown_only_to_them(stor
     assert_eq!(&actions[..2], ["unshadow_ban", "shadow_ban"]);
     let list = store.sanctions(&r, &a, super::SanctionKind::Shadow).await.unwrap();
     assert!(list.is_empty());
+}
+
+pub(crate) async fn a_purge_deletes_a_members_recent_messages_as_events(store: Arc<dyn Store>) {
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+    let r = room(&store, &a, RoomKind::Public, &[&b, &c]).await;
+    let since = super::now_ms();
+    let mine = send(&store, &r, &a, "a1").await.unwrap().message;
+    let mut theirs = Vec::new();
+    for i in 0..3 {
+        theirs.push(send(&store, &r, &c, &format!("c{i}")).await.unwrap().message);
+    }
+    assert!(matches!(store.purge(&r, &b, &c, since).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.purge(&r, &c, &a, since).await, Err(StoreError::Forbidden)));
+    let last = store.last_seqs(std::slice::from_ref(&r)).await.unwrap()[0].1;
+    assert_eq!(store.purge(&r, &a, &c, since).await.unwrap(), 3);
+    // Each went as the room's next event, in order, with its text.
+    let events = store.timeline(&r, last, 10).await.unwrap();
+    let deleted: Vec<_> = events
+        .iter()
+        .map(|e| match e {
+            TimelineEvent::Delete(d) => d.id.clone(),
+            other => panic!("expected deletes, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(deleted, theirs.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+    let page = store.history(&r, &a, HistoryPage { limit: 50, ..Default::default() }).await.unwrap();
+    assert!(page.iter().filter(|m| m.author == c).all(|m| m.deleted == Some(true) && m.body.is_empty()));
+    assert!(page.iter().any(|m| m.id == mine.id && m.deleted.is_none()));
+    assert_eq!(store.purge(&r, &a, &c, since).await.unwrap(), 0, "nothing left to purge");
+    let log = store.audit_log(&r, &a, None, 5).await.unwrap();
+    assert_eq!((log[0].action.as_str(), log[0].target.as_deref()), ("purge", Some(c.as_str())));
+    assert!(log[0].detail.as_deref().is_some_and(|d| d.starts_with("0 messages")));
+    assert!(log[1].detail.as_deref().is_some_and(|d| d.starts_with("3 messages")));
 }

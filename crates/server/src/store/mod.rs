@@ -494,6 +494,10 @@ pub trait Store: Send + Sync + 'static {
     async fn record_automatic(&self, room: &str, target: &str, action: &str, detail: &str)
     -> StoreResult<()>;
 
+    /// Deletes `target`'s messages in the room sent at or after `since_ms` (at most 1,000 per
+    /// call, oldest first), as a moderator outranking them may, each as a `delete` event, with
+    /// one audit entry; returns how many.
+    async fn purge(&self, room: &str, actor: &str, target: &str, since_ms: i64) -> StoreResult<u32>;
     /// The room of the author's message sent with this key, if one was stored: a retry of a
     /// stored message is answered with it even when a limit would refuse a new one.
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>>;

@@ -564,6 +564,10 @@ impl Store for PgStore {
         write_tx!(self, |tx| sanctions::set_slow_mode(&tx, room, actor, secs).await?)
     }
 
+    async fn purge(&self, room: &str, actor: &str, target: &str, since_ms: i64) -> StoreResult<u32> {
+        write_tx!(self, |tx| queries::purge(&tx, room, actor, target, since_ms).await?)
+    }
+
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {
         read!(self, |c| {
             let sql = "SELECT room_id FROM messages WHERE author = $1 AND client_msg_id = $2";

@@ -900,6 +900,48 @@ pub(super) async fn delete(
     if others {
         audit::record(c, room, actor, "delete_message", Some(&msg.author), Some(id), None).await?;
     }
+    let ev = erase(c, room, msg).await?;
+    Ok((ev.clone(), vec![ev]))
+}
+
+/// Most messages one purge deletes (a moderator repeats it for more).
+pub(super) const PURGE_MAX: i64 = 1_000;
+
+pub(super) async fn purge(
+    c: &impl GenericClient,
+    room: &str,
+    actor: &str,
+    target: &str,
+    since_ms: i64,
+) -> Written<u32> {
+    let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
+    let role = require_member(c, room, actor).await?;
+    if kind == RoomKind::Dm {
+        return Err(StoreError::Denied("nobody moderates a dm: block instead").into());
+    }
+    if actor == target
+        || !policy::may(Action::DeleteOthersMessage, Some(role), self::role(c, room, target).await?)
+    {
+        return Err(StoreError::Forbidden.into());
+    }
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+          WHERE room_id = $1 AND author = $2 AND ts >= $3 AND NOT deleted ORDER BY seq LIMIT $4"
+    );
+    let found = rows(c, &sql, &[&room, &target, &since_ms, &PURGE_MAX]).await?;
+    let mut events = Vec::with_capacity(found.len());
+    for r in &found {
+        events.push(erase(c, room, message_of(r)?).await?);
+    }
+    let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    let detail = format!("{n} messages since {}", rfc3339_ms(since_ms));
+    audit::record(c, room, actor, "purge", Some(target), Some(&detail), None).await?;
+    Ok((n, events))
+}
+
+/// Deletes a message as its room's next event: the text goes, its edits' text too.
+async fn erase(c: &impl GenericClient, room: &str, msg: Message) -> Pg<TimelineEvent> {
+    let id = msg.id.as_str();
     let seq = next_seq(c, room).await?;
     let ts = now_ms();
     exec(c, "UPDATE messages SET body = '', deleted = true WHERE id = $1", &[&id]).await?;
@@ -915,13 +957,12 @@ pub(super) async fn delete(
         &[&room, &to_i64(seq), &id, &ts],
     )
     .await?;
-    let ev = TimelineEvent::Delete(DeleteEvent {
+    Ok(TimelineEvent::Delete(DeleteEvent {
         room: room.to_owned(),
         seq,
         id: id.to_owned(),
         only_to: msg.only_to,
-    });
-    Ok((ev.clone(), vec![ev]))
+    }))
 }
 
 pub(super) async fn history(

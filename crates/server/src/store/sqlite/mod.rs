@@ -421,6 +421,11 @@ impl Store for SqliteStore {
         self.write(move |c| sanctions::set_slow_mode(c, &r, &a, secs)).await
     }
 
+    async fn purge(&self, room: &str, actor: &str, target: &str, since_ms: i64) -> StoreResult<u32> {
+        let (r, a, t) = (room.to_owned(), actor.to_owned(), target.to_owned());
+        self.write(move |c| queries::purge(c, &r, &a, &t, since_ms)).await
+    }
+
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {
         let (a, k) = (author.to_owned(), client_msg_id.to_owned());
         self.read(move |c| {

@@ -861,6 +861,43 @@ pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Writt
     if others {
         audit::record(c, room, actor, "delete_message", Some(&msg.author), Some(id), None)?;
     }
+    let ev = erase(c, room, msg)?;
+    Ok((ev.clone(), vec![ev]))
+}
+
+/// Most messages one purge deletes (a moderator repeats it for more).
+pub(super) const PURGE_MAX: u32 = 1_000;
+
+pub(super) fn purge(c: &Connection, room: &str, actor: &str, target: &str, since_ms: i64) -> Written<u32> {
+    let role = require_member(c, room, actor)?;
+    if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
+        return Err(StoreError::Denied("nobody moderates a dm: block instead"));
+    }
+    if actor == target || !policy::may(Action::DeleteOthersMessage, Some(role), self::role(c, room, target)?)
+    {
+        return Err(StoreError::Forbidden);
+    }
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+          WHERE room_id = ?1 AND author = ?2 AND ts >= ?3 AND deleted = 0 ORDER BY seq LIMIT ?4"
+    );
+    let found: Vec<Message> = c
+        .prepare_cached(&sql)?
+        .query_map(params![room, target, since_ms, PURGE_MAX], message_row)?
+        .collect::<Result<_, _>>()?;
+    let mut events = Vec::with_capacity(found.len());
+    for msg in found {
+        events.push(erase(c, room, msg)?);
+    }
+    let n = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    let detail = format!("{n} messages since {}", rfc3339_ms(since_ms));
+    audit::record(c, room, actor, "purge", Some(target), Some(&detail), None)?;
+    Ok((n, events))
+}
+
+/// Deletes a message as its room's next event: the text goes, its edits' text too.
+fn erase(c: &Connection, room: &str, msg: Message) -> StoreResult<TimelineEvent> {
+    let id = msg.id.as_str();
     let seq = next_seq(c, room)?;
     let ts = now_ms();
     c.prepare_cached("UPDATE messages SET body = '', deleted = 1 WHERE id = ?1")?.execute([id])?;
@@ -873,13 +910,12 @@ pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Writt
         "INSERT INTO events (room_id, seq, kind, message_id, ts) VALUES (?1, ?2, 'delete', ?3, ?4)",
     )?
     .execute(params![room, to_i64(seq), id, ts])?;
-    let ev = TimelineEvent::Delete(DeleteEvent {
+    Ok(TimelineEvent::Delete(DeleteEvent {
         room: room.to_owned(),
         seq,
         id: id.to_owned(),
         only_to: msg.only_to,
-    });
-    Ok((ev.clone(), vec![ev]))
+    }))
 }
 
 pub(super) fn history(
