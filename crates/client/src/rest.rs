@@ -10,7 +10,7 @@ use switchboard_protocol::rest::{
     UserSettings,
 };
 use switchboard_protocol::{
-    AddPolicy, AuditEntry, Invite, Message, Presence, Role, Room, RoomKind, TimelineEvent, User,
+    AddPolicy, AuditEntry, Invite, Message, Presence, Report, Role, Room, RoomKind, TimelineEvent, User,
 };
 
 use crate::ClientError;
@@ -282,6 +282,41 @@ impl Client {
         let body = switchboard_protocol::rest::Purge { user_id: user.to_owned(), hours };
         let req = self.request(Method::POST, &format!("/v1/rooms/{room}/purge")).json(&body);
         Ok(Self::decode::<switchboard_protocol::rest::Purged>(req.send().await?).await?.deleted)
+    }
+
+    /// Reports a message (`message_id`) or a member (`user_id`) to the room's moderators.
+    pub async fn report(
+        &self,
+        room: &str,
+        report: &switchboard_protocol::rest::NewReport,
+    ) -> Result<Report, ClientError> {
+        self.send_json(Method::POST, &format!("/v1/rooms/{room}/reports"), report).await
+    }
+
+    /// The room's reports, `open` or `resolved`, newest first (moderators).
+    pub async fn reports(&self, room: &str, status: &str) -> Result<Vec<Report>, ClientError> {
+        let q =
+            switchboard_protocol::rest::ReportQuery { status: Some(status.to_owned()), ..Default::default() };
+        let req = self.request(Method::GET, &format!("/v1/rooms/{room}/reports")).query(&q);
+        Ok(Self::decode::<switchboard_protocol::rest::ReportList>(req.send().await?).await?.reports)
+    }
+
+    /// Resolves a report with an action (`dismiss`, `delete_message`, `kick`, `mute`, `ban`,
+    /// `shadow_ban`), for moderators.
+    pub async fn resolve_report(
+        &self,
+        room: &str,
+        id: u64,
+        action: &str,
+        duration_secs: Option<u64>,
+        reason: Option<&str>,
+    ) -> Result<Report, ClientError> {
+        let body = switchboard_protocol::rest::ResolveReport {
+            action: action.to_owned(),
+            duration_secs,
+            reason: reason.map(str::to_owned),
+        };
+        self.send_json(Method::POST, &format!("/v1/rooms/{room}/reports/{id}/resolve"), &body).await
     }
 
     /// Replaces the room's filters (moderators).

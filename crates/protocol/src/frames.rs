@@ -249,6 +249,12 @@ pub enum ServerFrame {
         /// The invitation.
         invite: crate::model::Invite,
     },
+    /// A report in a room you moderate was filed or resolved (extension): the moderators'
+    /// queue, live.
+    Report {
+        /// The report as it stands now.
+        report: crate::model::Report,
+    },
     /// Timeline: a new message.
     Message(Message),
     /// Timeline: a message was edited.

@@ -20,6 +20,6 @@ pub mod rest;
 
 pub use frames::{ClientFrame, ServerFrame, TimelineEvent};
 pub use model::{
-    AddPolicy, AuditEntry, ChosenStatus, Invite, MemberChange, Message, Presence, Role, Room, RoomKind,
-    Status, User,
+    AddPolicy, AuditEntry, ChosenStatus, Invite, MemberChange, Message, Presence, Report, Role, Room,
+    RoomKind, Status, User,
 };

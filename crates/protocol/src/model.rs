@@ -191,6 +191,37 @@ pub struct Message {
     pub only_to: Option<String>,
 }
 
+/// A member's report of a message or of another member, for the room's moderators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Report {
+    /// Grows with every report of the server (page with `before`).
+    pub id: u64,
+    /// Room id.
+    pub room: String,
+    /// Who reported.
+    pub reporter: String,
+    /// Who is reported (the message's author, for a message).
+    pub user_id: String,
+    /// The message reported, if it is a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Why, as the reporter gave it.
+    pub reason: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// When it was filed, RFC 3339 UTC.
+    pub created_at: String,
+    /// Which moderator resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    /// What was done: `dismiss`, `delete_message`, `mute`, `ban`, `shadow_ban`, `kick`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    /// When it was resolved, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+}
+
 /// Why a membership changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -288,6 +288,54 @@ pub struct Purged {
     pub deleted: u32,
 }
 
+/// `POST /v1/rooms/{id}/reports`: a member reports a message or another member.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct NewReport {
+    /// The message (its author is the one reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The member, when no message is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Why (1 to 500 characters).
+    pub reason: String,
+}
+
+/// `GET /v1/rooms/{id}/reports?status=&before=&limit=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+pub struct ReportQuery {
+    /// `open` (default) or `resolved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only reports with a smaller id (the last page's smallest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
+    /// Page size, 1 to 200 (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// A page of reports, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReportList {
+    /// The reports.
+    pub reports: Vec<crate::model::Report>,
+}
+
+/// `POST /v1/rooms/{id}/reports/{report_id}/resolve`: what the moderator does about it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResolveReport {
+    /// `dismiss`, `delete_message` (a reported message), `kick`, `mute`, `ban` or `shadow_ban`
+    /// (the reported member).
+    pub action: String,
+    /// For `mute`, `ban` and `shadow_ban`: how long, in seconds (left out: for good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<u64>,
+    /// Why, for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// `GET /v1/rooms/{id}/shadow-bans`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ShadowBanList {

@@ -362,3 +362,65 @@ async fn a_purge_deletes_a_members_recent_messages_for_everyone_live() {
         history.iter().filter(|m| spam.contains(&m.id)).all(|m| m.deleted == Some(true) && m.body.is_empty())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_reaches_the_moderators_live_and_is_resolved_with_an_action() {
+    use switchboard_client::protocol::rest::NewReport;
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (moderator, member, member_id) = (&c.by_role[2].1, &c.by_role[3].1, c.by_role[3].2.clone());
+    let (troll, troll_user) = server.user("troll").await;
+    c.owner.add_member(&c.room, &troll_user.id).await.unwrap();
+    let bad = troll.post_message(&c.room, "t1", "you all stink").await.unwrap();
+    let mut mod_session = server.session(moderator, BTreeMap::new()).await;
+    let mut member_session = server.session(member, BTreeMap::new()).await;
+    let report =
+        NewReport { message_id: Some(bad.id.clone()), reason: "insulting".into(), ..Default::default() };
+    let filed = member.report(&c.room, &report).await.unwrap();
+    assert_eq!((filed.user_id.as_str(), filed.status.as_str()), (troll_user.id.as_str(), "open"));
+    let live = expect_frame(
+        &mut mod_session,
+        |f| matches!(f, ServerFrame::Report { report } if report.id == filed.id),
+    )
+    .await;
+    assert!(matches!(live, ServerFrame::Report { report } if report.reason == "insulting"));
+    // The reporter and other members are not told of it; members cannot read the queue.
+    common::expect_none(&mut member_session, 300, |f| matches!(f, ServerFrame::Report { .. })).await;
+    assert_eq!(member.reports(&c.room, "open").await.unwrap_err().code(), Some("forbidden"));
+    assert_eq!(c.stranger.reports(&c.room, "open").await.unwrap_err().status(), Some(404));
+    // Bad reports get codes.
+    let both =
+        NewReport { message_id: Some(bad.id.clone()), user_id: Some(member_id.clone()), reason: "x".into() };
+    assert_eq!(member.report(&c.room, &both).await.unwrap_err().code(), Some("invalid_request"));
+    let no_reason = NewReport { user_id: Some(troll_user.id.clone()), ..Default::default() };
+    assert_eq!(member.report(&c.room, &no_reason).await.unwrap_err().code(), Some("invalid_request"));
+    let own = NewReport { user_id: Some(member_id.clone()), reason: "me".into(), ..Default::default() };
+    assert_eq!(member.report(&c.room, &own).await.unwrap_err().status(), Some(403));
+    // The moderator sees the queue and resolves with a ban: the troll is out, the report closed.
+    let queue = moderator.reports(&c.room, "open").await.unwrap();
+    assert_eq!(queue.iter().map(|r| r.id).collect::<Vec<_>>(), vec![filed.id]);
+    let err = moderator.resolve_report(&c.room, filed.id, "explode", None, None).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_request"));
+    let resolved =
+        moderator.resolve_report(&c.room, filed.id, "ban", Some(3600), Some("abuse")).await.unwrap();
+    assert_eq!((resolved.status.as_str(), resolved.resolution.as_deref()), ("resolved", Some("ban")));
+    expect_frame(&mut mod_session, |f| {
+        matches!(f, ServerFrame::Report { report } if report.id == filed.id && report.status == "resolved")
+    })
+    .await;
+    assert_eq!(troll.post_message(&c.room, "t2", "let me in").await.unwrap_err().status(), Some(404));
+    assert!(moderator.reports(&c.room, "open").await.unwrap().is_empty());
+    assert_eq!(moderator.reports(&c.room, "resolved").await.unwrap()[0].id, filed.id);
+    let again = moderator.resolve_report(&c.room, filed.id, "dismiss", None, None).await.unwrap_err();
+    assert_eq!(again.status(), Some(403));
+    let actions: Vec<String> =
+        c.owner.audit(&c.room, None).await.unwrap().into_iter().map(|e| e.action).collect();
+    assert_eq!(&actions[..2], ["resolve_report", "ban"]);
+    // A report a moderator may not act on stays open: the moderator cannot ban the admin.
+    let admin_id = c.by_role[1].2.clone();
+    let about_admin = NewReport { user_id: Some(admin_id), reason: "bossy".into(), ..Default::default() };
+    let filed = member.report(&c.room, &about_admin).await.unwrap();
+    let err = moderator.resolve_report(&c.room, filed.id, "ban", None, None).await.unwrap_err();
+    assert_eq!(err.code(), Some("forbidden"));
+    assert_eq!(moderator.reports(&c.room, "open").await.unwrap()[0].id, filed.id);
+}

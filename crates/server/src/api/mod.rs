@@ -7,6 +7,7 @@ mod me;
 mod messages;
 mod moderation;
 mod presence;
+mod reports;
 mod rooms;
 mod sessions;
 mod users;
@@ -86,6 +87,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(moderation::shadow_ban, moderation::shadow_bans))
         .routes(routes!(moderation::unshadow_ban))
         .routes(routes!(moderation::purge))
+        .routes(routes!(reports::file, reports::list))
+        .routes(routes!(reports::resolve))
         .routes(routes!(messages::post, messages::list))
         .routes(routes!(messages::edit, messages::delete))
         .routes(routes!(messages::read))

@@ -23,7 +23,7 @@ const MAX_REASON: usize = 500;
 const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// A reason as given: bounded and clean, or a `400`.
-fn reason(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+pub(super) fn reason(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     match raw.map(|r| validate::status_text(r, MAX_REASON)) {
         None => Ok(None),
         Some(Ok(r)) => Ok(r),
@@ -78,6 +78,20 @@ pub async fn audit(
     Ok(Json(AuditList { entries: state.store.audit_log(&room, &user.id, q.before, limit).await? }))
 }
 
+/// When a sanction of `duration_secs` imposed now ends (`None`: for good), or a `400`.
+pub(super) fn until(duration_secs: Option<u64>) -> Result<Option<i64>, ApiError> {
+    match duration_secs {
+        None => Ok(None),
+        Some(s) if (1..=MAX_DURATION_SECS).contains(&s) => {
+            Ok(Some(crate::store::now_ms() + i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX / 2)))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            code::INVALID_REQUEST,
+            format!("duration_secs must be 1-{MAX_DURATION_SECS}, or left out for good"),
+        )),
+    }
+}
+
 /// Imposes a ban or mute from a request body.
 async fn impose(
     state: &AppState,
@@ -89,18 +103,7 @@ async fn impose(
     validate::id(room, "room")?;
     validate::id(&body.user_id, "user")?;
     let reason = reason(body.reason.as_deref())?;
-    let until = match body.duration_secs {
-        None => None,
-        Some(s) if (1..=MAX_DURATION_SECS).contains(&s) => {
-            Some(crate::store::now_ms() + i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX / 2))
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                code::INVALID_REQUEST,
-                format!("duration_secs must be 1-{MAX_DURATION_SECS}, or left out for good"),
-            ));
-        }
-    };
+    let until = until(body.duration_secs)?;
     if state.store.user(&body.user_id).await?.is_none() {
         return Err(ApiError::not_found());
     }

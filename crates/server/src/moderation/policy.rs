@@ -31,10 +31,12 @@ pub enum Action {
     ConfigureRoom,
     /// Send without waiting out slow mode.
     BypassSlowMode,
+    /// See the room's reports (live too) and resolve them.
+    HandleReports,
 }
 
 /// Every action, for tests and docs.
-pub const ACTIONS: [Action; 10] = [
+pub const ACTIONS: [Action; 11] = [
     Action::RemoveMember,
     Action::DeleteOthersMessage,
     Action::AddToPrivateRoom,
@@ -45,11 +47,12 @@ pub const ACTIONS: [Action; 10] = [
     Action::Mute,
     Action::ConfigureRoom,
     Action::BypassSlowMode,
+    Action::HandleReports,
 ];
 
 /// The table: the lowest role that may take each action, and whether the actor must outrank
 /// the member acted on.
-pub const TABLE: [(Action, Role, bool); 10] = [
+pub const TABLE: [(Action, Role, bool); 11] = [
     (Action::RemoveMember, Role::Moderator, true),
     (Action::DeleteOthersMessage, Role::Moderator, true),
     (Action::AddToPrivateRoom, Role::Moderator, false),
@@ -60,6 +63,7 @@ pub const TABLE: [(Action, Role, bool); 10] = [
     (Action::Mute, Role::Moderator, true),
     (Action::ConfigureRoom, Role::Moderator, false),
     (Action::BypassSlowMode, Role::Moderator, false),
+    (Action::HandleReports, Role::Moderator, false),
 ];
 
 /// A role's rank; `None` (not a member) ranks lowest.

@@ -47,7 +47,8 @@ macro_rules! store_conformance {
             slow_mode_spaces_a_members_messages_and_spares_moderators,
             room_filters_are_set_by_moderators_and_automatic_entries_audited,
             a_shadow_banned_authors_messages_are_shown_only_to_them,
-            a_purge_deletes_a_members_recent_messages_as_events
+            a_purge_deletes_a_members_recent_messages_as_events,
+            reports_are_filed_by_members_and_handled_by_moderators
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1242,4 +1243,68 @@ pub(crate) async fn a_purge_deletes_a_members_recent_messages_as_events(store: A
     assert_eq!((log[0].action.as_str(), log[0].target.as_deref()), ("purge", Some(c.as_str())));
     assert!(log[0].detail.as_deref().is_some_and(|d| d.starts_with("0 messages")));
     assert!(log[1].detail.as_deref().is_some_and(|d| d.starts_with("3 messages")));
+}
+
+pub(crate) async fn reports_are_filed_by_members_and_handled_by_moderators(store: Arc<dyn Store>) {
+    use super::ReportTarget;
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+    let stranger = user(&store, "s").await;
+    let r = room(&store, &a, RoomKind::Public, &[&b, &c]).await;
+    let msg = send(&store, &r, &c, "c1").await.unwrap().message;
+    let (report, new) = store.report(&r, &b, ReportTarget::Message(msg.id.clone()), "spam").await.unwrap();
+    assert!(new);
+    assert_eq!((report.user_id.as_str(), report.message_id.as_deref()), (c.as_str(), Some(msg.id.as_str())));
+    assert_eq!((report.status.as_str(), report.reporter.as_str()), ("open", b.as_str()));
+    // Filed again while open: the same report.
+    let (again, new) = store.report(&r, &b, ReportTarget::Message(msg.id.clone()), "spam!").await.unwrap();
+    assert_eq!((again.id, new), (report.id, false));
+    let (about_user, _) = store.report(&r, &b, ReportTarget::User(c.clone()), "rude").await.unwrap();
+    assert_ne!(about_user.id, report.id);
+    // Not oneself, not a stranger's report, not a message one cannot see.
+    assert!(matches!(
+        store.report(&r, &c, ReportTarget::Message(msg.id.clone()), "x").await,
+        Err(StoreError::Denied(_))
+    ));
+    assert!(store.report(&r, &stranger, ReportTarget::User(c.clone()), "x").await.is_err());
+    assert!(matches!(
+        store.report(&r, &b, ReportTarget::Message("nope".into()), "x").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.report(&r, &b, ReportTarget::User(stranger.clone()), "x").await,
+        Err(StoreError::NotFound)
+    ));
+    // Only moderators read and resolve them.
+    assert!(matches!(store.reports(&r, &b, true, None, 50).await, Err(StoreError::Forbidden)));
+    assert!(matches!(store.reports(&r, &stranger, true, None, 50).await, Err(StoreError::NotFound)));
+    let open = store.reports(&r, &a, true, None, 50).await.unwrap();
+    assert_eq!(open.iter().map(|x| x.id).collect::<Vec<_>>(), vec![about_user.id, report.id]);
+    let page = store.reports(&r, &a, true, Some(about_user.id), 50).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(matches!(
+        store.resolve_report(&r, &b, report.id, "dismiss", None).await,
+        Err(StoreError::Forbidden)
+    ));
+    let done = store.resolve_report(&r, &a, report.id, "delete_message", Some("spam")).await.unwrap();
+    assert_eq!((done.status.as_str(), done.resolution.as_deref()), ("resolved", Some("delete_message")));
+    assert_eq!(done.resolved_by.as_deref(), Some(a.as_str()));
+    assert!(matches!(store.resolve_report(&r, &a, report.id, "ban", None).await, Err(StoreError::Denied(_))));
+    assert_eq!(store.report_by_id(&r, &a, report.id).await.unwrap().status, "resolved");
+    assert_eq!(store.reports(&r, &a, false, None, 50).await.unwrap().len(), 1);
+    assert_eq!(store.reports(&r, &a, true, None, 50).await.unwrap().len(), 1);
+    let log = store.audit_log(&r, &a, None, 1).await.unwrap();
+    assert_eq!(log[0].action, "resolve_report");
+    assert_eq!(log[0].detail.as_deref(), Some(format!("report {}: delete_message", report.id).as_str()));
+    // A member's open reports are capped.
+    for i in 0..super::MAX_OPEN_REPORTS {
+        let m = send(&store, &r, &c, &format!("cap{i}")).await.unwrap().message;
+        store.report(&r, &a, ReportTarget::Message(m.id), "x").await.unwrap();
+    }
+    let m = send(&store, &r, &c, "over").await.unwrap().message;
+    assert!(matches!(
+        store.report(&r, &a, ReportTarget::Message(m.id), "x").await,
+        Err(StoreError::Denied(_))
+    ));
+    let mods = store.moderator_ids(&r).await.unwrap();
+    assert_eq!(mods, vec![a.clone()]);
 }

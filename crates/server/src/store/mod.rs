@@ -167,6 +167,18 @@ impl SanctionKind {
     }
 }
 
+/// What a report names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// A message of the room (its author is the one reported).
+    Message(String),
+    /// A member of the room.
+    User(String),
+}
+
+/// Most open reports one member may have in one room.
+pub const MAX_OPEN_REPORTS: i64 = 50;
+
 /// A standing sanction, as moderators list them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sanction {
@@ -498,6 +510,44 @@ pub trait Store: Send + Sync + 'static {
     /// call, oldest first), as a moderator outranking them may, each as a `delete` event, with
     /// one audit entry; returns how many.
     async fn purge(&self, room: &str, actor: &str, target: &str, since_ms: i64) -> StoreResult<u32>;
+    /// Files a member's report of a message they can see or of another member, open, for the
+    /// room's moderators; the same open report filed again is returned as it is (`false`). At
+    /// most [`MAX_OPEN_REPORTS`] open reports per member and room (`Denied`).
+    async fn report(
+        &self,
+        room: &str,
+        reporter: &str,
+        target: ReportTarget,
+        reason: &str,
+    ) -> StoreResult<(switchboard_protocol::Report, bool)>;
+    /// The room's reports, `open` or resolved, newest first, older than `before`, at most
+    /// `limit`: for members the policy lets handle them.
+    async fn reports(
+        &self,
+        room: &str,
+        actor: &str,
+        open: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<switchboard_protocol::Report>>;
+    /// One report of the room, for members the policy lets handle them.
+    async fn report_by_id(
+        &self,
+        room: &str,
+        actor: &str,
+        id: u64,
+    ) -> StoreResult<switchboard_protocol::Report>;
+    /// Resolves an open report with what was done (`Denied` once resolved), with an audit entry.
+    async fn resolve_report(
+        &self,
+        room: &str,
+        actor: &str,
+        id: u64,
+        resolution: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<switchboard_protocol::Report>;
+    /// The ids of the room's moderators and up, who hear of its reports.
+    async fn moderator_ids(&self, room: &str) -> StoreResult<Vec<String>>;
     /// The room of the author's message sent with this key, if one was stored: a retry of a
     /// stored message is answered with it even when a limit would refuse a new one.
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>>;

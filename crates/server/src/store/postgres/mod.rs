@@ -18,6 +18,7 @@ mod audience;
 mod audit;
 mod batch;
 mod queries;
+mod reports;
 mod sanctions;
 
 use std::str::FromStr;
@@ -47,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_slow_mode.sql"),
     include_str!("migrations/0006_filters.sql"),
     include_str!("migrations/0007_shadow.sql"),
+    include_str!("migrations/0008_reports.sql"),
 ];
 
 /// The channel commits are announced on.
@@ -566,6 +568,51 @@ impl Store for PgStore {
 
     async fn purge(&self, room: &str, actor: &str, target: &str, since_ms: i64) -> StoreResult<u32> {
         write_tx!(self, |tx| queries::purge(&tx, room, actor, target, since_ms).await?)
+    }
+
+    async fn report(
+        &self,
+        room: &str,
+        reporter: &str,
+        target: crate::store::ReportTarget,
+        reason: &str,
+    ) -> StoreResult<(switchboard_protocol::Report, bool)> {
+        write_tx!(self, |tx| reports::file(&tx, room, reporter, &target, reason).await?)
+    }
+
+    async fn reports(
+        &self,
+        room: &str,
+        actor: &str,
+        open: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<switchboard_protocol::Report>> {
+        read!(self, |c| reports::list(c, room, actor, open, before, limit).await?)
+    }
+
+    async fn report_by_id(
+        &self,
+        room: &str,
+        actor: &str,
+        id: u64,
+    ) -> StoreResult<switchboard_protocol::Report> {
+        read!(self, |c| reports::one(c, room, actor, id).await?)
+    }
+
+    async fn resolve_report(
+        &self,
+        room: &str,
+        actor: &str,
+        id: u64,
+        resolution: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<switchboard_protocol::Report> {
+        write_tx!(self, |tx| reports::resolve(&tx, room, actor, id, resolution, reason).await?)
+    }
+
+    async fn moderator_ids(&self, room: &str) -> StoreResult<Vec<String>> {
+        read!(self, |c| reports::moderator_ids(c, room).await?)
     }
 
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {

@@ -6,6 +6,7 @@ mod audience;
 mod audit;
 mod checkpoint;
 mod queries;
+mod reports;
 mod sanctions;
 mod writer;
 
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_slow_mode.sql"),
     include_str!("migrations/0009_filters.sql"),
     include_str!("migrations/0010_shadow.sql"),
+    include_str!("migrations/0011_reports.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -424,6 +426,57 @@ impl Store for SqliteStore {
     async fn purge(&self, room: &str, actor: &str, target: &str, since_ms: i64) -> StoreResult<u32> {
         let (r, a, t) = (room.to_owned(), actor.to_owned(), target.to_owned());
         self.write(move |c| queries::purge(c, &r, &a, &t, since_ms)).await
+    }
+
+    async fn report(
+        &self,
+        room: &str,
+        reporter: &str,
+        target: crate::store::ReportTarget,
+        reason: &str,
+    ) -> StoreResult<(switchboard_protocol::Report, bool)> {
+        let (r, u, why) = (room.to_owned(), reporter.to_owned(), reason.to_owned());
+        self.write(move |c| reports::file(c, &r, &u, &target, &why)).await
+    }
+
+    async fn reports(
+        &self,
+        room: &str,
+        actor: &str,
+        open: bool,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<switchboard_protocol::Report>> {
+        let (r, a) = (room.to_owned(), actor.to_owned());
+        self.read(move |c| reports::list(c, &r, &a, open, before, limit)).await
+    }
+
+    async fn report_by_id(
+        &self,
+        room: &str,
+        actor: &str,
+        id: u64,
+    ) -> StoreResult<switchboard_protocol::Report> {
+        let (r, a) = (room.to_owned(), actor.to_owned());
+        self.read(move |c| reports::one(c, &r, &a, id)).await
+    }
+
+    async fn resolve_report(
+        &self,
+        room: &str,
+        actor: &str,
+        id: u64,
+        resolution: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<switchboard_protocol::Report> {
+        let (r, a, what) = (room.to_owned(), actor.to_owned(), resolution.to_owned());
+        let why = reason.map(str::to_owned);
+        self.write(move |c| reports::resolve(c, &r, &a, id, &what, why.as_deref())).await
+    }
+
+    async fn moderator_ids(&self, room: &str) -> StoreResult<Vec<String>> {
+        let r = room.to_owned();
+        self.read(move |c| reports::moderator_ids(c, &r)).await
     }
 
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {
