@@ -102,6 +102,8 @@ pub mod error {
     /// The same text was sent too often lately (across rooms or in a burst): wait
     /// `retry_after_ms`.
     pub const DUPLICATE: &str = "duplicate";
+    /// The operator's classifier (the moderation hook) refused the message.
+    pub const REJECTED: &str = "rejected";
     /// The room takes no more messages for now (all members together): wait `retry_after_ms`.
     pub const ROOM_RATE_LIMITED: &str = "room_rate_limited";
     /// Too many people joined the public room lately: wait `retry_after_ms`.

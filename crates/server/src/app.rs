@@ -210,8 +210,10 @@ impl Server {
             HashPool::start(cfg.hash_thread_count(), cfg.hash_queue).context("starting hashing threads")?;
         let limits = Arc::new(Limits::new(&cfg));
         let quotas = Arc::new(QuotaGuard::new(&cfg, quota_backend(&cfg).await?, metrics.clone()));
-        let screen = crate::moderation::screen::Screen::new(&cfg.filters, cfg.max_mentions, store.clone())
-            .context("compiling the server-wide filters")?;
+        let hook = cfg.hook().map(|o| crate::moderation::hook::Hook::new(&o)).transpose()?;
+        let screen =
+            crate::moderation::screen::Screen::new(&cfg.filters, cfg.max_mentions, hook, store.clone())
+                .context("compiling the server-wide filters")?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;

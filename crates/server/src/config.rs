@@ -160,6 +160,19 @@ pub struct Config {
     pub filters: switchboard_protocol::rest::Filters,
     /// A file of words for the server-wide filter, one per line (added to `filters.words`).
     pub filter_words_file: Option<PathBuf>,
+    /// The operator's classifier, asked about every message before it is stored (off when
+    /// unset): `http://` or `https://`.
+    pub hook_url: Option<String>,
+    /// Longest wait for the classifier's answer.
+    pub hook_timeout_ms: u64,
+    /// When the classifier cannot be asked (down, slow, wrong), let messages through (`true`)
+    /// or refuse them with `503 unavailable` (`false`).
+    pub hook_fail_open: bool,
+    /// Let the hook call loopback and private addresses (a classifier on this host or network).
+    pub hook_allow_private: bool,
+    /// Classifier calls in flight at once per node; a send finding none free is handled as a
+    /// failed call, without waiting.
+    pub hook_concurrency: usize,
 }
 
 impl Default for Config {
@@ -230,6 +243,11 @@ impl Default for Config {
             max_mentions: 20,
             filters: switchboard_protocol::rest::Filters::default(),
             filter_words_file: None,
+            hook_url: None,
+            hook_timeout_ms: 500,
+            hook_fail_open: true,
+            hook_allow_private: false,
+            hook_concurrency: 256,
         }
     }
 }
@@ -533,6 +551,26 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_FILTER_WORDS_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter_words_file: Option<PathBuf>,
+    /// The classifier asked about every message (http:// or https://) [default: none].
+    #[arg(long, env = "SWITCHBOARD_HOOK_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_url: Option<String>,
+    /// Longest wait for the classifier [default: 500].
+    #[arg(long, env = "SWITCHBOARD_HOOK_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_timeout_ms: Option<u64>,
+    /// Let messages through when the classifier cannot be asked [default: true].
+    #[arg(long, env = "SWITCHBOARD_HOOK_FAIL_OPEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_fail_open: Option<bool>,
+    /// Let the hook call loopback and private addresses [default: false].
+    #[arg(long, env = "SWITCHBOARD_HOOK_ALLOW_PRIVATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_allow_private: Option<bool>,
+    /// Classifier calls in flight per node [default: 256].
+    #[arg(long, env = "SWITCHBOARD_HOOK_CONCURRENCY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook_concurrency: Option<usize>,
 }
 
 /// Why the configuration could not be built.
@@ -569,6 +607,17 @@ impl ServeArgs {
 }
 
 impl Config {
+    /// The moderation hook's settings, when one is configured.
+    pub fn hook(&self) -> Option<crate::moderation::hook::HookOptions> {
+        Some(crate::moderation::hook::HookOptions {
+            url: self.hook_url.clone()?,
+            timeout: std::time::Duration::from_millis(self.hook_timeout_ms),
+            fail_open: self.hook_fail_open,
+            allow_private: self.hook_allow_private,
+            concurrency: self.hook_concurrency,
+        })
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.send_queue == 0 || self.rate_per_sec == 0 || self.rate_burst == 0 {
@@ -579,6 +628,9 @@ impl Config {
         }
         if let Err(e) = crate::moderation::filter::Filter::compile(&self.filters) {
             return Err(ConfigError::Invalid(format!("filters: {e}")));
+        }
+        if !(1..=10_000).contains(&self.hook_timeout_ms) || self.hook_concurrency == 0 {
+            return bad("hook_timeout_ms must be 1-10000 and hook_concurrency positive");
         }
         if self.max_frame_bytes < 1024 || self.max_body_chars == 0 {
             return bad("max_frame_bytes must be at least 1024 and max_body_chars positive");

@@ -81,7 +81,8 @@ pub async fn edit(
     validate::body(&body.body, state.cfg.max_body_chars)?;
     state.limits.write(&user.id)?;
     // An edit says something new: it is screened as a new message is.
-    let passed = state.screen.message(&room, &user.id, body.body).await?;
+    let mut passed = state.screen.message(&room, &user.id, body.body).await?;
+    passed.flagged.extend(state.screen.classify(&room, &user.id, &passed.body).await?);
     let edited = state.store.edit(&room, &user.id, &id, &passed.body).await?;
     state.screen.flagged(&room, &user.id, &id, &passed.flagged);
     Ok(Json(edited))

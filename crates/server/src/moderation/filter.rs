@@ -74,6 +74,8 @@ pub enum Rule {
     Link(String),
     /// An invite link to another community (its host).
     Invite(String),
+    /// The operator's classifier (the moderation hook), with its reason.
+    Classifier(String),
 }
 
 impl Rule {
@@ -85,6 +87,8 @@ impl Rule {
             Rule::Profanity => "profanity".to_owned(),
             Rule::Link(host) => format!("link to {host}"),
             Rule::Invite(host) => format!("invite link ({host})"),
+            Rule::Classifier(why) if why.is_empty() => "classifier".to_owned(),
+            Rule::Classifier(why) => format!("classifier: {why}"),
         }
     }
 
@@ -96,6 +100,7 @@ impl Rule {
             Rule::Profanity => "the message contains profanity".to_owned(),
             Rule::Link(host) => format!("links to {host} are not allowed here"),
             Rule::Invite(_) => "invite links to other communities are not allowed here".to_owned(),
+            Rule::Classifier(_) => "this server's moderation refused the message".to_owned(),
         }
     }
 }

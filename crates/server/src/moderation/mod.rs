@@ -2,5 +2,6 @@
 //! screening of every message on the one send path ([`crate::send`]).
 
 pub mod filter;
+pub mod hook;
 pub mod policy;
 pub mod screen;

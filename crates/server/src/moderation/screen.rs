@@ -16,6 +16,7 @@ use switchboard_protocol::rest::Filters;
 use tokio::sync::mpsc;
 
 use super::filter::{Filter, FilterError, Rule};
+use super::hook::{Hook, Verdict};
 use crate::error::ApiError;
 use crate::store::{Store, StoreError};
 
@@ -36,6 +37,7 @@ struct Cached {
 /// The screening service of one node.
 pub struct Screen {
     server: Option<Filter>,
+    hook: Option<Hook>,
     max_mentions: usize,
     store: Arc<dyn Store>,
     rooms: Mutex<HashMap<String, Cached>>,
@@ -64,6 +66,7 @@ impl Screen {
     pub fn new(
         server: &Filters,
         max_mentions: usize,
+        hook: Option<Hook>,
         store: Arc<dyn Store>,
     ) -> Result<Arc<Self>, FilterError> {
         let server = if server.is_empty() { None } else { Some(Filter::compile(server)?) };
@@ -76,7 +79,7 @@ impl Screen {
                 }
             }
         });
-        Ok(Arc::new(Screen { server, max_mentions, store, rooms: Mutex::new(HashMap::new()), audit }))
+        Ok(Arc::new(Screen { server, hook, max_mentions, store, rooms: Mutex::new(HashMap::new()), audit }))
     }
 
     /// Screens a message for `room` by `author`: `Err` when a rule refuses it (with an audit
@@ -110,6 +113,22 @@ impl Screen {
             }
         }
         Ok(Passed { body: text, flagged })
+    }
+
+    /// Asks the operator's classifier, when there is one (after every other check, so that
+    /// what a cheap rule refuses never costs a call): `Err` when it refuses the message (with an
+    /// audit entry) or cannot be asked and the hook fails closed; else the flag it raised.
+    pub async fn classify(&self, room: &str, author: &str, body: &str) -> Result<Option<Rule>, ApiError> {
+        let Some(hook) = &self.hook else { return Ok(None) };
+        match hook.check(room, author, body).await? {
+            Verdict::Allow => Ok(None),
+            Verdict::Flag(why) => Ok(Some(Rule::Classifier(why))),
+            Verdict::Block(why) => {
+                let rule = Rule::Classifier(why);
+                self.record(room, author, "auto_block", rule.detail());
+                Err(ApiError::unprocessable(code::REJECTED, rule.explain()))
+            }
+        }
     }
 
     /// Audits the flags of a stored message.
