@@ -209,6 +209,7 @@ impl Server {
         let hasher =
             HashPool::start(cfg.hash_thread_count(), cfg.hash_queue).context("starting hashing threads")?;
         let limits = Arc::new(Limits::new(&cfg));
+        store.set_server_admins(&cfg.admins).await.context("writing the server-wide admins")?;
         let quotas = Arc::new(QuotaGuard::new(&cfg, quota_backend(&cfg).await?, metrics.clone()));
         let hook = cfg.hook().map(|o| crate::moderation::hook::Hook::new(&o)).transpose()?;
         let screen =

@@ -160,6 +160,10 @@ pub struct Config {
     pub filters: switchboard_protocol::rest::Filters,
     /// A file of words for the server-wide filter, one per line (added to `filters.words`).
     pub filter_words_file: Option<PathBuf>,
+    /// Server-wide admins (user ids): they moderate every room with an owner's rights (ban,
+    /// mute, delete, purge, roles below owner, settings, reports, the audit log) without being
+    /// members. Every node writes this list to the store at start: keep it the same on all.
+    pub admins: Vec<String>,
     /// The operator's classifier, asked about every message before it is stored (off when
     /// unset): `http://` or `https://`.
     pub hook_url: Option<String>,
@@ -243,6 +247,7 @@ impl Default for Config {
             max_mentions: 20,
             filters: switchboard_protocol::rest::Filters::default(),
             filter_words_file: None,
+            admins: Vec::new(),
             hook_url: None,
             hook_timeout_ms: 500,
             hook_fail_open: true,
@@ -551,6 +556,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_FILTER_WORDS_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter_words_file: Option<PathBuf>,
+    /// Server-wide admins, by user id (comma-separated) [default: none].
+    #[arg(long, env = "SWITCHBOARD_ADMINS", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admins: Option<Vec<String>>,
     /// The classifier asked about every message (http:// or https://) [default: none].
     #[arg(long, env = "SWITCHBOARD_HOOK_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -628,6 +637,9 @@ impl Config {
         }
         if let Err(e) = crate::moderation::filter::Filter::compile(&self.filters) {
             return Err(ConfigError::Invalid(format!("filters: {e}")));
+        }
+        if self.admins.iter().any(|a| a.trim().is_empty() || a.chars().count() > 128) {
+            return bad("admins are user ids (1-128 characters)");
         }
         if !(1..=10_000).contains(&self.hook_timeout_ms) || self.hook_concurrency == 0 {
             return bad("hook_timeout_ms must be 1-10000 and hook_concurrency positive");
@@ -810,12 +822,14 @@ mod tests {
     fn server_filters_come_from_the_file_and_a_word_list() {
         let dir = tempfile::tempdir().unwrap();
         let (file, words) = (dir.path().join("s.toml"), dir.path().join("words.txt"));
-        std::fs::write(&file, "[filters]\nprofanity = \"mask\"\nwords = [\"darn\"]\n").unwrap();
+        std::fs::write(&file, "admins = [\"u1\"]\n[filters]\nprofanity = \"mask\"\nwords = [\"darn\"]\n")
+            .unwrap();
         std::fs::write(&words, "# comment\nheck\n\n  gosh  \n").unwrap();
         let args = ServeArgs { config: Some(file), filter_words_file: Some(words), ..Default::default() };
         let cfg = args.resolve().unwrap();
         assert_eq!(cfg.filters.profanity, switchboard_protocol::rest::FilterAction::Mask);
         assert_eq!(cfg.filters.words, ["darn", "heck", "gosh"]);
+        assert_eq!(cfg.admins, ["u1"]);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.toml");
         std::fs::write(&file, "[filters]\npatterns = [\"(\"]\n").unwrap();

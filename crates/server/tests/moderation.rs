@@ -424,3 +424,32 @@ async fn a_report_reaches_the_moderators_live_and_is_resolved_with_an_action() {
     assert_eq!(err.code(), Some("forbidden"));
     assert_eq!(moderator.reports(&c.room, "open").await.unwrap()[0].id, filed.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_admin_from_the_configuration_moderates_a_room_they_are_not_in() {
+    const SECRET: &str = "server-admin-test-secret-server-admin";
+    let server = TestServer::with(|c| {
+        c.jwt_external_hs256_secret = Some(SECRET.into());
+        c.admins = vec!["staff".into()];
+    })
+    .await;
+    let c = cast(&server).await;
+    let token = common::external_token(SECRET, "staff", common::now_secs() + 600, None);
+    let staff = server.client().with_token(&token);
+    let member_id = c.by_role[3].2.clone();
+    staff.sanction(&c.room, "mutes", &member_id, Some(60), Some("cool it")).await.unwrap();
+    assert_eq!(c.by_role[3].1.post_message(&c.room, "m", "hi").await.unwrap_err().code(), Some("muted"));
+    let entries = staff.audit(&c.room, None).await.unwrap();
+    assert_eq!((entries[0].actor.as_str(), entries[0].action.as_str()), ("staff", "mute"));
+    // Not over the owner; and not a member for anything else.
+    let owner_id = c.by_role[0].2.clone();
+    assert_eq!(
+        staff.sanction(&c.room, "bans", &owner_id, None, None).await.unwrap_err().code(),
+        Some("forbidden")
+    );
+    assert_eq!(staff.post_message(&c.room, "s", "hello").await.unwrap_err().status(), Some(404));
+    // Someone else is not.
+    let other =
+        server.client().with_token(common::external_token(SECRET, "visitor", common::now_secs() + 600, None));
+    assert_eq!(other.audit(&c.room, None).await.unwrap_err().status(), Some(404));
+}

@@ -336,7 +336,7 @@ pub async fn filters(
     ApiPath(room): ApiPath<String>,
 ) -> Result<Json<Filters>, ApiError> {
     validate::id(&room, "room")?;
-    let role = state.store.role(&room, &user.id).await?.ok_or_else(ApiError::not_found)?;
+    let role = state.store.acting_role(&room, &user.id).await?.ok_or_else(ApiError::not_found)?;
     if !policy::may(Action::ConfigureRoom, Some(role), None) {
         return Err(StoreError::Forbidden.into());
     }

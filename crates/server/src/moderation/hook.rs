@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::codes::error as code;
 use tokio::sync::Semaphore;
@@ -81,10 +83,17 @@ struct Answer {
     reason: Option<String>,
 }
 
+/// The HTTP client: HTTP/1 over plain TCP or TLS (rustls with ring, the system's roots), on a
+/// resolver that keeps internal addresses out.
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<HttpConnector<Guarded>>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 /// The hook of one node.
 pub struct Hook {
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: HttpClient,
+    url: axum::http::Uri,
     timeout: Duration,
     fail_open: bool,
     permits: Arc<Semaphore>,
@@ -93,12 +102,13 @@ pub struct Hook {
 impl Hook {
     /// Builds the client; refuses a URL that cannot be used.
     pub fn new(opts: &HookOptions) -> Result<Hook, HookError> {
-        let url = reqwest::Url::parse(&opts.url).map_err(|e| HookError::BadUrl(e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        let url: axum::http::Uri =
+            opts.url.parse().map_err(|e: axum::http::uri::InvalidUri| HookError::BadUrl(e.to_string()))?;
+        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none_or(str::is_empty) {
             return Err(HookError::BadUrl("must be an http:// or https:// URL with a host".into()));
         }
         // A literal address never goes through the resolver: check it here.
-        let host = url.host_str().unwrap_or_default();
+        let host = url.host().unwrap_or_default();
         let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
         if let Some(ip) = literal
             && internal(ip)
@@ -106,16 +116,18 @@ impl Hook {
         {
             return Err(HookError::BadUrl(format!("{ip} is not a public address (set hook_allow_private)")));
         }
-        // One process-wide TLS provider (ring, as for NATS); another may be installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(opts.timeout)
-            .connect_timeout(opts.timeout)
-            .dns_resolver(Arc::new(Guarded { allow_private: opts.allow_private }))
-            .no_proxy()
-            .build()
-            .map_err(|e| HookError::Client(e.to_string()))?;
+        let mut http = HttpConnector::new_with_resolver(Guarded { allow_private: opts.allow_private });
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(opts.timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| HookError::Client(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(opts.concurrency.min(64))
+            .build(https);
         Ok(Hook {
             client,
             url,
@@ -147,28 +159,20 @@ impl Hook {
     }
 
     async fn ask(&self, room: &str, author: &str, body: &str) -> Result<Verdict, String> {
+        use http_body_util::BodyExt;
         let _permit = self.permits.try_acquire().map_err(|_| "too many calls in flight".to_owned())?;
+        let payload = serde_json::to_vec(&Ask { room, author, body }).map_err(|e| e.to_string())?;
+        let request = axum::http::Request::post(self.url.clone())
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(payload)))
+            .map_err(|e| e.to_string())?;
         let call = async {
-            let mut resp = self
-                .client
-                .post(self.url.clone())
-                .json(&Ask { room, author, body })
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+            let resp = self.client.request(request).await.map_err(|e| format!("{e:?}"))?;
             if !resp.status().is_success() {
                 return Err(format!("answered {}", resp.status()));
             }
-            if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-                return Err("answer too large".to_owned());
-            }
-            let mut bytes = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-                if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    return Err("answer too large".to_owned());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
+            let limited = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES);
+            let bytes = limited.collect().await.map_err(|e| format!("reading the answer: {e}"))?.to_bytes();
             let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| format!("bad answer: {e}"))?;
             let reason = answer.reason.unwrap_or_default().chars().take(200).collect::<String>();
             match answer.action.as_str() {
@@ -183,12 +187,22 @@ impl Hook {
 }
 
 /// Resolves names as the system does, keeping only public addresses (unless allowed).
+#[derive(Clone)]
 struct Guarded {
     allow_private: bool,
 }
 
-impl reqwest::dns::Resolve for Guarded {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl tower::Service<Name> for Guarded {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
@@ -196,10 +210,9 @@ impl reqwest::dns::Resolve for Guarded {
             let usable: Vec<SocketAddr> =
                 found.into_iter().filter(|a| allow_private || !internal(a.ip())).collect();
             if usable.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
+                return Err(std::io::Error::other(format!("{host} resolves to no public address")));
             }
-            let addrs: reqwest::dns::Addrs = Box::new(usable.into_iter());
-            Ok(addrs)
+            Ok(usable.into_iter())
         })
     }
 }

@@ -48,7 +48,8 @@ macro_rules! store_conformance {
             room_filters_are_set_by_moderators_and_automatic_entries_audited,
             a_shadow_banned_authors_messages_are_shown_only_to_them,
             a_purge_deletes_a_members_recent_messages_as_events,
-            reports_are_filed_by_members_and_handled_by_moderators
+            reports_are_filed_by_members_and_handled_by_moderators,
+            server_admins_moderate_every_room_without_being_members
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1307,4 +1308,32 @@ pub(crate) async fn reports_are_filed_by_members_and_handled_by_moderators(store
     ));
     let mods = store.moderator_ids(&r).await.unwrap();
     assert_eq!(mods, vec![a.clone()]);
+}
+
+pub(crate) async fn server_admins_moderate_every_room_without_being_members(store: Arc<dyn Store>) {
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+    let staff = user(&store, "staff").await;
+    let r = room(&store, &a, RoomKind::Private, &[&b, &c]).await;
+    assert!(matches!(store.audit_log(&r, &staff, None, 10).await, Err(StoreError::NotFound)));
+    assert_eq!(store.acting_role(&r, &staff).await.unwrap(), None);
+    store.set_server_admins(std::slice::from_ref(&staff)).await.unwrap();
+    assert_eq!(store.acting_role(&r, &staff).await.unwrap(), Some(Role::Owner));
+    assert_eq!(store.acting_role("no-such-room", &staff).await.unwrap(), None);
+    assert_eq!(store.role(&r, &staff).await.unwrap(), None, "not a member for it");
+    // An owner's rights: roles below owner, sanctions, deletes, the audit log; never over the
+    // owner themselves, and no sending without joining.
+    store.set_role(&r, &staff, &b, Role::Admin, None).await.unwrap();
+    let msg = send(&store, &r, &c, "c1").await.unwrap().message;
+    store.delete(&r, &staff, &msg.id).await.unwrap();
+    store.sanction(&r, &staff, &c, super::SanctionKind::Ban, None, Some("abuse")).await.unwrap();
+    assert!(matches!(
+        store.sanction(&r, &staff, &a, super::SanctionKind::Mute, None, None).await,
+        Err(StoreError::Forbidden)
+    ));
+    let log = store.audit_log(&r, &staff, None, 10).await.unwrap();
+    assert_eq!(log[0].actor, staff);
+    assert!(send(&store, &r, &staff, "s1").await.is_err());
+    // Off the list, nothing is left.
+    store.set_server_admins(&[]).await.unwrap();
+    assert!(matches!(store.audit_log(&r, &staff, None, 10).await, Err(StoreError::NotFound)));
 }

@@ -548,6 +548,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<switchboard_protocol::Report>;
     /// The ids of the room's moderators and up, who hear of its reports.
     async fn moderator_ids(&self, room: &str) -> StoreResult<Vec<String>>;
+    /// Replaces the server-wide admins (user ids, from the configuration): they moderate every
+    /// room with an owner's rights, without being members. Each node writes the list at start.
+    async fn set_server_admins(&self, admins: &[String]) -> StoreResult<()>;
+    /// The role a moderation action counts for `user` in the room: a server-wide admin's is
+    /// `owner`; `None` for someone with no standing there.
+    async fn acting_role(&self, room: &str, user: &str) -> StoreResult<Option<Role>>;
     /// The room of the author's message sent with this key, if one was stored: a retry of a
     /// stored message is answered with it even when a limit would refuse a new one.
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>>;

@@ -6,7 +6,7 @@ use deadpool_postgres::GenericClient;
 use switchboard_protocol::{AuditEntry, Role, RoomKind};
 
 use super::Pg;
-use super::queries::{Written, lock_room, require_member, role, row, rows, to_i64};
+use super::queries::{Written, acting_role, acting_role_if_any, lock_room, role, row, rows, to_i64};
 use crate::moderation::policy::{self, Action};
 use crate::store::{StoreError, now_ms, rfc3339_ms};
 
@@ -50,7 +50,7 @@ pub(super) async fn set_role(
     reason: Option<&str>,
 ) -> Written<Option<AuditEntry>> {
     let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
-    let actor_role = require_member(c, room, actor).await?;
+    let actor_role = acting_role(c, room, actor).await?;
     if kind == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no roles").into());
     }
@@ -79,7 +79,7 @@ pub(super) async fn entries(
     before: Option<u64>,
     limit: u32,
 ) -> Pg<Vec<AuditEntry>> {
-    let actor_role = role(c, room, actor).await?;
+    let actor_role = acting_role_if_any(c, room, actor).await?;
     if actor_role.is_none() {
         return Err(StoreError::NotFound.into());
     }

@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_filters.sql"),
     include_str!("migrations/0007_shadow.sql"),
     include_str!("migrations/0008_reports.sql"),
+    include_str!("migrations/0009_server_admins.sql"),
 ];
 
 /// The channel commits are announced on.
@@ -613,6 +614,14 @@ impl Store for PgStore {
 
     async fn moderator_ids(&self, room: &str) -> StoreResult<Vec<String>> {
         read!(self, |c| reports::moderator_ids(c, room).await?)
+    }
+
+    async fn set_server_admins(&self, admins: &[String]) -> StoreResult<()> {
+        write_tx!(self, |tx| queries::set_server_admins(&tx, admins).await?)
+    }
+
+    async fn acting_role(&self, room: &str, user: &str) -> StoreResult<Option<Role>> {
+        read!(self, |c| queries::acting_role_if_any(c, room, user).await?)
     }
 
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {

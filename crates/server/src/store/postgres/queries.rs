@@ -228,6 +228,31 @@ pub(super) async fn require_member(c: &impl GenericClient, room: &str, user: &st
     }
 }
 
+/// The role a moderation action counts for the actor: a server-wide admin acts with an owner's
+/// rights in any room that exists, member or not; anyone else with their role (or the error
+/// that hides a private room from a non-member).
+pub(super) async fn acting_role(c: &impl GenericClient, room: &str, actor: &str) -> Pg<Role> {
+    match acting_role_if_any(c, room, actor).await? {
+        Some(role) => Ok(role),
+        None => require_member(c, room, actor).await,
+    }
+}
+
+/// [`acting_role`], with `None` for someone with no standing in the room.
+pub(super) async fn acting_role_if_any(c: &impl GenericClient, room: &str, actor: &str) -> Pg<Option<Role>> {
+    let admin = row(c, "SELECT 1 FROM server_admins WHERE user_id = $1", &[&actor]).await?;
+    if admin.is_some() && room_kind(c, room).await?.is_some() {
+        return Ok(Some(Role::Owner));
+    }
+    role(c, room, actor).await
+}
+
+pub(super) async fn set_server_admins(c: &impl GenericClient, admins: &[String]) -> Written<()> {
+    exec(c, "DELETE FROM server_admins", &[]).await?;
+    exec(c, "INSERT INTO server_admins (user_id) SELECT DISTINCT UNNEST($1::text[])", &[&admins]).await?;
+    Ok(((), Vec::new()))
+}
+
 pub(super) async fn members(c: &impl GenericClient, room: &str) -> Pg<Vec<crate::store::RoomMember>> {
     let found = rows(
         c,
@@ -461,7 +486,7 @@ pub(super) async fn withdraw_invite(
     actor: &str,
     target: &str,
 ) -> Written<()> {
-    let role = require_member(c, room, actor).await?;
+    let role = acting_role(c, room, actor).await?;
     let inviter: Option<String> =
         row(c, "SELECT inviter FROM invites WHERE room_id = $1 AND user_id = $2", &[&room, &target])
             .await?
@@ -616,7 +641,7 @@ pub(super) async fn add_member(
     let Some(kind) = lock_room(c, room).await? else {
         return Err(StoreError::NotFound.into());
     };
-    let actor_role = require_member(c, room, actor).await?;
+    let actor_role = acting_role(c, room, actor).await?;
     let plan = plan_add(c, room, kind, actor, actor_role, target).await?;
     carry_out_add(c, room, actor, target, plan).await
 }
@@ -630,7 +655,7 @@ pub(super) async fn remove_member(
     let Some(kind) = lock_room(c, room).await? else {
         return Err(StoreError::NotFound.into());
     };
-    let actor_role = require_member(c, room, actor).await?;
+    let actor_role = acting_role(c, room, actor).await?;
     let target_role = role(c, room, target).await?;
     let change = if actor == target {
         MemberChange::Left
@@ -889,7 +914,7 @@ pub(super) async fn delete(
     if lock_room(c, room).await?.is_none() {
         return Err(StoreError::NotFound.into());
     }
-    let role = require_member(c, room, actor).await?;
+    let role = acting_role(c, room, actor).await?;
     let msg = message(c, room, id).await?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
     let others = msg.author != actor;
     if others
@@ -915,7 +940,7 @@ pub(super) async fn purge(
     since_ms: i64,
 ) -> Written<u32> {
     let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
-    let role = require_member(c, room, actor).await?;
+    let role = acting_role(c, room, actor).await?;
     if kind == RoomKind::Dm {
         return Err(StoreError::Denied("nobody moderates a dm: block instead").into());
     }

@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 
 use super::Pg;
 use super::audit;
-use super::queries::{Written, lock_room, require_member, role, row, rows};
+use super::queries::{Written, acting_role_if_any, lock_room, require_member, role, row, rows};
 use crate::moderation::policy::{self, Action};
 use crate::store::{MAX_OPEN_REPORTS, ReportTarget, StoreError, now_ms, rfc3339_ms};
 
@@ -103,7 +103,7 @@ pub(super) async fn file(
 
 /// Refuses an actor who may not handle the room's reports.
 async fn require_handler(c: &impl GenericClient, room: &str, actor: &str) -> Pg<()> {
-    let actor_role = role(c, room, actor).await?.ok_or(StoreError::NotFound)?;
+    let actor_role = acting_role_if_any(c, room, actor).await?.ok_or(StoreError::NotFound)?;
     if policy::may(Action::HandleReports, Some(actor_role), None) {
         Ok(())
     } else {

@@ -7,7 +7,9 @@ use switchboard_protocol::{MemberChange, RoomKind, TimelineEvent};
 
 use super::Pg;
 use super::audit;
-use super::queries::{Written, exec, lock_room, member_event, require_member, role, row, rows};
+use super::queries::{
+    Written, acting_role, acting_role_if_any, exec, lock_room, member_event, role, row, rows,
+};
 use crate::moderation::policy::{self, Action};
 use crate::store::{Sanction, SanctionKind, StoreError, now_ms};
 
@@ -36,7 +38,7 @@ pub(super) async fn impose(
     reason: Option<&str>,
 ) -> Written<Option<TimelineEvent>> {
     let Some(room_kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
-    let actor_role = require_member(c, room, actor).await?;
+    let actor_role = acting_role(c, room, actor).await?;
     if room_kind == RoomKind::Dm {
         return Err(StoreError::Denied("nobody moderates a dm: block instead").into());
     }
@@ -103,7 +105,7 @@ pub(super) async fn lift(
     if lock_room(c, room).await?.is_none() {
         return Err(StoreError::NotFound.into());
     }
-    let actor_role = require_member(c, room, actor).await?;
+    let actor_role = acting_role(c, room, actor).await?;
     if !policy::may(kind.action(), Some(actor_role), role(c, room, target).await?)
         || imposed_by_rank(c, room, target, kind).await?.is_some_and(|r| policy::rank(Some(actor_role)) < r)
     {
@@ -128,7 +130,7 @@ pub(super) async fn list(
     actor: &str,
     kind: SanctionKind,
 ) -> Pg<Vec<Sanction>> {
-    let actor_role = role(c, room, actor).await?;
+    let actor_role = acting_role_if_any(c, room, actor).await?;
     if actor_role.is_none() {
         return Err(StoreError::NotFound.into());
     }
@@ -157,7 +159,7 @@ pub(super) async fn list(
 
 pub(super) async fn set_slow_mode(c: &impl GenericClient, room: &str, actor: &str, secs: u32) -> Written<()> {
     let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
-    let actor_role = require_member(c, room, actor).await?;
+    let actor_role = acting_role(c, room, actor).await?;
     if kind == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no slow mode").into());
     }
@@ -182,7 +184,7 @@ pub(super) async fn set_filters(
     filters: Option<&str>,
 ) -> Written<bool> {
     let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
-    let actor_role = require_member(c, room, actor).await?;
+    let actor_role = acting_role(c, room, actor).await?;
     if kind == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no filters: block instead").into());
     }

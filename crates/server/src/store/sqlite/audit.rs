@@ -4,7 +4,7 @@
 use rusqlite::{Connection, params};
 use switchboard_protocol::{AuditEntry, Role, RoomKind};
 
-use super::queries::{Written, require_member, role, room_kind};
+use super::queries::{Written, acting_role, acting_role_if_any, role, room_kind};
 use crate::moderation::policy::{self, Action};
 use crate::store::{StoreError, StoreResult, now_ms, rfc3339_ms};
 
@@ -44,7 +44,7 @@ pub(super) fn set_role(
     new: Role,
     reason: Option<&str>,
 ) -> Written<Option<AuditEntry>> {
-    let actor_role = require_member(c, room, actor)?;
+    let actor_role = acting_role(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no roles"));
     }
@@ -72,7 +72,7 @@ pub(super) fn entries(
     before: Option<u64>,
     limit: u32,
 ) -> StoreResult<Vec<AuditEntry>> {
-    let actor_role: Option<Role> = role(c, room, actor)?;
+    let actor_role: Option<Role> = acting_role_if_any(c, room, actor)?;
     if actor_role.is_none() {
         return Err(StoreError::NotFound);
     }

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_filters.sql"),
     include_str!("migrations/0010_shadow.sql"),
     include_str!("migrations/0011_reports.sql"),
+    include_str!("migrations/0012_server_admins.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
@@ -477,6 +478,16 @@ impl Store for SqliteStore {
     async fn moderator_ids(&self, room: &str) -> StoreResult<Vec<String>> {
         let r = room.to_owned();
         self.read(move |c| reports::moderator_ids(c, &r)).await
+    }
+
+    async fn set_server_admins(&self, admins: &[String]) -> StoreResult<()> {
+        let list = admins.to_vec();
+        self.write(move |c| queries::set_server_admins(c, &list)).await
+    }
+
+    async fn acting_role(&self, room: &str, user: &str) -> StoreResult<Option<Role>> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.read(move |c| queries::acting_role_if_any(c, &r, &u)).await
     }
 
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {

@@ -213,6 +213,36 @@ pub(super) fn require_member(c: &Connection, room: &str, user: &str) -> StoreRes
     }
 }
 
+/// The role a moderation action counts for the actor: a server-wide admin acts with an owner's
+/// rights in any room that exists, member or not; anyone else with their role (or the error
+/// that hides a private room from a non-member).
+pub(super) fn acting_role(c: &Connection, room: &str, actor: &str) -> StoreResult<Role> {
+    match acting_role_if_any(c, room, actor)? {
+        Some(role) => Ok(role),
+        None => require_member(c, room, actor),
+    }
+}
+
+/// [`acting_role`], with `None` for someone with no standing in the room.
+pub(super) fn acting_role_if_any(c: &Connection, room: &str, actor: &str) -> StoreResult<Option<Role>> {
+    let admin: Option<i64> = c
+        .prepare_cached("SELECT 1 FROM server_admins WHERE user_id = ?1")?
+        .query_row([actor], |r| r.get(0))
+        .optional()?;
+    if admin.is_some() && room_kind(c, room)?.is_some() {
+        return Ok(Some(Role::Owner));
+    }
+    role(c, room, actor)
+}
+
+pub(super) fn set_server_admins(c: &Connection, admins: &[String]) -> Written<()> {
+    c.prepare_cached("DELETE FROM server_admins")?.execute([])?;
+    for a in admins {
+        c.prepare_cached("INSERT OR IGNORE INTO server_admins (user_id) VALUES (?1)")?.execute([a])?;
+    }
+    Ok(((), Vec::new()))
+}
+
 pub(super) fn members(c: &Connection, room: &str) -> StoreResult<Vec<crate::store::RoomMember>> {
     let mut stmt = c.prepare_cached(
         "SELECT u.id, u.username, mb.role, mb.read_seq FROM members mb JOIN users u ON u.id = mb.user_id
@@ -432,7 +462,7 @@ pub(super) fn decline_invite(c: &Connection, room: &str, user: &str) -> Written<
 }
 
 pub(super) fn withdraw_invite(c: &Connection, room: &str, actor: &str, target: &str) -> Written<()> {
-    let role = require_member(c, room, actor)?;
+    let role = acting_role(c, room, actor)?;
     let inviter: Option<String> = c
         .prepare_cached("SELECT inviter FROM invites WHERE room_id = ?1 AND user_id = ?2")?
         .query_row([room, target], |r| r.get(0))
@@ -565,14 +595,14 @@ pub(super) fn join(c: &Connection, room: &str, user: &str) -> Written<Option<Tim
 }
 
 pub(super) fn add_member(c: &Connection, room: &str, actor: &str, target: &str) -> Written<AddOutcome> {
-    let actor_role = require_member(c, room, actor)?;
+    let actor_role = acting_role(c, room, actor)?;
     let kind = room_kind(c, room)?.ok_or(StoreError::NotFound)?;
     let plan = plan_add(c, room, kind, actor, actor_role, target)?;
     carry_out_add(c, room, actor, target, plan)
 }
 
 pub(super) fn remove_member(c: &Connection, room: &str, actor: &str, target: &str) -> Written<TimelineEvent> {
-    let actor_role = require_member(c, room, actor)?;
+    let actor_role = acting_role(c, room, actor)?;
     let kind = room_kind(c, room)?.ok_or(StoreError::NotFound)?;
     let target_role = role(c, room, target)?;
     let change = if actor == target {
@@ -852,7 +882,7 @@ pub(super) fn edit(c: &Connection, room: &str, actor: &str, id: &str, body: &str
 }
 
 pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Written<TimelineEvent> {
-    let role = require_member(c, room, actor)?;
+    let role = acting_role(c, room, actor)?;
     let msg = message(c, room, id)?.filter(|m| m.deleted.is_none()).ok_or(StoreError::NotFound)?;
     let others = msg.author != actor;
     if others && !policy::may(Action::DeleteOthersMessage, Some(role), self::role(c, room, &msg.author)?) {
@@ -869,7 +899,7 @@ pub(super) fn delete(c: &Connection, room: &str, actor: &str, id: &str) -> Writt
 pub(super) const PURGE_MAX: u32 = 1_000;
 
 pub(super) fn purge(c: &Connection, room: &str, actor: &str, target: &str, since_ms: i64) -> Written<u32> {
-    let role = require_member(c, room, actor)?;
+    let role = acting_role(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("nobody moderates a dm: block instead"));
     }

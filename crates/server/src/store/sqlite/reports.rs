@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use switchboard_protocol::{Report, RoomKind};
 
 use super::audit;
-use super::queries::{Written, require_member, role, room_kind};
+use super::queries::{Written, acting_role_if_any, require_member, role, room_kind};
 use crate::moderation::policy::{self, Action};
 use crate::store::{MAX_OPEN_REPORTS, ReportTarget, StoreError, StoreResult, now_ms, rfc3339_ms};
 
@@ -92,7 +92,7 @@ pub(super) fn file(
 
 /// Refuses an actor who may not handle the room's reports.
 fn require_handler(c: &Connection, room: &str, actor: &str) -> StoreResult<()> {
-    let actor_role = role(c, room, actor)?.ok_or(StoreError::NotFound)?;
+    let actor_role = acting_role_if_any(c, room, actor)?.ok_or(StoreError::NotFound)?;
     if policy::may(Action::HandleReports, Some(actor_role), None) {
         Ok(())
     } else {

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use switchboard_protocol::{MemberChange, Role, RoomKind};
 
 use super::audit;
-use super::queries::{Written, member_event, require_member, role, room_kind};
+use super::queries::{Written, acting_role, acting_role_if_any, member_event, role, room_kind};
 use crate::moderation::policy::{self, Action};
 use crate::store::{Sanction, SanctionKind, StoreError, StoreResult, now_ms};
 
@@ -42,7 +42,7 @@ pub(super) fn impose(
     until: Option<i64>,
     reason: Option<&str>,
 ) -> Written<Option<switchboard_protocol::TimelineEvent>> {
-    let actor_role = require_member(c, room, actor)?;
+    let actor_role = acting_role(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("nobody moderates a dm: block instead"));
     }
@@ -96,7 +96,7 @@ fn imposed_by_rank(c: &Connection, room: &str, user: &str, kind: SanctionKind) -
 }
 
 pub(super) fn lift(c: &Connection, room: &str, actor: &str, target: &str, kind: SanctionKind) -> Written<()> {
-    let actor_role = require_member(c, room, actor)?;
+    let actor_role = acting_role(c, room, actor)?;
     if !policy::may(kind.action(), Some(actor_role), role(c, room, target)?)
         || imposed_by_rank(c, room, target, kind)?.is_some_and(|r| policy::rank(Some(actor_role)) < r)
     {
@@ -118,7 +118,7 @@ pub(super) fn list(
     actor: &str,
     kind: SanctionKind,
 ) -> StoreResult<Vec<Sanction>> {
-    let actor_role = role(c, room, actor)?;
+    let actor_role = acting_role_if_any(c, room, actor)?;
     if actor_role.is_none() {
         return Err(StoreError::NotFound);
     }
@@ -174,7 +174,7 @@ pub(super) fn record_send(c: &Connection, room: &str, author: &str, at: i64) -> 
 }
 
 pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) -> Written<()> {
-    let actor_role = require_member(c, room, actor)?;
+    let actor_role = acting_role(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no slow mode"));
     }
@@ -195,7 +195,7 @@ pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) 
 /// Replaces the room's filters as the policy allows the actor, with an audit entry when they
 /// changed; returns whether they did.
 pub(super) fn set_filters(c: &Connection, room: &str, actor: &str, filters: Option<&str>) -> Written<bool> {
-    let actor_role = require_member(c, room, actor)?;
+    let actor_role = acting_role(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
         return Err(StoreError::Denied("a dm has no filters: block instead"));
     }
