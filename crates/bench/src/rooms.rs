@@ -33,6 +33,11 @@ pub struct Args {
     /// Connections opened at once during setup.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
+    /// Send bodies of at least this many characters of ordinary chat prose (whole sentences),
+    /// with the tracking tag in the `client_msg_id`, so that filters see what people write (0:
+    /// the tag as the body).
+    #[arg(long, default_value_t = 0)]
+    text_chars: usize,
 }
 
 /// A room and the indexes of its members among the users.
@@ -161,6 +166,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }));
         let (t, room, duration) = (totals.clone(), room_id.clone(), args.duration);
+        let text_chars = args.text_chars;
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             loop {
@@ -171,6 +177,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     return sink;
                 }
                 let frame = serde_json::json!({"op":"send","room":room,"client_msg_id":format!("{i}-{n}"),"body":track::body(i, n, start)});
+                let frame = if text_chars == 0 {
+                    frame
+                } else {
+                    let text = track::prose(text_chars, i, n);
+                    serde_json::json!({"op":"send","room":room,"client_msg_id":track::key(i, n, start),"body":text})
+                };
                 if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
                     return sink;
                 }

@@ -32,6 +32,8 @@ struct Frame<'a> {
     seq: u64,
     #[serde(default, borrow)]
     body: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    client_msg_id: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     until_seq: u64,
 }
@@ -43,6 +45,54 @@ pub fn body(sender: usize, n: u64, start: Instant) -> String {
 
 fn sent_at(body: &str) -> Option<u64> {
     body.strip_prefix('s')?.splitn(3, ':').nth(2)?.parse().ok()
+}
+
+/// `<sender>-<n>-t<micros since start>`: the `client_msg_id` this tool sends with a body of
+/// plain prose (no digits for a filter to read as leetspeak), carrying the send time instead.
+pub fn key(sender: usize, n: u64, start: Instant) -> String {
+    format!("{sender}-{n}-t{}", start.elapsed().as_micros())
+}
+
+fn key_sent_at(key: &str) -> Option<u64> {
+    key.rsplit_once("-t")?.1.parse().ok()
+}
+
+/// At least `chars` characters of ordinary chat prose (whole sentences) for a sender's `n`th
+/// message: 120 different texts in turn (a name, then sentences), so a sender repeats one only
+/// after 120 messages.
+pub fn prose(chars: usize, sender: usize, n: u64) -> String {
+    const NAMES: [&str; 40] = [
+        "Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory",
+        "Niaj", "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Uma", "Victor", "Walter", "Xena", "Yusuf",
+        "Zoe", "Amir", "Bea", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Igor", "Jun", "Kofi", "Lena",
+        "Marco", "Nora", "Omar", "Priya", "Quinn",
+    ];
+    const LINES: [&str; 12] = [
+        "are we still on for lunch tomorrow?",
+        "I think the new build looks good, but let me check again after standup.",
+        "thanks, that fixed it for me",
+        "can someone review my pull request when you have a minute?",
+        "the meeting moved to 3pm, same room as last week",
+        "just landed, will be online in an hour or so",
+        "does anyone know why the staging deploy is failing?",
+        "great work on the release everyone!",
+        "I'll be out on Friday, back on Monday morning",
+        "sounds good to me, let's ship it",
+        "can you send me the link to the design doc?",
+        "weather is terrible here today, working from home",
+    ];
+    if chars == 0 {
+        return String::new();
+    }
+    let n = usize::try_from(n).unwrap_or(0);
+    let mut out = format!("{},", NAMES[n % NAMES.len()]);
+    let mut k = sender + n * 5;
+    while out.chars().count() < chars {
+        out.push(' ');
+        out.push_str(LINES[k % LINES.len()]);
+        k += 5;
+    }
+    out
 }
 
 /// What a frame was, for callers that count more than the totals do.
@@ -78,7 +128,8 @@ impl Tracker {
                 *last = f.seq;
                 if f.op == "message" {
                     t.deliveries.fetch_add(1, Relaxed);
-                    if let Some(sent) = f.body.as_deref().and_then(sent_at) {
+                    let sent = f.body.as_deref().and_then(sent_at);
+                    if let Some(sent) = sent.or_else(|| f.client_msg_id.as_deref().and_then(key_sent_at)) {
                         lat.record(self.index, (start.elapsed().as_micros() as u64).saturating_sub(sent));
                     }
                 }

@@ -111,5 +111,16 @@ export function createApi({ getToken, onUnauthorized }) {
     },
     editMessage: (id, msgId, body) => call('PATCH', `${room(id)}/messages/${enc(msgId)}`, { body }),
     deleteMessage: (id, msgId) => call('DELETE', `${room(id)}/messages/${enc(msgId)}`),
+    /** Bans, mutes or shadow-bans (`kind`: bans | mutes | shadow-bans) a user, for `durationSecs`
+     * or for good (null). Moderators. */
+    sanction: (id, kind, userId, durationSecs, reason) =>
+      call('POST', `${room(id)}/${kind}`, { user_id: userId, duration_secs: durationSecs ?? undefined, reason: reason || undefined }),
+    /** Reports a message ({message_id}) or a member ({user_id}) with a reason. */
+    report: (id, target, reason) => call('POST', `${room(id)}/reports`, { ...target, reason }),
+    /** The room's open (or resolved) reports, newest first. Moderators. */
+    reports: async (id, status = 'open') => (await call('GET', `${room(id)}/reports?status=${enc(status)}`)).reports,
+    /** Resolves a report with an action (dismiss, delete_message, kick, mute, ban, shadow_ban). */
+    resolveReport: (id, reportId, action, durationSecs) =>
+      call('POST', `${room(id)}/reports/${enc(String(reportId))}/resolve`, { action, duration_secs: durationSecs ?? undefined }),
   };
 }

@@ -19,6 +19,7 @@ import { RoomView } from './views/room.js';
 import { createActions } from './views/actions.js';
 import { confirmDialog } from './views/dialogs.js';
 import { membersDialog } from './views/members.js';
+import { reportsDialog } from './views/moderation.js';
 import { hueClass, initial, errorText, isolate } from './format.js';
 
 const TOKEN_KEY = 'switchboard.token';
@@ -141,7 +142,8 @@ function startChat(me) {
     onInvite: actions.invite,
     onLeave: actions.leave,
     onBlock: actions.setBlocked,
-    onMembers: (r) => membersDialog(store, r),
+    onMembers: (r) => membersDialog(store, r, notify),
+    onReports: (r) => reportsDialog(store, r, notify),
   });
   const sidebar = new Sidebar(
     store,

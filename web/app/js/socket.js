@@ -18,7 +18,9 @@
 //                                                           ended or the token expired (close
 //                                                           4003; `reason` is the close reason)
 
-const RETRYABLE = new Set(['rate_limited', 'unavailable', 'draining']);
+// Refusals for now: the send goes again by itself after the wait the server gives (slow mode and
+// a busy room included: the message is sent as soon as the room takes it).
+const RETRYABLE = new Set(['rate_limited', 'unavailable', 'draining', 'slow_mode', 'room_rate_limited']);
 const TIMELINE_OPS = new Set(['message', 'edit', 'delete', 'member']);
 
 /** The server's default max_frame_bytes: a larger frame gets the connection closed (1009). */
@@ -238,7 +240,12 @@ export class Socket extends EventTarget {
           this.emit('retrying', { client_msg_id: cmid, code: frame.code, retryAt: item.retryAt });
         } else {
           this.outbox.delete(cmid);
-          this.emit('failed', { client_msg_id: cmid, code: frame.code, message: frame.message });
+          this.emit('failed', {
+            client_msg_id: cmid,
+            code: frame.code,
+            message: frame.message,
+            retry_after_ms: frame.retry_after_ms,
+          });
         }
         this.pump();
         break;

@@ -37,6 +37,7 @@
 //                                       another device), 'removed' (by someone else) or 'gone'
 //                                       (found missing at `ready`: either)
 //   ready      {}                       (re)connected and resynchronised
+//   reports    {room, report?}          a room's open reports changed (moderators)
 
 const PAGE_FIRST = 50;
 const PAGE_OLDER = 100;
@@ -777,22 +778,55 @@ export class Store extends EventTarget {
     if (added.length || replaced.length) this.emit('timeline', { room: r.id, type: 'insert', msgs: added, replaced });
   }
 
-  onSendFailed({ client_msg_id: cmid, code, message }) {
+  // ---- moderation ---------------------------------------------------------------------------
+
+  /** Whether we moderate the room (owner, admin or moderator; nobody moderates a dm). */
+  moderates(r) {
+    return !!r && r.kind !== 'dm' && ['owner', 'admin', 'moderator'].includes(r.role);
+  }
+
+  /** The room's open reports, loaded over REST (moderators); live after that. */
+  async loadReports(r) {
+    const list = await this.api.reports(r.id, 'open');
+    r.reports = new Map(list.map((x) => [x.id, x]));
+    this.emit('reports', { room: r.id });
+    return list;
+  }
+
+  /** A report was filed or resolved in a room we moderate. */
+  onReport(report) {
+    const r = report && this.rooms.get(report.room);
+    if (!r) return;
+    if (!r.reports) r.reports = new Map();
+    if (report.status === 'open') r.reports.set(report.id, report);
+    else r.reports.delete(report.id);
+    this.username(report.reporter);
+    this.username(report.user_id);
+    this.emit('reports', { room: r.id, report });
+  }
+
+  onSendFailed({ client_msg_id: cmid, code, message, retry_after_ms: wait }) {
     const r = this.rooms.get(this.pendingRoom.get(cmid));
     const item = r && r.pending.get(cmid);
     if (!item) return;
     item.state = 'failed';
-    item.error = sendErrorText(code, message);
+    item.error = sendErrorText(code, message, wait);
     this.emit('pending', { room: r.id, item, type: 'update' });
   }
 
   /** Refused for now (sending too fast, or the server busy): the socket sends it again. */
-  onSendRetrying({ client_msg_id: cmid, code }) {
+  onSendRetrying({ client_msg_id: cmid, code, retryAt }) {
     const r = this.rooms.get(this.pendingRoom.get(cmid));
     const item = r && r.pending.get(cmid);
-    if (!item || item.state === 'throttled') return;
+    if (!item || (item.state === 'throttled' && item.code === code)) return;
     item.state = 'throttled';
-    item.error = code === 'rate_limited' ? 'Sending too fast — retrying…' : 'The server is busy — retrying…';
+    item.code = code;
+    const left = Number.isFinite(retryAt) ? ` in ${waitText(retryAt - Date.now())}` : '';
+    item.error = {
+      rate_limited: 'Sending too fast — retrying…',
+      slow_mode: `Slow mode — sends by itself${left}`,
+      room_rate_limited: `This room is busy — sends by itself${left}`,
+    }[code] || 'The server is busy — retrying…';
     this.emit('pending', { room: r.id, item, type: 'update' });
   }
 
@@ -959,6 +993,9 @@ export class Store extends EventTarget {
       case 'invite':
         this.onInvite(f.invite);
         break;
+      case 'report':
+        this.onReport(f.report);
+        break;
       case 'gap': {
         const g = this.rooms.get(f.room);
         if (g) this.onGap(g);
@@ -973,8 +1010,30 @@ export class Store extends EventTarget {
   }
 }
 
-function sendErrorText(code, message) {
+/** A wait as people say it: "12 s", "4 min", "2 h", "3 days". */
+export function waitText(ms) {
+  const s = Math.max(1, Math.ceil(ms / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.ceil(s / 60)} min`;
+  if (s < 86400) return `${Math.ceil(s / 3600)} h`;
+  return `${Math.ceil(s / 86400)} days`;
+}
+
+function sendErrorText(code, message, wait) {
+  const left = Number.isFinite(wait) ? waitText(wait) : null;
   switch (code) {
+    case 'muted':
+      return left ? `You are muted in this room for ${left} more.` : 'You are muted in this room.';
+    case 'banned':
+      return 'You are banned from this room.';
+    case 'duplicate':
+      return left ? `You sent this too often lately. Try again in ${left}.` : 'You sent this too often lately.';
+    case 'filtered':
+      return `Blocked by this room's filters: ${message || 'not allowed here'}.`;
+    case 'rejected':
+      return 'Blocked by moderation.';
+    case 'too_many_mentions':
+      return message ? `${message}.` : 'Too many mentions.';
     case 'body_too_long':
       return 'Too long to send.';
     case 'too_large':

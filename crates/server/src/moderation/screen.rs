@@ -8,6 +8,7 @@
 //! slow down the sends of others or grow memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,10 @@ pub struct Screen {
     store: Arc<dyn Store>,
     rooms: Mutex<HashMap<String, Cached>>,
     audit: mpsc::Sender<AutoEntry>,
+    /// Automatic audit entries dropped because the queue was full, since start.
+    dropped: AtomicU64,
+    /// When a drop was last logged (ms since the epoch).
+    dropped_said: AtomicI64,
 }
 
 /// An audit entry the server writes by itself.
@@ -79,7 +84,16 @@ impl Screen {
                 }
             }
         });
-        Ok(Arc::new(Screen { server, hook, max_mentions, store, rooms: Mutex::new(HashMap::new()), audit }))
+        Ok(Arc::new(Screen {
+            server,
+            hook,
+            max_mentions,
+            store,
+            rooms: Mutex::new(HashMap::new()),
+            audit,
+            dropped: AtomicU64::new(0),
+            dropped_said: AtomicI64::new(0),
+        }))
     }
 
     /// Screens a message for `room` by `author`: `Err` when a rule refuses it (with an audit
@@ -148,7 +162,15 @@ impl Screen {
     fn record(&self, room: &str, author: &str, action: &'static str, detail: String) {
         let entry = AutoEntry { room: room.to_owned(), author: author.to_owned(), action, detail };
         if self.audit.try_send(entry).is_err() {
-            tracing::warn!(room, action, "the automatic audit queue is full: an entry was dropped");
+            // Said once a second at most, with the count: a flood must not become a log flood.
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = crate::store::now_ms();
+            let last = self.dropped_said.load(Ordering::Relaxed);
+            if now - last >= 1_000
+                && self.dropped_said.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                tracing::warn!(dropped, "the automatic audit queue is full: entries were dropped");
+            }
         }
     }
 

@@ -8,13 +8,14 @@ import { h } from '../dom.js';
 import { hueClass, initial, isolate, presenceText } from '../format.js';
 import { PRESENCE_BATCH } from '../store.js';
 import { formDialog } from './dialogs.js';
+import { memberActions } from './moderation.js';
 
 /** How often "last seen 5 min ago" is brought up to date while the list is open. */
 const CLOCK_MS = 30000;
 const RANK = { online: 0, away: 1, offline: 2 };
 const ROLES = { owner: 'Owner', admin: 'Admin', moderator: 'Moderator' };
 
-export function membersDialog(store, r) {
+export function membersDialog(store, r, notify = () => {}) {
   const summary = h('p', { class: 'hint members-summary' }, 'Loading members…');
   const list = h('ul', { class: 'member-list', 'aria-label': 'Members' });
   let failed = false;
@@ -49,6 +50,7 @@ export function membersDialog(store, r) {
           words && p.text ? ' · ' : null,
           p && p.text ? h('bdi', { class: 'status-text', dir: 'auto' }, p.text) : null,
         ),
+        memberActions(store, r, id, role, notify),
       ),
     );
   };

@@ -13,7 +13,7 @@ import { autosize } from './timeline.js';
 const MAX_BODY = 4000;
 
 export class RoomView {
-  constructor(store, timeline, { onInvite, onLeave, onBlock, onMembers }) {
+  constructor(store, timeline, { onInvite, onLeave, onBlock, onMembers, onReports }) {
     this.store = store;
     this.timeline = timeline;
     this.room = null;
@@ -23,6 +23,8 @@ export class RoomView {
     this.kindIcon = $('#room-kind');
     this.invite = $('#invite-button');
     this.membersButton = $('#members-button');
+    this.reportsButton = $('#reports-button');
+    this.reportsCount = $('#reports-count');
     this.leave = $('#leave-button');
     this.block = $('#block-button');
     this.form = $('#composer');
@@ -32,6 +34,10 @@ export class RoomView {
 
     this.invite.addEventListener('click', () => this.room && onInvite(this.room));
     this.membersButton.addEventListener('click', () => this.room && onMembers(this.room));
+    this.reportsButton.addEventListener('click', () => this.room && onReports(this.room));
+    store.addEventListener('reports', (e) => {
+      if (this.room && e.detail.room === this.room.id) this.renderHeader();
+    });
     this.leave.addEventListener('click', () => this.room && onLeave(this.room));
     this.block.addEventListener('click', () => {
       const peer = this.room && this.store.dmPeer(this.room);
@@ -75,6 +81,8 @@ export class RoomView {
     this.error.hidden = true;
     // A dm's member list carries the other person's read marker: fresh for its "Seen".
     this.store.loadMembers(r, { force: r.kind === 'dm' });
+    // Moderators see how many reports are open (live after this).
+    if (this.store.moderates(r) && !r.reports) this.store.loadReports(r).catch(() => {});
     this.renderHeader();
     this.renderTyping();
   }
@@ -103,6 +111,12 @@ export class RoomView {
       if (online !== null) parts.push(` · ${online} online`);
     }
     if (blocked) parts.push(' · Blocked');
+    const moderates = this.store.moderates(r);
+    this.reportsButton.hidden = !moderates;
+    const open = moderates && r.reports ? r.reports.size : 0;
+    this.reportsCount.hidden = open === 0;
+    this.reportsCount.textContent = String(open);
+    this.reportsButton.setAttribute('aria-label', open ? `Reports, ${open} open` : 'Reports');
     this.meta.replaceChildren(...parts.map((p) => (typeof p === 'string' ? document.createTextNode(p) : p)));
     this.meta.removeAttribute('title');
     if (r.members && r.kind !== 'dm') {

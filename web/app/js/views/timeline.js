@@ -8,6 +8,7 @@
 import { h } from '../dom.js';
 import { renderBody, scalarLength } from '../text.js';
 import { shortTime, fullTime, hueClass, initial, errorText, isolate } from '../format.js';
+import { outranks, reportMessageDialog } from './moderation.js';
 
 const GROUP_MS = 5 * 60 * 1000;
 const NEAR_TOP_PX = 400;
@@ -231,14 +232,21 @@ export class TimelineView {
     if (m.deleted) return null;
     const r = this.room;
     // A dm has no owner: neither person may delete the other's messages (whatever role an
-    // older server gave its creator).
-    const moderator = r.kind !== 'dm' && ['owner', 'admin', 'moderator'].includes(r.role);
-    if (!own && !moderator) return null;
+    // older server gave its creator). A moderator deletes only the messages of those they
+    // outrank (while the member list is loaded; else the server decides).
+    const authorRole = r.members ? r.members.get(m.author) : undefined;
+    const moderates = !own && this.store.moderates(r) && (!r.members || outranks(r.role, authorRole));
+    // Anyone may report someone else's message in a room that has moderators.
+    const reportable = !own && r.kind !== 'dm';
+    if (!own && !moderates && !reportable) return null;
+    const button = (action, label, danger) =>
+      h('button', { type: 'button', class: `icon-button${danger ? ' danger' : ''}`, tabindex: '-1', dataset: { action }, 'aria-label': `${label} message`, title: label }, label);
     return h(
       'div',
       { class: 'msg-actions' },
-      own ? h('button', { type: 'button', class: 'icon-button', tabindex: '-1', dataset: { action: 'edit' }, 'aria-label': 'Edit message', title: 'Edit' }, 'Edit') : null,
-      h('button', { type: 'button', class: 'icon-button danger', tabindex: '-1', dataset: { action: 'delete' }, 'aria-label': 'Delete message', title: 'Delete' }, 'Delete'),
+      own ? button('edit', 'Edit') : null,
+      reportable ? button('report', 'Report') : null,
+      own || moderates ? button('delete', 'Delete', true) : null,
     );
   }
 
@@ -539,6 +547,7 @@ export class TimelineView {
       if (!m) return;
       if (action === 'edit') this.startEdit(li, m, li);
       else if (action === 'delete') this.confirmDelete(m);
+      else if (action === 'report') reportMessageDialog(this.store, r, m, this.actions.notify);
     }
   }
 
