@@ -341,7 +341,13 @@ impl Client {
     pub async fn audit(&self, room: &str, before: Option<u64>) -> Result<Vec<AuditEntry>, ClientError> {
         let req = self
             .request(Method::GET, &format!("/v1/rooms/{room}/audit"))
-            .query(&AuditQuery { before, limit: None });
+            .query(&AuditQuery { before, ..Default::default() });
+        Ok(Self::decode::<AuditList>(req.send().await?).await?.entries)
+    }
+
+    /// A page of the room's audit log narrowed by `q` (action, target, by), newest first.
+    pub async fn audit_where(&self, room: &str, q: &AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
+        let req = self.request(Method::GET, &format!("/v1/rooms/{room}/audit")).query(q);
         Ok(Self::decode::<AuditList>(req.send().await?).await?.entries)
     }
 

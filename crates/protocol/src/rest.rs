@@ -219,6 +219,15 @@ pub struct AuditQuery {
     pub before: Option<u64>,
     /// Page size, default 50, at most 200.
     pub limit: Option<u32>,
+    /// Only this action (`ban`, `auto_block`, `resolve_report`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Only entries about this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Only entries by this user; empty for the server's automatic ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// A page of a room's audit log, newest first.

@@ -111,6 +111,27 @@ async fn the_audit_log_has_one_entry_per_action_in_order() {
     assert_eq!(log[3].detail.as_deref(), Some("member->admin"));
     let older = c.owner.audit(&c.room, Some(log[1].id)).await.unwrap();
     assert_eq!(older.iter().map(|e| e.id).collect::<Vec<_>>(), vec![log[2].id, log[3].id]);
+    // Filtered by action, by the member acted on, and by who acted.
+    let q = |action: Option<&str>, target: Option<&str>, by: Option<&str>| {
+        switchboard_client::protocol::rest::AuditQuery {
+            action: action.map(str::to_owned),
+            target: target.map(str::to_owned),
+            by: by.map(str::to_owned),
+            ..Default::default()
+        }
+    };
+    let ids =
+        |v: Vec<switchboard_client::protocol::AuditEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(c.owner.audit_where(&c.room, &q(Some("set_role"), None, None)).await.unwrap()),
+        vec![log[2].id, log[3].id]
+    );
+    assert_eq!(
+        ids(c.owner.audit_where(&c.room, &q(None, Some(&t.id), None)).await.unwrap()),
+        vec![log[0].id, log[1].id]
+    );
+    let by_mod = q(None, None, Some(&c.by_role[2].2));
+    assert_eq!(ids(c.owner.audit_where(&c.room, &by_mod).await.unwrap()), vec![log[0].id, log[1].id]);
     // Bad input gets a code.
     let long = "x".repeat(501);
     let err = c.owner.set_role(&c.room, &c.by_role[3].2, Role::Moderator, Some(&long)).await.unwrap_err();

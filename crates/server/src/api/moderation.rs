@@ -14,7 +14,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::moderation::policy::{self, Action};
-use crate::store::{SanctionKind, StoreError, rfc3339_ms};
+use crate::store::{AuditFilter, SanctionKind, StoreError, rfc3339_ms};
 use crate::validate;
 
 /// Longest reason given for a moderation action.
@@ -57,8 +57,9 @@ pub async fn set_role(
     Ok(Json(Member { user: member, role: body.role, read_seq: None }))
 }
 
-/// The room's audit log, newest first: every role change, removal by a moderator and deletion of
-/// another's message, with who, when and why. For moderators and up.
+/// The room's audit log, newest first: every moderation action and every automatic block or
+/// flag, with who, when and why; filtered by `action`, `target` and `by` (empty: the server).
+/// For moderators and up.
 #[utoipa::path(get, path = "/v1/rooms/{id}/audit", tag = "moderation", security(("bearer" = [])),
     params(("id" = String, Path, description = "Room id"), AuditQuery),
     responses((status = 200, body = AuditList), (status = 400, body = ErrorBody),
@@ -75,7 +76,22 @@ pub async fn audit(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::bad_request(code::INVALID_REQUEST, "limit must be 1-200"));
     }
-    Ok(Json(AuditList { entries: state.store.audit_log(&room, &user.id, q.before, limit).await? }))
+    let field = |v: Option<String>, what: &str| -> Result<Option<String>, ApiError> {
+        match v {
+            Some(v) if v.chars().count() > 128 || v.chars().any(char::is_control) => {
+                Err(ApiError::bad_request(code::INVALID_REQUEST, format!("{what} is not valid")))
+            }
+            v => Ok(v),
+        }
+    };
+    let filter = AuditFilter {
+        action: field(q.action, "action")?,
+        target: field(q.target, "target")?,
+        by: field(q.by, "by")?,
+    };
+    Ok(Json(AuditList {
+        entries: state.store.audit_search(&room, &user.id, &filter, q.before, limit).await?,
+    }))
 }
 
 /// When a sanction of `duration_secs` imposed now ends (`None`: for good), or a `400`.

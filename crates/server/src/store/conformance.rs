@@ -49,7 +49,8 @@ macro_rules! store_conformance {
             a_shadow_banned_authors_messages_are_shown_only_to_them,
             a_purge_deletes_a_members_recent_messages_as_events,
             reports_are_filed_by_members_and_handled_by_moderators,
-            server_admins_moderate_every_room_without_being_members
+            server_admins_moderate_every_room_without_being_members,
+            the_audit_log_filters_by_action_target_and_actor
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1336,4 +1337,36 @@ pub(crate) async fn server_admins_moderate_every_room_without_being_members(stor
     // Off the list, nothing is left.
     store.set_server_admins(&[]).await.unwrap();
     assert!(matches!(store.audit_log(&r, &staff, None, 10).await, Err(StoreError::NotFound)));
+}
+
+pub(crate) async fn the_audit_log_filters_by_action_target_and_actor(store: Arc<dyn Store>) {
+    use super::AuditFilter;
+    let (a, b, c) = (user(&store, "a").await, user(&store, "b").await, user(&store, "c").await);
+    let r = room(&store, &a, RoomKind::Public, &[&b, &c]).await;
+    store.set_role(&r, &a, &b, Role::Moderator, None).await.unwrap();
+    store.sanction(&r, &b, &c, super::SanctionKind::Mute, None, None).await.unwrap();
+    store.record_automatic(&r, &c, "auto_block", "word").await.unwrap();
+    store.lift_sanction(&r, &a, &c, super::SanctionKind::Mute).await.unwrap();
+    let find = |filter: AuditFilter| {
+        let (store, r, a) = (store.clone(), r.clone(), a.clone());
+        async move {
+            let got = store.audit_search(&r, &a, &filter, None, 50).await.unwrap();
+            got.into_iter().map(|e| e.action).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(find(AuditFilter::default()).await, ["unmute", "auto_block", "mute", "set_role"]);
+    assert_eq!(find(AuditFilter { action: Some("mute".into()), ..Default::default() }).await, ["mute"]);
+    assert_eq!(
+        find(AuditFilter { target: Some(c.clone()), ..Default::default() }).await,
+        ["unmute", "auto_block", "mute"]
+    );
+    assert_eq!(find(AuditFilter { by: Some(b.clone()), ..Default::default() }).await, ["mute"]);
+    assert_eq!(find(AuditFilter { by: Some(String::new()), ..Default::default() }).await, ["auto_block"]);
+    let both = AuditFilter { by: Some(a.clone()), target: Some(c.clone()), ..Default::default() };
+    assert_eq!(find(both).await, ["unmute"]);
+    assert!(find(AuditFilter { action: Some("ban".into()), ..Default::default() }).await.is_empty());
+    assert!(matches!(
+        store.audit_search(&r, &c, &AuditFilter::default(), None, 50).await,
+        Err(StoreError::Forbidden)
+    ));
 }

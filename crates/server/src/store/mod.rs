@@ -167,6 +167,17 @@ impl SanctionKind {
     }
 }
 
+/// Which audit entries to list (each field set narrows the list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this action (`ban`, `auto_block`, …).
+    pub action: Option<String>,
+    /// Only entries about this user.
+    pub target: Option<String>,
+    /// Only entries by this user (`""`: the server's automatic ones).
+    pub by: Option<String>,
+}
+
 /// What a report names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportTarget {
@@ -462,6 +473,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         room: &str,
         actor: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        self.audit_search(room, actor, &AuditFilter::default(), before, limit).await
+    }
+    /// [`Store::audit_log`], keeping only the entries that match every field `filter` sets.
+    async fn audit_search(
+        &self,
+        room: &str,
+        actor: &str,
+        filter: &AuditFilter,
         before: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<AuditEntry>>;

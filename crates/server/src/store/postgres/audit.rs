@@ -8,7 +8,7 @@ use switchboard_protocol::{AuditEntry, Role, RoomKind};
 use super::Pg;
 use super::queries::{Written, acting_role, acting_role_if_any, lock_room, role, row, rows, to_i64};
 use crate::moderation::policy::{self, Action};
-use crate::store::{StoreError, now_ms, rfc3339_ms};
+use crate::store::{AuditFilter, StoreError, now_ms, rfc3339_ms};
 
 /// Appends an entry (only inside a transaction that holds the room's row).
 pub(super) async fn record(
@@ -76,6 +76,7 @@ pub(super) async fn entries(
     c: &impl GenericClient,
     room: &str,
     actor: &str,
+    filter: &AuditFilter,
     before: Option<u64>,
     limit: u32,
 ) -> Pg<Vec<AuditEntry>> {
@@ -90,8 +91,10 @@ pub(super) async fn entries(
     rows(
         c,
         "SELECT id, actor, action, target, reason, detail, ts FROM audit_log
-         WHERE room_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        &[&room, &before, &i64::from(limit)],
+         WHERE room_id = $1 AND id < $2 AND ($4::text IS NULL OR action = $4)
+           AND ($5::text IS NULL OR target = $5) AND ($6::text IS NULL OR actor = $6)
+         ORDER BY id DESC LIMIT $3",
+        &[&room, &before, &i64::from(limit), &filter.action, &filter.target, &filter.by],
     )
     .await?
     .iter()

@@ -541,14 +541,15 @@ impl Store for PgStore {
         write_tx!(self, |tx| audit::set_role(&tx, room, actor, target, role, reason).await?)
     }
 
-    async fn audit_log(
+    async fn audit_search(
         &self,
         room: &str,
         actor: &str,
+        filter: &crate::store::AuditFilter,
         before: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<switchboard_protocol::AuditEntry>> {
-        read!(self, |c| audit::entries(c, room, actor, before, limit).await?)
+        read!(self, |c| audit::entries(c, room, actor, filter, before, limit).await?)
     }
 
     async fn sanction(

@@ -6,7 +6,7 @@ use switchboard_protocol::{AuditEntry, Role, RoomKind};
 
 use super::queries::{Written, acting_role, acting_role_if_any, role, room_kind};
 use crate::moderation::policy::{self, Action};
-use crate::store::{StoreError, StoreResult, now_ms, rfc3339_ms};
+use crate::store::{AuditFilter, StoreError, StoreResult, now_ms, rfc3339_ms};
 
 /// Appends an entry (only ever inside the writer's transaction).
 pub(super) fn record(
@@ -69,6 +69,7 @@ pub(super) fn entries(
     c: &Connection,
     room: &str,
     actor: &str,
+    filter: &AuditFilter,
     before: Option<u64>,
     limit: u32,
 ) -> StoreResult<Vec<AuditEntry>> {
@@ -82,19 +83,22 @@ pub(super) fn entries(
     let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
     let mut stmt = c.prepare_cached(
         "SELECT id, actor, action, target, reason, detail, ts FROM audit_log
-         WHERE room_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+         WHERE room_id = ?1 AND id < ?2 AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR target = ?5)
+           AND (?6 IS NULL OR actor = ?6)
+         ORDER BY id DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![room, before, limit], |r| {
-        Ok(AuditEntry {
-            id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-            actor: r.get(1)?,
-            action: r.get(2)?,
-            target: r.get(3)?,
-            reason: r.get(4)?,
-            detail: r.get(5)?,
-            ts: rfc3339_ms(r.get(6)?),
-        })
-    })?;
+    let rows =
+        stmt.query_map(params![room, before, limit, filter.action, filter.target, filter.by], |r| {
+            Ok(AuditEntry {
+                id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                target: r.get(3)?,
+                reason: r.get(4)?,
+                detail: r.get(5)?,
+                ts: rfc3339_ms(r.get(6)?),
+            })
+        })?;
     let out: Vec<AuditEntry> = rows.collect::<Result<_, _>>()?;
     Ok(out)
 }

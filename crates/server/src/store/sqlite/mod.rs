@@ -394,15 +394,16 @@ impl Store for SqliteStore {
         self.write(move |c| audit::set_role(c, &r, &a, &t, role, why.as_deref())).await
     }
 
-    async fn audit_log(
+    async fn audit_search(
         &self,
         room: &str,
         actor: &str,
+        filter: &crate::store::AuditFilter,
         before: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<switchboard_protocol::AuditEntry>> {
-        let (r, a) = (room.to_owned(), actor.to_owned());
-        self.read(move |c| audit::entries(c, &r, &a, before, limit)).await
+        let (r, a, f) = (room.to_owned(), actor.to_owned(), filter.clone());
+        self.read(move |c| audit::entries(c, &r, &a, &f, before, limit)).await
     }
 
     async fn sanction(
