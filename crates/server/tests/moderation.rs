@@ -67,6 +67,35 @@ async fn every_role_against_every_action() {
         }
         let deleted = actor.delete_message(&c.room, &msg.id).await.map(|_| ());
         assert_eq!(deleted.is_ok(), moderates, "{role:?} deletes another's message");
+        // Sanctions: mute, shadow-ban and ban (each lifted again), and a purge.
+        for what in ["mutes", "shadow-bans", "bans"] {
+            let imposed = actor.sanction(&c.room, what, &t.id, Some(60), None).await;
+            assert_eq!(imposed.is_ok(), moderates, "{role:?} imposes {what}: {imposed:?}");
+            if moderates {
+                actor.lift(&c.room, what, &t.id).await.unwrap();
+                if what == "bans" {
+                    c.owner.add_member(&c.room, &t.id).await.unwrap();
+                }
+            } else {
+                assert_eq!(code(imposed).as_deref(), Some("forbidden"));
+                assert_eq!(code(actor.lift(&c.room, what, &t.id).await).as_deref(), Some("forbidden"));
+            }
+        }
+        let purged = actor.purge(&c.room, &t.id, 1).await.map(|_| ());
+        assert_eq!(purged.is_ok(), moderates, "{role:?} purges");
+        // The room's settings, its filters, and its reports.
+        let slow = actor.set_slow_mode(&c.room, 0).await.map(|_| ());
+        assert_eq!(slow.is_ok(), moderates, "{role:?} sets slow mode");
+        let filters = actor.set_filters(&c.room, Default::default()).await.map(|_| ());
+        assert_eq!(filters.is_ok(), moderates, "{role:?} sets filters");
+        assert_eq!(actor.filters(&c.room).await.is_ok(), moderates, "{role:?} reads filters");
+        let reports = actor.reports(&c.room, "open").await.map(|_| ());
+        assert_eq!(reports.is_ok(), moderates, "{role:?} reads reports");
+        if !moderates {
+            for refused in [slow, filters, reports] {
+                assert_eq!(code(refused).as_deref(), Some("forbidden"));
+            }
+        }
         // Remove them.
         let removed = actor.remove_member(&c.room, &t.id).await;
         assert_eq!(removed.is_ok(), moderates, "{role:?} removes a member");
@@ -85,6 +114,13 @@ async fn every_role_against_every_action() {
     assert!(c.owner.set_role(&c.room, &admin_id, Role::Owner, None).await.is_err(), "nobody is made owner");
     // A stranger learns nothing: the room is not there for them.
     assert_eq!(c.stranger.audit(&c.room, None).await.unwrap_err().status(), Some(404));
+    assert_eq!(c.stranger.reports(&c.room, "open").await.unwrap_err().status(), Some(404));
+    assert_eq!(c.stranger.filters(&c.room).await.unwrap_err().status(), Some(404));
+    assert_eq!(
+        c.stranger.sanction(&c.room, "bans", &admin_id, None, None).await.unwrap_err().status(),
+        Some(404)
+    );
+    assert_eq!(c.stranger.purge(&c.room, &admin_id, 1).await.unwrap_err().status(), Some(404));
     assert_eq!(
         c.stranger.set_role(&c.room, &admin_id, Role::Member, None).await.unwrap_err().status(),
         Some(404)
