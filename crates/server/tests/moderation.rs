@@ -391,10 +391,17 @@ async fn a_shadow_banned_members_messages_reach_only_them_live_on_resume_and_in_
     let mut own_resume = server.session(member, since).await;
     expect_frame(&mut own_resume, |f| matches!(f, ServerFrame::Message(m) if m.id == hidden.id)).await;
     expect_frame(&mut own_resume, |f| matches!(f, ServerFrame::Message(m) if m.id == rest.id)).await;
+    // Nor is their typing: it would tell the room someone writes what nobody sees.
+    author.send_frame(&switchboard_client::protocol::ClientFrame::Typing { room: c.room.clone() }).unwrap();
+    common::expect_none(&mut watcher, 500, |f| matches!(f, ServerFrame::Typing { .. })).await;
     // Lifted: what they send now is seen.
     moderator.lift(&c.room, "shadow-bans", &member_id).await.unwrap();
     let later = member.post_message(&c.room, "after", "sorry").await.unwrap();
     expect_frame(&mut watcher, |f| matches!(f, ServerFrame::Message(m) if m.id == later.id)).await;
+    // ...and their typing again (the throttle's interval has passed by now, or the message
+    // ended it).
+    author.send_frame(&switchboard_client::protocol::ClientFrame::Typing { room: c.room.clone() }).unwrap();
+    expect_frame(&mut watcher, |f| matches!(f, ServerFrame::Typing { user, .. } if *user == member_id)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,8 +74,9 @@ pageTest('"Log out everywhere" signs out another browser too: its socket closes 
 pageTest('a 401 from REST in the middle of a session signs out with a notice', async () => {
   const ray = await server.register('ray');
   const room = await server.api('POST', '/v1/rooms', { token: ray.token, body: { name: 'after-hours', kind: 'public', members: [] } });
-  // The browser logs the refused requests of opening the room (its members, its messages).
-  const page = await openPage(browser, { allow: [allowStatus(401, new RegExp(`/v1/rooms/${room.id}/(members|messages\\?limit=50)`))] });
+  // The browser logs the refused requests of opening the room (its members, its messages, and,
+  // for its owner, its open reports).
+  const page = await openPage(browser, { allow: [allowStatus(401, new RegExp(`/v1/rooms/${room.id}/(members|messages\\?limit=50|reports\\?status=open)`))] });
   const ws = await routeSocket(page);
   await logInViaUI(page, server, 'ray');
   // The socket is down (so no 4003 can say it first) when the session is ended elsewhere.

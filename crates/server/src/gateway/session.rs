@@ -26,7 +26,7 @@ use crate::auth::{AuthError, Verified};
 use crate::error::ApiError;
 use crate::metrics::{Held, Metrics, SessionState};
 use crate::presence::node::PresenceNode;
-use crate::store::{Appended, Committing, NewMessage};
+use crate::store::{Appended, Committing, NewMessage, SanctionKind};
 use crate::validate;
 
 mod timeline;
@@ -699,7 +699,8 @@ impl Session {
                         room,
                         frame,
                         self.handle.id.clone(),
-                        in_dm.then(|| self.token.user.id.clone()),
+                        self.token.user.id.clone(),
+                        in_dm,
                     ));
                     None
                 }
@@ -787,15 +788,21 @@ fn publish_unless_blocked(
     room: String,
     frame: ServerFrame,
     origin: String,
-    dm_user: Option<String>,
+    user: String,
+    in_dm: bool,
 ) -> Pending {
     let state = state.clone();
     Box::pin(async move {
-        if let Some(user) = dm_user {
-            // Unknown (store unreachable) counts as blocked: typing is best effort anyway.
-            if state.store.dm_blocked(&room, &user).await.unwrap_or(true) {
-                return None;
-            }
+        // Unknown (store unreachable) counts as blocked: typing is best effort anyway.
+        let hidden = if in_dm {
+            state.store.dm_blocked(&room, &user).await.unwrap_or(true)
+        } else {
+            // A shadow-banned user's typing would tell the room that someone writes what
+            // nobody sees.
+            state.store.sanctioned(&room, &user, SanctionKind::Shadow).await.unwrap_or(true)
+        };
+        if hidden {
+            return None;
         }
         publish(&state, room, frame, origin).await
     })

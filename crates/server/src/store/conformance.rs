@@ -1202,8 +1202,11 @@ pub(crate) async fn a_shadow_banned_authors_messages_are_shown_only_to_them(stor
     assert_eq!(store.timeline(&r, edit.seq() - 1, 1).await.unwrap()[0].only_to(), Some(c.as_str()));
     let delete = store.delete(&r, &c, &hidden.id).await.unwrap();
     assert_eq!(delete.only_to(), Some(c.as_str()));
+    assert!(store.sanctioned(&r, &c, super::SanctionKind::Shadow).await.unwrap());
+    assert!(!store.sanctioned(&r, &b, super::SanctionKind::Shadow).await.unwrap());
     // Lifted: what comes next is seen; what was hidden stays hidden.
     store.lift_sanction(&r, &a, &c, super::SanctionKind::Shadow).await.unwrap();
+    assert!(!store.sanctioned(&r, &c, super::SanctionKind::Shadow).await.unwrap());
     let later = send(&store, &r, &c, "c2").await.unwrap().message;
     assert_eq!(later.only_to, None);
     assert_eq!(page(&b).await, vec![shown.id.clone(), later.id.clone()]);

@@ -513,6 +513,9 @@ pub trait Store: Send + Sync + 'static {
         target: &str,
         kind: SanctionKind,
     ) -> StoreResult<()>;
+    /// Whether a sanction of `kind` stands against `user` in `room` now (for what the server
+    /// decides outside a write: a shadow-banned user's typing indicators are not sent).
+    async fn sanctioned(&self, room: &str, user: &str, kind: SanctionKind) -> StoreResult<bool>;
     /// The room's standing sanctions of one kind, for moderators.
     async fn sanctions(&self, room: &str, actor: &str, kind: SanctionKind) -> StoreResult<Vec<Sanction>>;
 

@@ -625,6 +625,15 @@ impl Store for PgStore {
         read!(self, |c| queries::acting_role_if_any(c, room, user).await?)
     }
 
+    async fn sanctioned(
+        &self,
+        room: &str,
+        user: &str,
+        kind: crate::store::SanctionKind,
+    ) -> StoreResult<bool> {
+        read!(self, |c| sanctions::standing(c, room, user, kind).await?.is_some())
+    }
+
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {
         read!(self, |c| {
             let sql = "SELECT room_id FROM messages WHERE author = $1 AND client_msg_id = $2";

@@ -15,17 +15,28 @@ use crate::store::{Sanction, SanctionKind, StoreError, now_ms};
 
 /// Refuses with the sanction of `kind` that stands against `user` in `room`, if one does.
 pub(super) async fn check(c: &impl GenericClient, room: &str, user: &str, kind: SanctionKind) -> Pg<()> {
+    match standing(c, room, user, kind).await? {
+        Some(until) => Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until }.into()),
+        None => Ok(()),
+    }
+}
+
+/// The end of the sanction of `kind` standing against `user` in `room` (`Some(None)`: for
+/// good), if one stands.
+pub(super) async fn standing(
+    c: &impl GenericClient,
+    room: &str,
+    user: &str,
+    kind: SanctionKind,
+) -> Pg<Option<Option<i64>>> {
     let found = row(
         c,
         "SELECT until FROM sanctions WHERE room_id = $1 AND user_id = $2 AND kind = $3",
         &[&room, &user, &kind.as_str()],
     )
     .await?;
-    let Some(r) = found else { return Ok(()) };
-    match SanctionKind::standing(r.try_get(0)?) {
-        Some(until) => Err(StoreError::Sanctioned { kind: kind.as_str(), until_ms: until }.into()),
-        None => Ok(()),
-    }
+    let Some(r) = found else { return Ok(None) };
+    Ok(SanctionKind::standing(r.try_get(0)?))
 }
 
 pub(super) async fn impose(

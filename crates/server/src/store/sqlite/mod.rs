@@ -491,6 +491,16 @@ impl Store for SqliteStore {
         self.read(move |c| queries::acting_role_if_any(c, &r, &u)).await
     }
 
+    async fn sanctioned(
+        &self,
+        room: &str,
+        user: &str,
+        kind: crate::store::SanctionKind,
+    ) -> StoreResult<bool> {
+        let (r, u) = (room.to_owned(), user.to_owned());
+        self.read(move |c| Ok(sanctions::standing(c, &r, &u, kind)?.is_some())).await
+    }
+
     async fn sent_in(&self, author: &str, client_msg_id: &str) -> StoreResult<Option<String>> {
         let (a, k) = (author.to_owned(), client_msg_id.to_owned());
         self.read(move |c| {
