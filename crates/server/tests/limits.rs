@@ -7,34 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{TestServer, expect_frame, external_token, now_secs};
+use common::{TestServer, external_token, gateway_send, now_secs};
 use switchboard_client::Client;
-use switchboard_client::protocol::{ClientFrame, RoomKind, ServerFrame};
-
-/// Sends over the gateway: `Ok` when acked, else the refusal's code and wait.
-async fn gateway_send(
-    s: &mut switchboard_client::Session,
-    room: &str,
-    key: &str,
-    body: &str,
-) -> Result<(), (String, Option<u64>)> {
-    s.send_frame(&ClientFrame::Send {
-        room: room.to_owned(),
-        client_msg_id: key.to_owned(),
-        body: body.to_owned(),
-    })
-    .unwrap();
-    let frame = expect_frame(s, |f| match f {
-        ServerFrame::Ack { client_msg_id, .. } => client_msg_id == key,
-        ServerFrame::Error { client_msg_id: Some(k), .. } => k == key,
-        _ => false,
-    })
-    .await;
-    match frame {
-        ServerFrame::Error { code, retry_after_ms, .. } => Err((code, retry_after_ms)),
-        _ => Ok(()),
-    }
-}
+use switchboard_client::protocol::RoomKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_room_refuses_with_room_rate_limited_whoever_sends() {

@@ -121,6 +121,33 @@ pub async fn expect_frame(s: &mut Session, mut pred: impl FnMut(&ServerFrame) ->
     }
 }
 
+/// Sends a message over the gateway and waits for its answer: `Ok` when acked, else the
+/// refusal's code and `retry_after_ms`. Other frames meanwhile are skipped.
+#[allow(dead_code)]
+pub async fn gateway_send(
+    s: &mut Session,
+    room: &str,
+    key: &str,
+    body: &str,
+) -> Result<(), (String, Option<u64>)> {
+    s.send_frame(&switchboard_client::protocol::ClientFrame::Send {
+        room: room.to_owned(),
+        client_msg_id: key.to_owned(),
+        body: body.to_owned(),
+    })
+    .expect("send a frame");
+    let frame = expect_frame(s, |f| match f {
+        ServerFrame::Ack { client_msg_id, .. } => client_msg_id == key,
+        ServerFrame::Error { client_msg_id: Some(k), .. } => k == key,
+        _ => false,
+    })
+    .await;
+    match frame {
+        ServerFrame::Error { code, retry_after_ms, .. } => Err((code, retry_after_ms)),
+        _ => Ok(()),
+    }
+}
+
 /// Asserts no frame matching `pred` arrives within `ms`.
 pub async fn expect_none(s: &mut Session, ms: u64, mut pred: impl FnMut(&ServerFrame) -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
