@@ -272,6 +272,9 @@ pub struct SanctionEntry {
 pub struct BanList {
     /// Standing bans, newest first.
     pub bans: Vec<SanctionEntry>,
+    /// Where the next page starts (`?before=`), when there may be one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `GET /v1/rooms/{id}/mutes`.
@@ -279,6 +282,9 @@ pub struct BanList {
 pub struct MuteList {
     /// Standing mutes, newest first.
     pub mutes: Vec<SanctionEntry>,
+    /// Where the next page starts (`?before=`), when there may be one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `POST /v1/rooms/{id}/purge`: delete a member's recent messages.
@@ -345,11 +351,25 @@ pub struct ResolveReport {
     pub reason: Option<String>,
 }
 
+/// `GET /v1/rooms/{id}/bans`, `/mutes`, `/shadow-bans`: a page of the standing sanctions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+pub struct SanctionQuery {
+    /// The `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Page size, 1 to 1,000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
 /// `GET /v1/rooms/{id}/shadow-bans`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ShadowBanList {
     /// Standing shadow bans, newest first.
     pub shadow_bans: Vec<SanctionEntry>,
+    /// Where the next page starts (`?before=`), when there may be one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `PATCH /v1/rooms/{id}`: the room's settings that moderators change.

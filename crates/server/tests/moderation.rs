@@ -517,3 +517,38 @@ async fn a_server_admin_from_the_configuration_moderates_a_room_they_are_not_in(
         server.client().with_token(common::external_token(SECRET, "visitor", common::now_secs() + 600, None));
     assert_eq!(other.audit(&c.room, None).await.unwrap_err().status(), Some(404));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ban_lists_come_a_page_at_a_time() {
+    let server = TestServer::start().await;
+    let c = cast(&server).await;
+    let (_, x) = server.user("x").await;
+    let (_, y) = server.user("y").await;
+    for u in [&x.id, &y.id] {
+        c.owner.sanction(&c.room, "bans", u, None, None).await.unwrap();
+    }
+    let get = |query: String| {
+        let (base, room, token) = (server.base.clone(), c.room.clone(), c.owner.token().unwrap().to_owned());
+        async move {
+            let resp = reqwest::Client::new()
+                .get(format!("{base}/v1/rooms/{room}/bans{query}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, first) = get("?limit=1".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(first["bans"].as_array().map(Vec::len), Some(1));
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let (_, second) = get(format!("?limit=1&before={}", next.replace('.', "%2E"))).await;
+    assert_eq!(second["bans"].as_array().map(Vec::len), Some(1));
+    assert_ne!(first["bans"][0]["user_id"], second["bans"][0]["user_id"]);
+    let (_, all) = get(String::new()).await;
+    assert_eq!(all["bans"].as_array().map(Vec::len), Some(2));
+    assert!(all.get("next").is_none(), "no more pages");
+    assert_eq!(get("?limit=0".into()).await.0, 400);
+    assert_eq!(get("?before=nonsense".into()).await.0, 400);
+}

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use switchboard_protocol::codes::error as code;
 use switchboard_protocol::rest::{
     AuditList, AuditQuery, BanList, ErrorBody, Filters, Impose, Member, MuteList, Purge, Purged,
-    RoomSettings, SanctionEntry, SetRole, ShadowBanList,
+    RoomSettings, SanctionEntry, SanctionQuery, SetRole, ShadowBanList,
 };
 
 use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
@@ -143,6 +143,38 @@ async fn lift(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One page of the room's standing sanctions of `kind`, and where the next one starts.
+async fn page(
+    state: &AppState,
+    room: &str,
+    actor: &str,
+    kind: SanctionKind,
+    q: SanctionQuery,
+) -> Result<(Vec<SanctionEntry>, Option<String>), ApiError> {
+    validate::id(room, "room")?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(code::INVALID_REQUEST, "limit must be 1-1000"));
+    }
+    let before =
+        match q.before.as_deref() {
+            None => None,
+            Some(cursor) => {
+                let parsed = cursor
+                    .split_once('.')
+                    .and_then(|(at, user)| Some((at.parse::<i64>().ok()?, user.to_owned())));
+                Some(parsed.ok_or_else(|| {
+                    ApiError::bad_request(code::INVALID_REQUEST, "before is not a page cursor")
+                })?)
+            }
+        };
+    let list = state.store.sanctions_page(room, actor, kind, before, limit).await?;
+    let next = (list.len() == limit as usize)
+        .then(|| list.last().map(|s| format!("{}.{}", s.at_ms, s.user)))
+        .flatten();
+    Ok((entries(list), next))
+}
+
 fn entries(list: Vec<crate::store::Sanction>) -> Vec<SanctionEntry> {
     list.into_iter()
         .map(|s| SanctionEntry {
@@ -214,18 +246,18 @@ pub async fn unshadow_ban(
     lift(&state, &room, &user.id, &target, SanctionKind::Shadow).await
 }
 
-/// The room's standing shadow bans (moderators).
+/// The room's standing shadow bans, a page at a time, newest first (moderators).
 #[utoipa::path(get, path = "/v1/rooms/{id}/shadow-bans", tag = "moderation", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Room id")),
-    responses((status = 200, body = ShadowBanList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Room id"), SanctionQuery),
+    responses((status = 200, body = ShadowBanList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn shadow_bans(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(room): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SanctionQuery>,
 ) -> Result<Json<ShadowBanList>, ApiError> {
-    validate::id(&room, "room")?;
-    let list = state.store.sanctions(&room, &user.id, SanctionKind::Shadow).await?;
-    Ok(Json(ShadowBanList { shadow_bans: entries(list) }))
+    let (shadow_bans, next) = page(&state, &room, &user.id, SanctionKind::Shadow, q).await?;
+    Ok(Json(ShadowBanList { shadow_bans, next }))
 }
 
 /// Longest purge window: thirty days.
@@ -281,30 +313,32 @@ pub async fn unmute(
     lift(&state, &room, &user.id, &target, SanctionKind::Mute).await
 }
 
-/// The room's standing bans (moderators).
+/// The room's standing bans, a page at a time, newest first (moderators).
 #[utoipa::path(get, path = "/v1/rooms/{id}/bans", tag = "moderation", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Room id")),
-    responses((status = 200, body = BanList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Room id"), SanctionQuery),
+    responses((status = 200, body = BanList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn bans(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(room): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SanctionQuery>,
 ) -> Result<Json<BanList>, ApiError> {
-    validate::id(&room, "room")?;
-    Ok(Json(BanList { bans: entries(state.store.sanctions(&room, &user.id, SanctionKind::Ban).await?) }))
+    let (bans, next) = page(&state, &room, &user.id, SanctionKind::Ban, q).await?;
+    Ok(Json(BanList { bans, next }))
 }
 
-/// The room's standing mutes (moderators).
+/// The room's standing mutes, a page at a time, newest first (moderators).
 #[utoipa::path(get, path = "/v1/rooms/{id}/mutes", tag = "moderation", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Room id")),
-    responses((status = 200, body = MuteList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Room id"), SanctionQuery),
+    responses((status = 200, body = MuteList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn mutes(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiPath(room): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SanctionQuery>,
 ) -> Result<Json<MuteList>, ApiError> {
-    validate::id(&room, "room")?;
-    Ok(Json(MuteList { mutes: entries(state.store.sanctions(&room, &user.id, SanctionKind::Mute).await?) }))
+    let (mutes, next) = page(&state, &room, &user.id, SanctionKind::Mute, q).await?;
+    Ok(Json(MuteList { mutes, next }))
 }
 
 /// Longest slow mode: six hours.

@@ -50,7 +50,8 @@ macro_rules! store_conformance {
             a_purge_deletes_a_members_recent_messages_as_events,
             reports_are_filed_by_members_and_handled_by_moderators,
             server_admins_moderate_every_room_without_being_members,
-            the_audit_log_filters_by_action_target_and_actor
+            the_audit_log_filters_by_action_target_and_actor,
+            standing_sanctions_are_listed_a_page_at_a_time
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -1372,4 +1373,32 @@ pub(crate) async fn the_audit_log_filters_by_action_target_and_actor(store: Arc<
         store.audit_search(&r, &c, &AuditFilter::default(), None, 50).await,
         Err(StoreError::Forbidden)
     ));
+}
+
+pub(crate) async fn standing_sanctions_are_listed_a_page_at_a_time(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let r = room(&store, &a, RoomKind::Public, &[]).await;
+    let mut banned = Vec::new();
+    for i in 0..7 {
+        let u = user(&store, &format!("u{i}")).await;
+        store.sanction(&r, &a, &u, super::SanctionKind::Ban, None, None).await.unwrap();
+        banned.push(u);
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.sanctions_page(&r, &a, super::SanctionKind::Ban, before.clone(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        before = Some((last.at_ms, last.user.clone()));
+        seen.extend(page.into_iter().map(|s| s.user));
+    }
+    // Every ban once, newest first (ties in the same millisecond by user id, descending).
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 7);
+    let all = store.sanctions(&r, &a, super::SanctionKind::Ban).await.unwrap();
+    assert_eq!(all.into_iter().map(|s| s.user).collect::<Vec<_>>(), seen);
 }

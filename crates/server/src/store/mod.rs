@@ -517,7 +517,20 @@ pub trait Store: Send + Sync + 'static {
     /// decides outside a write: a shadow-banned user's typing indicators are not sent).
     async fn sanctioned(&self, room: &str, user: &str, kind: SanctionKind) -> StoreResult<bool>;
     /// The room's standing sanctions of one kind, for moderators.
-    async fn sanctions(&self, room: &str, actor: &str, kind: SanctionKind) -> StoreResult<Vec<Sanction>>;
+    async fn sanctions(&self, room: &str, actor: &str, kind: SanctionKind) -> StoreResult<Vec<Sanction>> {
+        self.sanctions_page(room, actor, kind, None, 1000).await
+    }
+    /// [`Store::sanctions`] a page at a time: newest first (by when imposed, then user id), older
+    /// than `before` (the last entry of the previous page: its `at_ms` and user), at most
+    /// `limit`.
+    async fn sanctions_page(
+        &self,
+        room: &str,
+        actor: &str,
+        kind: SanctionKind,
+        before: Option<(i64, String)>,
+        limit: u32,
+    ) -> StoreResult<Vec<Sanction>>;
 
     /// Replaces the room's own filters (the protocol's `Filters` as JSON, `None` for none) as
     /// the policy allows the actor, with an audit entry when they changed; returns whether they

@@ -672,13 +672,15 @@ impl Store for PgStore {
         write_tx!(self, |tx| sanctions::lift(&tx, room, actor, target, kind).await?)
     }
 
-    async fn sanctions(
+    async fn sanctions_page(
         &self,
         room: &str,
         actor: &str,
         kind: crate::store::SanctionKind,
+        before: Option<(i64, String)>,
+        limit: u32,
     ) -> StoreResult<Vec<crate::store::Sanction>> {
-        read!(self, |c| sanctions::list(c, room, actor, kind).await?)
+        read!(self, |c| sanctions::list(c, room, actor, kind, before, limit).await?)
     }
 
     async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {

@@ -140,6 +140,8 @@ pub(super) async fn list(
     room: &str,
     actor: &str,
     kind: SanctionKind,
+    before: Option<(i64, String)>,
+    limit: u32,
 ) -> Pg<Vec<Sanction>> {
     let actor_role = acting_role_if_any(c, room, actor).await?;
     if actor_role.is_none() {
@@ -148,11 +150,14 @@ pub(super) async fn list(
     if !policy::may(kind.action(), actor_role, None) {
         return Err(StoreError::Forbidden.into());
     }
+    let (at, user) = before.unwrap_or((i64::MAX, String::new()));
     rows(
         c,
         "SELECT user_id, by_user, reason, at, until FROM sanctions
-         WHERE room_id = $1 AND kind = $2 AND (until IS NULL OR until > $3) ORDER BY at DESC LIMIT 1000",
-        &[&room, &kind.as_str(), &now_ms()],
+         WHERE room_id = $1 AND kind = $2 AND (until IS NULL OR until > $3)
+           AND (at < $4 OR (at = $4 AND user_id < $5))
+         ORDER BY at DESC, user_id DESC LIMIT $6",
+        &[&room, &kind.as_str(), &now_ms(), &at, &user, &i64::from(limit)],
     )
     .await?
     .iter()

@@ -548,14 +548,16 @@ impl Store for SqliteStore {
         self.write(move |c| sanctions::lift(c, &r, &a, &t, kind)).await
     }
 
-    async fn sanctions(
+    async fn sanctions_page(
         &self,
         room: &str,
         actor: &str,
         kind: crate::store::SanctionKind,
+        before: Option<(i64, String)>,
+        limit: u32,
     ) -> StoreResult<Vec<crate::store::Sanction>> {
         let (r, a) = (room.to_owned(), actor.to_owned());
-        self.read(move |c| sanctions::list(c, &r, &a, kind)).await
+        self.read(move |c| sanctions::list(c, &r, &a, kind, before, limit)).await
     }
 
     async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {

@@ -117,6 +117,8 @@ pub(super) fn list(
     room: &str,
     actor: &str,
     kind: SanctionKind,
+    before: Option<(i64, String)>,
+    limit: u32,
 ) -> StoreResult<Vec<Sanction>> {
     let actor_role = acting_role_if_any(c, room, actor)?;
     if actor_role.is_none() {
@@ -127,9 +129,12 @@ pub(super) fn list(
     }
     let mut stmt = c.prepare_cached(
         "SELECT user_id, by_user, reason, at, until FROM sanctions
-         WHERE room_id = ?1 AND kind = ?2 AND (until IS NULL OR until > ?3) ORDER BY at DESC LIMIT 1000",
+         WHERE room_id = ?1 AND kind = ?2 AND (until IS NULL OR until > ?3)
+           AND (at < ?4 OR (at = ?4 AND user_id < ?5))
+         ORDER BY at DESC, user_id DESC LIMIT ?6",
     )?;
-    let rows = stmt.query_map(params![room, kind.as_str(), now_ms()], |r| {
+    let (at, user) = before.unwrap_or((i64::MAX, String::new()));
+    let rows = stmt.query_map(params![room, kind.as_str(), now_ms(), at, user, limit], |r| {
         Ok(Sanction {
             user: r.get(0)?,
             by: r.get(1)?,
