@@ -142,6 +142,9 @@ impl Filter {
     /// Compiles a rule list, refusing one over its bounds. Costs up to a few milliseconds for
     /// the largest lists, so callers compile a list once and keep it.
     pub fn compile(spec: &Filters) -> Result<Filter, FilterError> {
+        if spec.deny_domains.len() + spec.allow_domains.len() > MAX_DOMAINS {
+            return Err(FilterError::Invalid(format!("at most {MAX_DOMAINS} domains")));
+        }
         Ok(Filter {
             profanity: spec.profanity,
             words: compile_words(&spec.words, spec.words_action)?,
@@ -149,12 +152,6 @@ impl Filter {
             deny: domains(&spec.deny_domains, "deny_domains")?,
             allow: domains(&spec.allow_domains, "allow_domains")?,
             block_invites: spec.block_invites,
-        })
-        .and_then(|f| {
-            if f.deny.len() + f.allow.len() > MAX_DOMAINS {
-                return Err(FilterError::Invalid(format!("at most {MAX_DOMAINS} domains")));
-            }
-            Ok(f)
         })
     }
 

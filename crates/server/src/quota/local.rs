@@ -27,8 +27,7 @@ impl Default for LocalQuotas {
 impl LocalQuotas {
     /// Takes from budgets now (a plain function, for the guard's fallback).
     pub fn take_now(&self, budgets: &[Budget]) -> Taken {
-        // Ms since start, from 1: 0 stands for a key never seen.
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1);
+        let now = self.now();
         let Ok(mut keys) = self.keys.lock() else { return Taken::Yes };
         let mut next = Vec::with_capacity(budgets.len());
         for (index, b) in budgets.iter().enumerate() {
@@ -52,11 +51,16 @@ impl LocalQuotas {
 
     /// Drops the keys that have refilled (run now and then).
     pub fn sweep(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = self.now();
         if let Ok(mut keys) = self.keys.lock() {
             keys.retain(|_, tat| *tat > now);
             keys.shrink_to_fit();
         }
+    }
+
+    /// Ms since start, from 1: 0 stands for a key never seen.
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
     }
 
     /// Keys held (tests).

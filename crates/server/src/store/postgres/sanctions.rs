@@ -173,15 +173,22 @@ pub(super) async fn list(
     .collect()
 }
 
-pub(super) async fn set_slow_mode(c: &impl GenericClient, room: &str, actor: &str, secs: u32) -> Written<()> {
+/// Locks the room and refuses an actor who may not change its settings, and a dm (`in_dm`
+/// says why).
+async fn require_configurer(c: &impl GenericClient, room: &str, actor: &str, in_dm: &'static str) -> Pg<()> {
     let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
     let actor_role = acting_role(c, room, actor).await?;
     if kind == RoomKind::Dm {
-        return Err(StoreError::Denied("a dm has no slow mode").into());
+        return Err(StoreError::Denied(in_dm).into());
     }
     if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
         return Err(StoreError::Forbidden.into());
     }
+    Ok(())
+}
+
+pub(super) async fn set_slow_mode(c: &impl GenericClient, room: &str, actor: &str, secs: u32) -> Written<()> {
+    require_configurer(c, room, actor, "a dm has no slow mode").await?;
     let now = row(c, "SELECT slow_mode_secs FROM rooms WHERE id = $1", &[&room]).await?;
     if now.map(|r| r.try_get::<_, i64>(0)).transpose()? == Some(i64::from(secs)) {
         return Ok(((), Vec::new()));
@@ -197,21 +204,13 @@ pub(super) async fn set_filters(
     c: &impl GenericClient,
     room: &str,
     actor: &str,
-    filters: Option<&str>,
+    rules: Option<&str>,
 ) -> Written<bool> {
-    let Some(kind) = lock_room(c, room).await? else { return Err(StoreError::NotFound.into()) };
-    let actor_role = acting_role(c, room, actor).await?;
-    if kind == RoomKind::Dm {
-        return Err(StoreError::Denied("a dm has no filters: block instead").into());
-    }
-    if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
-        return Err(StoreError::Forbidden.into());
-    }
-    let now = row(c, "SELECT filters FROM rooms WHERE id = $1", &[&room]).await?;
-    if now.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?.flatten().as_deref() == filters {
+    require_configurer(c, room, actor, "a dm has no filters: block instead").await?;
+    if filters(c, room).await?.as_deref() == rules {
         return Ok((false, Vec::new()));
     }
-    exec(c, "UPDATE rooms SET filters = $2 WHERE id = $1", &[&room, &filters]).await?;
+    exec(c, "UPDATE rooms SET filters = $2 WHERE id = $1", &[&room, &rules]).await?;
     audit::record(c, room, actor, "filters", None, None, None).await?;
     Ok((true, Vec::new()))
 }

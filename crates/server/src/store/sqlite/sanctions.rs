@@ -178,14 +178,20 @@ pub(super) fn record_send(c: &Connection, room: &str, author: &str, at: i64) -> 
     Ok(())
 }
 
-pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) -> Written<()> {
+/// Refuses an actor who may not change the room's settings, and a dm (`in_dm` says why).
+fn require_configurer(c: &Connection, room: &str, actor: &str, in_dm: &'static str) -> StoreResult<()> {
     let actor_role = acting_role(c, room, actor)?;
     if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
-        return Err(StoreError::Denied("a dm has no slow mode"));
+        return Err(StoreError::Denied(in_dm));
     }
     if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
         return Err(StoreError::Forbidden);
     }
+    Ok(())
+}
+
+pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) -> Written<()> {
+    require_configurer(c, room, actor, "a dm has no slow mode")?;
     let now: i64 = c
         .prepare_cached("SELECT slow_mode_secs FROM rooms WHERE id = ?1")?
         .query_row([room], |r| r.get(0))?;
@@ -199,20 +205,12 @@ pub(super) fn set_slow_mode(c: &Connection, room: &str, actor: &str, secs: u32) 
 
 /// Replaces the room's filters as the policy allows the actor, with an audit entry when they
 /// changed; returns whether they did.
-pub(super) fn set_filters(c: &Connection, room: &str, actor: &str, filters: Option<&str>) -> Written<bool> {
-    let actor_role = acting_role(c, room, actor)?;
-    if room_kind(c, room)?.ok_or(StoreError::NotFound)? == RoomKind::Dm {
-        return Err(StoreError::Denied("a dm has no filters: block instead"));
-    }
-    if !policy::may(Action::ConfigureRoom, Some(actor_role), None) {
-        return Err(StoreError::Forbidden);
-    }
-    let now: Option<String> =
-        c.prepare_cached("SELECT filters FROM rooms WHERE id = ?1")?.query_row([room], |r| r.get(0))?;
-    if now.as_deref() == filters {
+pub(super) fn set_filters(c: &Connection, room: &str, actor: &str, rules: Option<&str>) -> Written<bool> {
+    require_configurer(c, room, actor, "a dm has no filters: block instead")?;
+    if filters(c, room)?.as_deref() == rules {
         return Ok((false, Vec::new()));
     }
-    c.prepare_cached("UPDATE rooms SET filters = ?2 WHERE id = ?1")?.execute(params![room, filters])?;
+    c.prepare_cached("UPDATE rooms SET filters = ?2 WHERE id = ?1")?.execute(params![room, rules])?;
     audit::record(c, room, actor, "filters", None, None, None)?;
     Ok((true, Vec::new()))
 }
