@@ -31,6 +31,7 @@ macro_rules! store_conformance {
             the_log_holds_every_commit_in_order,
             cursors_are_kept_and_never_move_back,
             pruning_keeps_what_a_consumer_still_needs,
+            positions_never_repeat_once_the_log_is_pruned_empty,
             a_lease_has_one_holder_until_it_runs_out,
             last_seqs_answer_for_many_rooms_at_once,
             adds_follow_the_targets_policy,
@@ -718,6 +719,25 @@ pub(crate) async fn pruning_keeps_what_a_consumer_still_needs(store: Arc<dyn Sto
     assert_eq!(store.prune_log().await.unwrap(), 0);
     let rest = store.events_after(all[1].pos, 100).await.unwrap();
     assert_eq!(rest, all[2..].to_vec(), "everything after the slowest cursor is still there");
+}
+
+pub(crate) async fn positions_never_repeat_once_the_log_is_pruned_empty(store: Arc<dyn Store>) {
+    let a = user(&store, "a").await;
+    let r = room(&store, &a, RoomKind::Private, &[]).await;
+    send(&store, &r, &a, "m0").await.unwrap();
+    let head = store.log_head().await.unwrap();
+    store.save_cursor("relay", head).await.unwrap();
+    while store.prune_log().await.unwrap() > 0 {}
+    assert!(store.events_after(0, 100).await.unwrap().is_empty(), "every consumer was done with it all");
+    assert_eq!(store.log_head().await.unwrap(), head, "an empty log keeps its head");
+    // A consumer waits for positions past its cursor: a position handed out again would never
+    // reach it.
+    let m = send(&store, &r, &a, "m1").await.unwrap().message;
+    let next = store.events_after(head, 100).await.unwrap();
+    assert_eq!(next.len(), 1, "the new entry is past every cursor");
+    assert!(next[0].pos > head);
+    assert!(matches!(&next[0].event, TimelineEvent::Message(x) if x.id == m.id));
+    assert_eq!(store.log_head().await.unwrap(), next[0].pos);
 }
 
 pub(crate) async fn last_seqs_answer_for_many_rooms_at_once(store: Arc<dyn Store>) {

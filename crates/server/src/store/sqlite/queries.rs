@@ -1089,9 +1089,15 @@ pub(super) fn events_after(c: &Connection, after: u64, limit: u32) -> StoreResul
     Ok(out)
 }
 
+/// The last position handed out: the log's newest entry or, once pruning emptied the log, the
+/// furthest cursor (pruning removes only what every cursor has passed, so nothing handed out
+/// lies beyond both).
 pub(super) fn log_head(c: &Connection) -> StoreResult<u64> {
-    let head: Option<i64> =
-        c.prepare_cached("SELECT MAX(pos) FROM event_log")?.query_row([], |r| r.get(0))?;
+    let head: Option<i64> = c
+        .prepare_cached(
+            "SELECT MAX(p) FROM (SELECT MAX(pos) AS p FROM event_log UNION ALL SELECT MAX(pos) FROM log_cursors)",
+        )?
+        .query_row([], |r| r.get(0))?;
     Ok(head.map_or(0, seq_of))
 }
 

@@ -18,6 +18,7 @@ use rusqlite::Connection;
 use switchboard_protocol::TimelineEvent;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::queries;
 use crate::store::{StoreError, StoreResult};
 
 /// The log's last durable position, moved after each commit that logged something.
@@ -108,15 +109,22 @@ fn finish_checkpoint(conn: &Connection) {
 }
 
 /// Gives each event of the batch its log position, in the open transaction; returns the last.
-fn log_events(conn: &Connection, applied: &[Applied]) -> rusqlite::Result<Option<u64>> {
-    let mut last = None;
-    let mut insert = conn.prepare_cached("INSERT INTO event_log (room_id, seq) VALUES (?1, ?2)")?;
-    for event in applied.iter().flat_map(|a| &a.events) {
-        let seq = i64::try_from(event.seq()).unwrap_or(i64::MAX);
-        insert.execute(rusqlite::params![event.room(), seq])?;
-        last = u64::try_from(conn.last_insert_rowid()).ok();
+/// Positions continue from the head as [`queries::log_head`] reads it under the write lock (so
+/// several writers on one file agree), never from the table's largest key alone: pruning may
+/// have emptied it, and a position handed out again would sit behind every consumer's cursor.
+fn log_events(conn: &Connection, applied: &[Applied]) -> StoreResult<Option<u64>> {
+    let mut events = applied.iter().flat_map(|a| &a.events).peekable();
+    if events.peek().is_none() {
+        return Ok(None);
     }
-    Ok(last)
+    let mut pos = queries::log_head(conn)?;
+    let mut insert = conn.prepare_cached("INSERT INTO event_log (pos, room_id, seq) VALUES (?1, ?2, ?3)")?;
+    for event in events {
+        pos += 1;
+        let seq = i64::try_from(event.seq()).unwrap_or(i64::MAX);
+        insert.execute(rusqlite::params![i64::try_from(pos).unwrap_or(i64::MAX), event.room(), seq])?;
+    }
+    Ok(Some(pos))
 }
 
 fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, log: &LogHead) {
@@ -200,7 +208,8 @@ mod tests {
 
     fn scratch() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t (v INTEGER); CREATE TABLE event_log (pos INTEGER PRIMARY KEY, room_id TEXT, seq INTEGER);")
+        conn.execute_batch("CREATE TABLE t (v INTEGER); CREATE TABLE event_log (pos INTEGER PRIMARY KEY, room_id TEXT, seq INTEGER);
+             CREATE TABLE log_cursors (consumer TEXT PRIMARY KEY, pos INTEGER);")
             .unwrap();
         conn
     }
