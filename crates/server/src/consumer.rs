@@ -45,8 +45,11 @@ pub struct ConsumerConfig {
     pub prune: bool,
 }
 
-/// How often the pruning consumer trims the log.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// How often the pruning consumer trims the log once it has caught up. While a trim finds
+/// entries to delete it trims again at its next turn: each trim is one small slice (a long
+/// delete would hold every send queued behind it on the writer), and the slices must keep up
+/// with any send rate.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait after a failed read or a failed batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -92,7 +95,10 @@ pub async fn run(
             prune_at = Instant::now() + PRUNE_EVERY;
             match store.prune_log().await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(entries = n, "event log pruned"),
+                Ok(n) => {
+                    tracing::debug!(entries = n, "event log pruned");
+                    prune_at = Instant::now();
+                }
                 Err(e) => tracing::warn!(error = %e, "pruning the event log failed"),
             }
         }

@@ -433,8 +433,9 @@ pub trait Store: Send + Sync + 'static {
     async fn cursor(&self, consumer: &str) -> StoreResult<Option<u64>>;
     /// Durably records a consumer's cursor; a cursor never moves back.
     async fn save_cursor(&self, consumer: &str, pos: u64) -> StoreResult<()>;
-    /// Deletes log entries every consumer with a saved cursor has finished with; returns how
-    /// many went.
+    /// Deletes log entries every consumer with a saved cursor has finished with, at most one
+    /// small slice per call (a write that must not hold others back for long); returns how
+    /// many went, so the caller knows to call again.
     async fn prune_log(&self) -> StoreResult<u64>;
     /// Takes or renews the lease `name` for `holder` for `ttl_ms`: true when `holder` holds
     /// it now. At most one holder at a time; a holder that stops renewing loses it once the

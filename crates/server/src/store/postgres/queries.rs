@@ -1199,7 +1199,7 @@ pub(super) async fn save_cursor(c: &impl GenericClient, consumer: &str, pos: u64
 }
 
 /// Entries are deleted in slices, so one prune never holds locks for long.
-const PRUNE_SLICE: i64 = 50_000;
+const PRUNE_SLICE: i64 = 2_000;
 
 pub(super) async fn prune_log(c: &impl GenericClient) -> Written<u64> {
     let done: Option<i64> =

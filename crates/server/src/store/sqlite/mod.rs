@@ -45,6 +45,9 @@ const MIGRATIONS: &[&str] = &[
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Page size of a new database file (see `open_writer`).
+const PAGE_SIZE: u32 = 2048;
+
 /// Read-only connections: enough for reads to overlap the writer and each other on a small
 /// machine, few enough that their page caches and files stay small ([`readers`]).
 const READERS: usize = 8;
@@ -88,15 +91,24 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     // WAL lets readers run beside the writer; FULL fsyncs the WAL at every commit, which is
     // what "acked means durable" needs (NORMAL would survive a crash but not a power cut).
+    // Takes effect only on a new, empty file (an existing database keeps its page size).
+    // Every commit writes each page it touched whole into the WAL, and a send touches several
+    // pages far apart (its room's messages, the author's keys, the room and member rows), so
+    // a smaller page means fewer bytes written and synced per send; 2 KiB keeps the trees
+    // shallow and a long message on one page (docs/benchmarks.md, issue 12).
+    conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable(format!("sqlite refused WAL mode ({mode})")));
     }
-    // A page cache big enough for the hot index pages; checkpoints run on their own thread
-    // (see `checkpoint`), never inside a commit.
+    // A page cache for the hot index pages, and no bigger: after any commit that split a
+    // b-tree page SQLite walks its whole cache (the split parks a page under a far page number,
+    // and the commit then drops every page past the end of the file), which with 64 MiB cost
+    // 17% of the writer's CPU. Checkpoints run on their own thread (see `checkpoint`), never
+    // inside a commit.
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;",
+         PRAGMA cache_size=-8192; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;",
     )?;
     migrate(&mut conn)?;
     Ok(conn)

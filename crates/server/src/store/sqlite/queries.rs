@@ -1119,7 +1119,7 @@ pub(super) fn save_cursor(c: &Connection, consumer: &str, pos: u64) -> Written<(
 }
 
 /// Entries are deleted in slices, so that one prune never holds the writer for long.
-const PRUNE_SLICE: i64 = 50_000;
+const PRUNE_SLICE: i64 = 2_000;
 
 pub(super) fn prune_log(c: &Connection) -> Written<u64> {
     let done: Option<i64> =
