@@ -92,15 +92,18 @@ pub async fn run(
             continue;
         }
         if cfg.prune && Instant::now() >= prune_at {
-            prune_at = Instant::now() + PRUNE_EVERY;
-            match store.prune_log().await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::debug!(entries = n, "event log pruned");
-                    prune_at = Instant::now();
+            let pruned = match store.prune_log().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the event log failed");
+                    0
                 }
-                Err(e) => tracing::warn!(error = %e, "pruning the event log failed"),
+            };
+            if pruned > 0 {
+                tracing::debug!(entries = pruned, "event log pruned");
             }
+            // A slice that found entries may have left more: the next one goes at the next turn.
+            prune_at = if pruned > 0 { Instant::now() } else { Instant::now() + PRUNE_EVERY };
         }
         let events = match reader.next().await {
             Ok(ev) => ev,

@@ -91,14 +91,14 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
     // The writer waits out a TRUNCATE checkpoint (the only other writer of the file) rather
     // than failing the batch it holds.
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    // WAL lets readers run beside the writer; FULL fsyncs the WAL at every commit, which is
-    // what "acked means durable" needs (NORMAL would survive a crash but not a power cut).
     // Takes effect only on a new, empty file (an existing database keeps its page size).
     // Every commit writes each page it touched whole into the WAL, and a send touches several
     // pages far apart (its room's messages, the author's keys, the room and member rows), so
     // a smaller page means fewer bytes written and synced per send; 2 KiB keeps the trees
     // shallow and a long message on one page (docs/benchmarks.md, issue 12).
     conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"))?;
+    // WAL lets readers run beside the writer; FULL fsyncs the WAL at every commit, which is
+    // what "acked means durable" needs (NORMAL would survive a crash but not a power cut).
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Unavailable(format!("sqlite refused WAL mode ({mode})")));
