@@ -31,7 +31,7 @@ pub struct Target {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Source addresses to spread connections over (127.0.0.1..=127.0.0.N), each good for
-    /// about 28,000 connections to one server port.
+    /// about 40,000 connections to one server port (the bench's own source-port range).
     #[arg(long, default_value_t = 1)]
     pub source_addrs: u8,
 }
@@ -176,7 +176,7 @@ pub fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketCon
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024)
 }
 
-/// Opens a WebSocket from source address `127.0.0.<index % n + 1>`.
+/// Opens a WebSocket from source address `127.0.0.<index % n + 1>` (any address with one).
 pub async fn connect(url: &str, target: &Target, index: usize) -> anyhow::Result<Ws> {
     // Several nodes: the same path on node `index mod n`.
     let bases = target.bases();
@@ -190,12 +190,13 @@ pub async fn connect(url: &str, target: &Target, index: usize) -> anyhow::Result
     };
     let host = url.split("//").nth(1).and_then(|r| r.split('/').next()).context("url host")?;
     let addr: SocketAddr = tokio::net::lookup_host(host).await?.next().context("resolve")?;
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    if target.source_addrs > 1 {
+    let source = if target.source_addrs > 1 {
         let n = u8::try_from(index % usize::from(target.source_addrs)).unwrap_or(0);
-        socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n + 1)), 0))?;
-    }
-    let stream = socket.connect(addr).await?;
+        Ipv4Addr::new(127, 0, 0, n + 1)
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
+    let stream = connect_from(source, addr).await?;
     stream.set_nodelay(true)?;
     let (ws, _) = tokio_tungstenite::client_async_with_config(
         url,
@@ -204,6 +205,49 @@ pub async fn connect(url: &str, target: &Target, index: usize) -> anyhow::Result
     )
     .await?;
     Ok(ws)
+}
+
+/// Source ports the bench hands out itself, from a per-run offset.
+const PORTS: std::ops::Range<u32> = 20_000..60_000;
+/// The next source port to try.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Connects from `source` on a port the bench picks. Left to the kernel, every connect searched
+/// the ephemeral range for a free port and checked each candidate against the established
+/// connections: with 19,000 open that search was two thirds of the bench's CPU, and the bench,
+/// not the server, set the connect rate.
+async fn connect_from(source: Ipv4Addr, to: SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
+    use std::sync::atomic::Ordering;
+    let span = PORTS.end - PORTS.start;
+    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let _ = NEXT_PORT.compare_exchange(0, nanos % span + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    let mut last = None;
+    for _ in 0..64 {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(PORTS.start + n % span).unwrap_or(0);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        // A port of an earlier run may still be in TIME_WAIT: the connect decides.
+        socket.set_reuseaddr(true)?;
+        if let Err(e) = socket.bind(SocketAddr::new(IpAddr::V4(source), port)) {
+            last = Some(e);
+            continue;
+        }
+        match socket.connect(to).await {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                last = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no free source port"), anyhow::Error::from))
 }
 
 /// Sends `hello` and waits for `ready`.
