@@ -35,9 +35,22 @@ use crate::store::Store;
 use crate::store::postgres::{PgOptions, PgStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
-/// What every handler and session shares.
+/// What every handler and session shares: one pointer, so that a session (which keeps it for
+/// its whole life, in its task and in its state) holds 8 bytes and clones it with one atomic
+/// increment, not fourteen.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The node's shared parts (see [`AppState`]).
+pub struct Shared {
     /// Resolved configuration.
     pub cfg: Arc<Config>,
     /// Durable state.
@@ -261,7 +274,7 @@ impl Server {
             per_ip: cfg.max_connections_per_ip,
             head_timeout: Duration::from_millis(cfg.request_head_timeout_ms),
         };
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             cfg: Arc::new(cfg),
             store,
             bus,
@@ -276,7 +289,7 @@ impl Server {
             presence,
             screen,
             quotas,
-        };
+        }));
         let app = crate::api::router(state.clone());
         let http =
             tokio::spawn(listener::serve(listener, app, listener_cfg, state.shutdown.clone(), metrics));

@@ -18,7 +18,9 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
-use tokio::sync::Notify;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 
 use super::hub::Outbound;
 
@@ -63,7 +65,9 @@ struct Slots {
 #[derive(Debug)]
 pub struct Outbox {
     slots: Mutex<Slots>,
-    wake: Notify,
+    /// The one consumer's waker: a session polls its queue in place, with no future held
+    /// between wake-ups.
+    wake: AtomicWaker,
     code: AtomicU16,
     drain: AtomicBool,
     capacity: usize,
@@ -74,7 +78,7 @@ impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
             slots: Mutex::default(),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             code: AtomicU16::new(0),
             drain: AtomicBool::new(false),
             capacity: capacity.max(1),
@@ -107,7 +111,7 @@ impl Outbox {
             }
             s.items.push_back(item);
         }
-        self.wake.notify_one();
+        self.wake.wake();
         Pushed::Queued
     }
 
@@ -116,14 +120,14 @@ impl Outbox {
     pub fn kick(&self, code: u16) -> bool {
         debug_assert_ne!(code, 0, "0 means not kicked");
         let first = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok();
-        self.wake.notify_one();
+        self.wake.wake();
         first
     }
 
     /// Tells the session that the node is draining (it hears it once, before further items).
     pub fn drain(&self) {
         self.drain.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// The close code asked for, if any.
@@ -149,19 +153,30 @@ impl Outbox {
 
     /// Waits for the next item or a kick (a kick comes first).
     pub async fn recv(&self) -> Next {
-        loop {
-            if let Some(code) = self.kicked() {
-                return Next::Kicked(code);
-            }
-            if self.drain.swap(false, Ordering::AcqRel) {
-                return Next::Drain;
-            }
-            if let Some(item) = self.try_recv() {
-                return Next::Item(item);
-            }
-            // A push between the check and this wait leaves a permit, so nothing is missed.
-            self.wake.notified().await;
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next item or a kick if there is one; otherwise the task is woken when one comes.
+    /// Only one task may poll a queue.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        if let Some(next) = self.ready() {
+            return Poll::Ready(next);
         }
+        // Registered before looking again, so a push between the first look and here is seen
+        // now, and one after it wakes the task.
+        self.wake.register(cx.waker());
+        self.ready().map_or(Poll::Pending, Poll::Ready)
+    }
+
+    /// What the session takes next without waiting: a kick, then the drain, then an item.
+    fn ready(&self) -> Option<Next> {
+        if let Some(code) = self.kicked() {
+            return Some(Next::Kicked(code));
+        }
+        if self.drain.swap(false, Ordering::AcqRel) {
+            return Some(Next::Drain);
+        }
+        self.try_recv().map(Next::Item)
     }
 
     /// Items waiting.

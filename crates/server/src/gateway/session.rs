@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -50,7 +51,7 @@ type Pending = BoxFuture<'static, Option<ServerFrame>>;
 /// one-off phase (hello, subscribing, resume, closing) is boxed, so that its state is freed
 /// when it finishes instead of sizing the connection for its whole life.
 pub(crate) fn run(socket: axum::extract::ws::WebSocket, state: AppState) -> impl Future<Output = ()> + Send {
-    let conn = Box::new(Conn::new(socket, &state.cfg, state.metrics.clone()));
+    let conn = Box::new(Conn::new(socket, &state.cfg, state.limits.clock(), state.metrics.clone()));
     connection(conn, state)
 }
 
@@ -60,16 +61,15 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     let Some((verified, since, signouts)) = Box::pin(hello(&mut conn, &state)).await else {
         return;
     };
-    let user = verified.user.clone();
     drop(handshake);
     let _active = Held::up(state.metrics.sessions_in(SessionState::Active));
     let session_id = uuid::Uuid::now_v7().to_string();
     // A span costs a few hundred bytes for the connection's whole life, so it exists only with
     // debug logging on; warnings and errors name the session themselves.
-    let span = tracing::debug_span!("session", session = %session_id, user = %user.id);
+    let span = tracing::debug_span!("session", session = %session_id, user = %verified.user.id);
     let handle = SessionHandle::new(
         session_id,
-        user.id.clone(),
+        verified.user.id.clone(),
         verified.session.clone(),
         state.cfg.send_queue,
         state.metrics.clone(),
@@ -85,7 +85,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
             AddSessionError::Bus(_) => (close::INTERNAL, "backend unavailable"),
         };
         Box::pin(conn.close(code, reason)).await;
-        registered.leave(None).await;
+        Box::pin(registered.leave(None)).await;
         return;
     }
     // Registered before this check, so a drain is heard either here or from the hub; and a
@@ -99,11 +99,11 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     {
         handle.outbox.close();
         Box::pin(conn.close(close::BAD_TOKEN, "session ended")).await;
-        registered.leave(None).await;
+        Box::pin(registered.leave(None)).await;
         return;
     }
     if let Some(p) = &state.presence {
-        Box::pin(p.connected(&user.id, &handle.id, false)).await;
+        Box::pin(p.connected(&handle.user, &handle.id, false)).await;
     }
     let session = Box::new(Session {
         state: state.clone(),
@@ -126,7 +126,9 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     } else {
         Box::pin(session.run(since).instrument(span)).await
     };
-    registered.leave(last_presence).await;
+    // Boxed, like every phase but the idle one: its timeout would otherwise size the whole
+    // connection.
+    Box::pin(registered.leave(last_presence)).await;
 }
 
 /// A session's place in the hub. `leave` takes it out; if the session's task ends any other
@@ -224,14 +226,6 @@ async fn hello(conn: &mut Conn, state: &AppState) -> Option<(Verified, Option<BT
     }
 }
 
-/// Waits for `deadline`, or forever when there is none.
-async fn until(deadline: Option<&mut Pin<Box<tokio::time::Sleep>>>) {
-    match deadline {
-        Some(d) => d.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Why the hub asked a session to close, for the close frame.
 fn kick_reason(code: u16) -> &'static str {
     match code {
@@ -240,6 +234,16 @@ fn kick_reason(code: u16) -> &'static str {
         close::BAD_TOKEN => "session ended",
         _ => "closed by the server",
     }
+}
+
+/// What woke a session's loop.
+enum Woke {
+    DrainDeadline,
+    /// A store call in flight finished.
+    Done(Option<ServerFrame>),
+    Out(Next),
+    In(Inbound),
+    Beat,
 }
 
 enum Stop {
@@ -272,14 +276,14 @@ impl InFlight {
         self.len() == 0
     }
 
-    /// The next answer in order; `None` when nothing is in flight.
-    async fn next(&mut self) -> Option<Option<ServerFrame>> {
-        let calls = self.0.as_mut()?;
-        let done = calls.next().await;
+    /// The next answer in order if it has come; `Ready(None)` when nothing is in flight.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<ServerFrame>>> {
+        let Some(calls) = self.0.as_mut() else { return Poll::Ready(None) };
+        let done = std::task::ready!(calls.poll_next_unpin(cx));
         if calls.is_empty() {
             self.0 = None;
         }
-        done
+        Poll::Ready(done)
     }
 }
 
@@ -414,15 +418,54 @@ impl Session {
         let mut draining = false;
         // Boxed and made only when draining: a `Sleep` is about 100 bytes per idle connection.
         let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Which source is looked at first, turn by turn: a busy room must not starve the
+        // client's own frames or the ticker.
+        let mut turn = 0u8;
         let result: Result<(), Stop> = loop {
             if draining && self.pending.is_empty() {
                 break Err(Stop::Close(close::GOING_AWAY, "server draining"));
             }
-            // Not `biased`: a busy room must not starve the client's own frames or the ticker.
-            let step: Result<(), Stop> = tokio::select! {
-                _ = until(drain_deadline.as_mut()), if draining => Err(Stop::Close(close::GOING_AWAY, "server draining")),
-                Some(done) = self.pending.next(), if !self.pending.is_empty() => Box::pin(self.finish(done)).await,
-                next = handle.outbox.recv() => match next {
+            turn = turn.wrapping_add(1);
+            let reading = !draining && self.pending.len() < MAX_IN_FLIGHT;
+            // Every source is polled in place rather than through a `select!` of futures, so
+            // that what an idle connection holds between wake-ups is the session's own state.
+            let woke = std::future::poll_fn(|cx| {
+                if let Some(d) = drain_deadline.as_mut()
+                    && d.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::DrainDeadline);
+                }
+                for i in 0..4u8 {
+                    let woke = match (turn.wrapping_add(i)) % 4 {
+                        0 => match self.pending.poll_next(cx) {
+                            Poll::Ready(Some(done)) => Some(Woke::Done(done)),
+                            _ => None,
+                        },
+                        1 => match handle.outbox.poll_recv(cx) {
+                            Poll::Ready(next) => Some(Woke::Out(next)),
+                            Poll::Pending => None,
+                        },
+                        2 if reading => match self.conn.poll_next(cx) {
+                            Poll::Ready(inbound) => Some(Woke::In(inbound)),
+                            Poll::Pending => None,
+                        },
+                        3 => match beat.as_mut().poll(cx) {
+                            Poll::Ready(()) => Some(Woke::Beat),
+                            Poll::Pending => None,
+                        },
+                        _ => None,
+                    };
+                    if let Some(w) = woke {
+                        return Poll::Ready(w);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let step: Result<(), Stop> = match woke {
+                Woke::DrainDeadline => Err(Stop::Close(close::GOING_AWAY, "server draining")),
+                Woke::Done(done) => Box::pin(self.finish(done)).await,
+                Woke::Out(next) => match next {
                     Next::Item(o) => Box::pin(self.write_queued(o)).await,
                     Next::Kicked(code) => Err(Stop::Close(code, kick_reason(code))),
                     // Heard once or twice (the hub, and the session's own check when it
@@ -435,10 +478,9 @@ impl Session {
                         Ok(())
                     }
                 },
-                inbound = self.conn.next(), if !draining && self.pending.len() < MAX_IN_FLIGHT => Box::pin(self.on_inbound(inbound)).await,
-                _ = beat.as_mut() => {
+                Woke::In(inbound) => Box::pin(self.on_inbound(inbound)).await,
+                Woke::Beat => {
                     beat.as_mut().reset(tokio::time::Instant::now() + hb);
-                    let reading = !draining && self.pending.len() < MAX_IN_FLIGHT;
                     Box::pin(self.heartbeat(hb, reading)).await
                 }
             };
@@ -449,7 +491,7 @@ impl Session {
         if let Err(Stop::Close(code, reason)) = result {
             // Nothing more will be written: stop queueing room traffic during the close.
             self.handle.outbox.close();
-            self.conn.close(code, reason).await;
+            Box::pin(self.conn.close(code, reason)).await;
         }
     }
 
