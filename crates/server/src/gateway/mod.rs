@@ -80,15 +80,10 @@ pub async fn upgrade(
         .on_upgrade({
             let counted = state.sessions.token();
             move |socket| {
-                // Made here, not inside the task's block: what a block captures stays in it for
-                // the task's whole life, so the socket and state would be held twice.
-                let session = session::run(socket, state);
-                tokio::spawn(async move {
-                    let _counted = counted;
-                    // The connection's place under its address's cap lasts as long as the session.
-                    let _slot = slot;
-                    session.await
-                });
+                // The session's future is the task (an async block around it would hold it
+                // twice: once captured, once awaited). The connection's place under its
+                // address's cap lasts as long as the session.
+                tokio::spawn(session::run(socket, state, (counted, slot)));
                 std::future::ready(())
             }
         })

@@ -43,26 +43,55 @@ const FETCH_PAGE: u32 = 500;
 
 type Pending = BoxFuture<'static, Option<ServerFrame>>;
 
-/// Serves one WebSocket until it closes.
+/// Serves one WebSocket until it closes; `guards` (the drain's count, the address's slot) are
+/// held as long as the connection.
 ///
 /// Memory per idle connection is the sum of what this future and its boxes hold while the
 /// session waits, and a future is as large as its largest state. So the socket is turned into
 /// a boxed [`Conn`] before the future starts (an argument stays in every state), and every
-/// one-off phase (hello, subscribing, resume, closing) is boxed, so that its state is freed
-/// when it finishes instead of sizing the connection for its whole life.
-pub(crate) fn run(socket: axum::extract::ws::WebSocket, state: AppState) -> impl Future<Output = ()> + Send {
+/// one-off phase (opening, resume, closing, leaving) is boxed, so that its state is freed when
+/// it finishes instead of sizing the connection for its whole life.
+pub(crate) fn run(
+    socket: axum::extract::ws::WebSocket,
+    state: AppState,
+    guards: impl Send + 'static,
+) -> impl Future<Output = ()> + Send {
     let conn = Box::new(Conn::new(socket, &state.cfg, state.limits.clock(), state.metrics.clone()));
-    connection(conn, state)
+    connection(conn, state, guards)
 }
 
-async fn connection(mut conn: Box<Conn>, state: AppState) {
+async fn connection(conn: Box<Conn>, state: AppState, _guards: impl Send) {
     let _connection = Held::up(state.metrics.connections.clone());
-    let handshake = Held::up(state.metrics.sessions_in(SessionState::Handshake));
-    let Some((verified, since, signouts)) = Box::pin(hello(&mut conn, &state)).await else {
+    let Some(Opened { session, since, registered, span, active: _active }) =
+        Box::pin(open(conn, &state)).await
+    else {
         return;
     };
+    let last_presence = if span.is_disabled() {
+        // Entering a disabled span on every poll still cost 1.5% of the workers' CPU.
+        Box::pin(session.run(since)).await
+    } else {
+        Box::pin(session.run(since).instrument(span)).await
+    };
+    Box::pin(registered.leave(last_presence)).await;
+}
+
+/// A session past `hello` and registered, ready to resume and serve.
+struct Opened {
+    session: Box<Session>,
+    since: BTreeMap<String, u64>,
+    registered: Registered,
+    span: tracing::Span,
+    active: Held,
+}
+
+/// `hello`, then the session's place in the hub and in presence. `None` when the connection
+/// ended or was closed on the way (the reason already sent).
+async fn open(mut conn: Box<Conn>, state: &AppState) -> Option<Opened> {
+    let handshake = Held::up(state.metrics.sessions_in(SessionState::Handshake));
+    let (verified, since, signouts) = Box::pin(hello(&mut conn, state)).await?;
     drop(handshake);
-    let _active = Held::up(state.metrics.sessions_in(SessionState::Active));
+    let active = Held::up(state.metrics.sessions_in(SessionState::Active));
     let session_id = uuid::Uuid::now_v7().to_string();
     // A span costs a few hundred bytes for the connection's whole life, so it exists only with
     // debug logging on; warnings and errors name the session themselves.
@@ -75,7 +104,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         state.metrics.clone(),
     );
     let registered = Registered(Some((state.hub.clone(), handle.clone(), state.presence.clone())));
-    if let Err(e) = Box::pin(state.hub.add_session(&handle)).await {
+    if let Err(e) = state.hub.add_session(&handle).await {
         handle.outbox.close();
         let (code, reason) = match e {
             AddSessionError::TooMany => {
@@ -84,9 +113,9 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
             }
             AddSessionError::Bus(_) => (close::INTERNAL, "backend unavailable"),
         };
-        Box::pin(conn.close(code, reason)).await;
-        Box::pin(registered.leave(None)).await;
-        return;
+        conn.close(code, reason).await;
+        registered.leave(None).await;
+        return None;
     }
     // Registered before this check, so a drain is heard either here or from the hub; and a
     // sign-out that landed between `hello` and registering is caught here, not a heartbeat
@@ -94,21 +123,19 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
     if state.shutdown.is_cancelled() {
         handle.outbox.drain();
     }
-    if state.hub.signouts() != signouts
-        && !matches!(Box::pin(verified.still_valid(&state.store)).await, Ok(true))
-    {
+    if state.hub.signouts() != signouts && !matches!(verified.still_valid(&state.store).await, Ok(true)) {
         handle.outbox.close();
-        Box::pin(conn.close(close::BAD_TOKEN, "session ended")).await;
-        Box::pin(registered.leave(None)).await;
-        return;
+        conn.close(close::BAD_TOKEN, "session ended").await;
+        registered.leave(None).await;
+        return None;
     }
     if let Some(p) = &state.presence {
-        Box::pin(p.connected(&handle.user, &handle.id, false)).await;
+        p.connected(&handle.user, &handle.id, false).await;
     }
     let session = Box::new(Session {
         state: state.clone(),
         conn,
-        handle: handle.clone(),
+        handle,
         token: verified,
         rooms: HashMap::new(),
         pending: InFlight::default(),
@@ -119,16 +146,7 @@ async fn connection(mut conn: Box<Conn>, state: AppState) {
         presence_want: None,
         presence_task: None,
     });
-    let since = since.unwrap_or_default();
-    let last_presence = if span.is_disabled() {
-        // Entering a disabled span on every poll still cost 1.5% of the workers' CPU.
-        Box::pin(session.run(since)).await
-    } else {
-        Box::pin(session.run(since).instrument(span)).await
-    };
-    // Boxed, like every phase but the idle one: its timeout would otherwise size the whole
-    // connection.
-    Box::pin(registered.leave(last_presence)).await;
+    Some(Opened { session, since: since.unwrap_or_default(), registered, span, active })
 }
 
 /// A session's place in the hub. `leave` takes it out; if the session's task ends any other
@@ -239,8 +257,9 @@ fn kick_reason(code: u16) -> &'static str {
 /// What woke a session's loop.
 enum Woke {
     DrainDeadline,
-    /// A store call in flight finished.
-    Done(Option<ServerFrame>),
+    /// A store call in flight finished. Boxed: a frame is five times the size of the other
+    /// variants, and what wakes the loop is held in every idle connection's state.
+    Done(Option<Box<ServerFrame>>),
     Out(Next),
     In(Inbound),
     Beat,
@@ -438,7 +457,7 @@ impl Session {
                 for i in 0..4u8 {
                     let woke = match (turn.wrapping_add(i)) % 4 {
                         0 => match self.pending.poll_next(cx) {
-                            Poll::Ready(Some(done)) => Some(Woke::Done(done)),
+                            Poll::Ready(Some(done)) => Some(Woke::Done(done.map(Box::new))),
                             _ => None,
                         },
                         1 => match handle.outbox.poll_recv(cx) {
@@ -464,7 +483,7 @@ impl Session {
             .await;
             let step: Result<(), Stop> = match woke {
                 Woke::DrainDeadline => Err(Stop::Close(close::GOING_AWAY, "server draining")),
-                Woke::Done(done) => Box::pin(self.finish(done)).await,
+                Woke::Done(done) => Box::pin(self.finish(done.map(|d| *d))).await,
                 Woke::Out(next) => match next {
                     Next::Item(o) => Box::pin(self.write_queued(o)).await,
                     Next::Kicked(code) => Err(Stop::Close(code, kick_reason(code))),
