@@ -182,10 +182,11 @@ impl SqliteStore {
         }))
     }
 
+    /// A read on the pool; `f` may run twice (see `ReadPool::run`).
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
         self.readers.run(f).await
     }
@@ -550,7 +551,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<crate::store::Sanction>> {
         let (r, a) = (room.to_owned(), actor.to_owned());
-        self.read(move |c| sanctions::list(c, &r, &a, kind, before, limit)).await
+        self.read(move |c| sanctions::list(c, &r, &a, kind, before.clone(), limit)).await
     }
 
     async fn presence_rooms(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {
