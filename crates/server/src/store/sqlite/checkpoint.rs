@@ -11,14 +11,47 @@
 //! measured here, a TRUNCATE under load stalls commits for seconds, so it is the last resort.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
 /// WAL frames (pages) past which an unfinished checkpoint is forced, holding the writer back.
 const WAL_LIMIT_FRAMES: i64 = 65_536;
+/// A pass that copied fewer frames than this leaves the writer a short tail.
+const SMALL_PASS_FRAMES: i64 = 256;
+/// Passes in a row at most, under a load that commits faster than a pass catches up.
+const MAX_PASSES: usize = 4;
+
+/// When the background thread last finished a pass, so the writer can finish the checkpoint
+/// right after one: then what is left for the writer to copy while commits wait is only what
+/// was committed during that pass, not everything since the last one.
+pub(super) struct Passes {
+    base: Instant,
+    /// Nanoseconds from `base` to the end of the last pass; 0 before the first.
+    last: AtomicU64,
+}
+
+impl Passes {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Passes { base: Instant::now(), last: AtomicU64::new(0) })
+    }
+
+    fn mark(&self) {
+        let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.last.store(ns, Ordering::Release);
+    }
+
+    /// How long ago the last pass finished, if one has.
+    pub(super) fn since_last(&self) -> Option<Duration> {
+        match self.last.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(self.base.elapsed().saturating_sub(Duration::from_nanos(ns))),
+        }
+    }
+}
 
 /// The running checkpointer; [`Checkpointer::stop`] runs a last checkpoint and joins it.
 pub(super) struct Checkpointer {
@@ -28,6 +61,12 @@ pub(super) struct Checkpointer {
 
 /// Runs a checkpoint; returns the WAL's length in frames (0 if it failed).
 fn checkpoint(conn: &Connection, mode: &str) -> i64 {
+    checkpoint_counts(conn, mode).0
+}
+
+/// Runs a checkpoint; returns the WAL's length and how many of its frames are now in the
+/// database file, in frames (0, 0 if it failed).
+fn checkpoint_counts(conn: &Connection, mode: &str) -> (i64, i64) {
     let sql = format!("PRAGMA wal_checkpoint({mode})");
     let started = std::time::Instant::now();
     match conn.query_row(&sql, [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
@@ -40,17 +79,17 @@ fn checkpoint(conn: &Connection, mode: &str) -> i64 {
                 ms = started.elapsed().as_millis() as u64,
                 "sqlite: checkpoint"
             );
-            log
+            (log, done)
         }
         Err(e) => {
             tracing::warn!(error = %e, "sqlite: checkpoint failed; the WAL grows until one succeeds");
-            0
+            (0, 0)
         }
     }
 }
 
-/// Starts checkpointing `path` every `every`.
-pub(super) fn spawn(path: PathBuf, every: Duration) -> std::io::Result<Checkpointer> {
+/// Starts checkpointing `path` every `every`, marking each pass in `passes`.
+pub(super) fn spawn(path: PathBuf, every: Duration, passes: Arc<Passes>) -> std::io::Result<Checkpointer> {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let flag = stop.clone();
     let handle = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
@@ -76,9 +115,23 @@ pub(super) fn spawn(path: PathBuf, every: Duration) -> std::io::Result<Checkpoin
             drop(stopped);
             // Normally the WAL restarts every second (the writer completes a checkpoint), so
             // it stays far below the limit; past it, something keeps it from restarting.
-            if checkpoint(&conn, "PASSIVE") > WAL_LIMIT_FRAMES {
-                checkpoint(&conn, "TRUNCATE");
+            // Passes again while the last one had much to copy: each copies what was committed
+            // during the one before, so the tail left to the writer shrinks with each.
+            let mut before = 0;
+            for _ in 0..MAX_PASSES {
+                let (log, done) = checkpoint_counts(&conn, "PASSIVE");
+                if log > WAL_LIMIT_FRAMES {
+                    checkpoint(&conn, "TRUNCATE");
+                    break;
+                }
+                // A WAL that restarted since counts from zero again.
+                let copied = if done >= before { done - before } else { done };
+                before = done;
+                if copied < SMALL_PASS_FRAMES {
+                    break;
+                }
             }
+            passes.mark();
         }
     })?;
     Ok(Checkpointer { stop, handle })

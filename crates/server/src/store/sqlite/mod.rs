@@ -146,9 +146,10 @@ impl SqliteStore {
         let head = queries::log_head(&conn)?;
         let (job_tx, job_rx) = mpsc::channel(65_536);
         let (head_tx, head_rx) = watch::channel(head);
-        let handle = writer::spawn(conn, job_rx, head_tx, opts.max_batch.max(1))
+        let passes = checkpoint::Passes::new();
+        let handle = writer::spawn(conn, job_rx, head_tx, opts.max_batch.max(1), passes.clone())
             .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
-        let checkpointer = checkpoint::spawn(opts.path.clone(), CHECKPOINT_EVERY)
+        let checkpointer = checkpoint::spawn(opts.path.clone(), CHECKPOINT_EVERY, passes)
             .map_err(|e| StoreError::Unavailable(format!("starting the checkpoint thread: {e}")))?;
         Ok(SqliteStore {
             jobs: Mutex::new(Some(job_tx)),
