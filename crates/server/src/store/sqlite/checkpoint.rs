@@ -6,8 +6,9 @@
 //! autocheckpoint is off and this thread runs passive checkpoints on its own connection, which
 //! proceed beside the writer without blocking it. When a passive checkpoint copies every frame,
 //! the writer's next transaction restarts the WAL from its start (and `journal_size_limit`
-//! trims the file). Only when the WAL still passes [`WAL_LIMIT_FRAMES`] (something keeps it from
-//! restarting, such as a long read) does a TRUNCATE checkpoint hold the writer back to empty it;
+//! trims the file). Only when the WAL passes [`WAL_LIMIT_FRAMES`] and has not restarted for
+//! [`STUCK_AFTER`] (something keeps it from restarting, such as a long read) does a TRUNCATE
+//! checkpoint hold the writer back to empty it;
 //! measured here, a TRUNCATE under load stalls commits for seconds, so it is the last resort.
 
 use std::path::PathBuf;
@@ -18,8 +19,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-/// WAL frames (pages) past which an unfinished checkpoint is forced, holding the writer back.
+/// WAL frames (pages) past which an unfinished checkpoint is forced, holding the writer back,
+/// once the WAL has also gone [`STUCK_AFTER`] without restarting.
 const WAL_LIMIT_FRAMES: i64 = 65_536;
+/// How long the WAL may go without restarting before a long WAL counts as stuck. Size alone
+/// is no sign: at 10,000 sends/s a WAL that restarts every second passes 70,000 frames before
+/// each restart, and forcing a TRUNCATE then held every commit for about 70 ms each time.
+const STUCK_AFTER: Duration = Duration::from_secs(10);
 /// A pass that copied fewer frames than this leaves the writer a short tail.
 const SMALL_PASS_FRAMES: i64 = 256;
 /// Passes in a row at most, under a load that commits faster than a pass catches up.
@@ -104,6 +110,9 @@ pub(super) fn spawn(path: PathBuf, every: Duration, passes: Arc<Passes>) -> std:
             return tracing::error!(error = %e, "sqlite: checkpointer setup failed");
         }
         let (lock, cvar) = &*flag;
+        // The WAL's length at the last pass and when it was last seen to restart (shorter than
+        // at the pass before).
+        let (mut last_log, mut restarted) = (0, Instant::now());
         loop {
             let Ok(stopped) = lock.lock() else { return };
             let Ok((stopped, _)) = cvar.wait_timeout_while(stopped, every, |s| !*s) else { return };
@@ -113,15 +122,21 @@ pub(super) fn spawn(path: PathBuf, every: Duration, passes: Arc<Passes>) -> std:
                 return;
             }
             drop(stopped);
-            // Normally the WAL restarts every second (the writer completes a checkpoint), so
-            // it stays far below the limit; past it, something keeps it from restarting.
+            // Normally the WAL restarts every second (the writer completes a checkpoint); a
+            // long WAL that has not restarted for a while means something keeps it from
+            // restarting (such as a long read), and only then is it forced.
             // Passes again while the last one had much to copy: each copies what was committed
             // during the one before, so the tail left to the writer shrinks with each.
             let mut before = 0;
             for _ in 0..MAX_PASSES {
                 let (log, done) = checkpoint_counts(&conn, "PASSIVE");
-                if log > WAL_LIMIT_FRAMES {
+                if log < last_log {
+                    restarted = Instant::now();
+                }
+                last_log = log;
+                if log > WAL_LIMIT_FRAMES && restarted.elapsed() >= STUCK_AFTER {
                     checkpoint(&conn, "TRUNCATE");
+                    (last_log, restarted) = (0, Instant::now());
                     break;
                 }
                 // A WAL that restarted since counts from zero again.
