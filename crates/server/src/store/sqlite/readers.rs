@@ -64,21 +64,30 @@ impl ReadPool {
         F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let slot = self.slots.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
-        let mut conn = self.take()?;
-        match inline(&mut conn, &f) {
-            Ok(out) => {
-                self.give_back(conn)?;
-                return out;
-            }
-            Err(e) => {
-                // The connection's settings are back to normal even when resetting one failed.
-                if let Some(e) = e {
-                    tracing::debug!(error = %e, "a read could not start inline");
+        // With no idle connection a new one is opened, which parses the whole schema: that
+        // happens on the blocking thread too.
+        let pooled = self.idle.lock().map_err(|_| super::poisoned())?.pop();
+        let conn = match pooled {
+            Some(mut conn) => match inline(&mut conn, &f) {
+                Ok(out) => {
+                    self.give_back(conn)?;
+                    return out;
                 }
-            }
-        }
+                Err(e) => {
+                    if let Some(e) = e {
+                        tracing::debug!(error = %e, "a read could not start inline");
+                    }
+                    Some(conn)
+                }
+            },
+            None => None,
+        };
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
+            let conn = match conn {
+                Some(c) => c,
+                None => pool.open()?,
+            };
             let out = f(&conn);
             let back = pool.give_back(conn);
             drop(slot);
@@ -86,15 +95,6 @@ impl ReadPool {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
-    }
-
-    /// With a slot held: an idle connection, or a new one when fewer than `size` exist.
-    fn take(&self) -> StoreResult<Connection> {
-        let pooled = self.idle.lock().map_err(|_| super::poisoned())?.pop();
-        match pooled {
-            Some(c) => Ok(c),
-            None => self.open(),
-        }
     }
 
     fn give_back(&self, conn: Connection) -> StoreResult<()> {
@@ -187,64 +187,77 @@ mod tests {
         path
     }
 
-    /// Counts the times a read ran and returns what it read.
-    async fn counted<T: Send + 'static>(
+    /// Where a read ran: `true` for each run on the calling thread, `false` for each elsewhere.
+    /// On a current-thread runtime the calling thread is the async one.
+    async fn traced<T: Send + 'static>(
         pool: &Arc<ReadPool>,
         read: impl Fn(&Connection) -> StoreResult<T> + Send + 'static,
-    ) -> (StoreResult<T>, usize) {
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    ) -> (StoreResult<T>, Vec<bool>) {
+        let here = std::thread::current().id();
+        let runs = Arc::new(Mutex::new(Vec::new()));
         let seen = runs.clone();
         let out = pool
             .run(move |c| {
-                seen.fetch_add(1, Ordering::SeqCst);
+                seen.lock().unwrap().push(std::thread::current().id() == here);
                 read(c)
             })
             .await;
-        (out, runs.load(Ordering::SeqCst))
+        let runs = runs.lock().unwrap().clone();
+        (out, runs)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_quick_read_runs_once_where_it_was_asked() {
+    fn one(c: &Connection) -> StoreResult<i64> {
+        Ok(c.query_row("SELECT v FROM t", [], |r| r.get::<_, i64>(0))?)
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_is_opened_off_the_async_thread_and_quick_reads_then_stay_on_it() {
         let dir = tempfile::tempdir().unwrap();
         let pool = ReadPool::new(wal_db(&dir), 2);
-        let (out, runs) =
-            counted(&pool, |c| Ok(c.query_row("SELECT v FROM t", [], |r| r.get::<_, i64>(0))?)).await;
+        let (out, runs) = traced(&pool, one).await;
         assert_eq!(out.unwrap(), 1);
-        assert_eq!(runs, 1);
+        assert_eq!(runs, vec![false], "no idle connection: opened and read on a blocking thread");
+        let (out, runs) = traced(&pool, one).await;
+        assert_eq!(out.unwrap(), 1);
+        assert_eq!(runs, vec![true], "once, where it was asked");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn a_read_past_its_budget_is_run_again_to_the_end_on_a_blocking_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = ReadPool::new(wal_db(&dir), 2);
+        let pool = ReadPool::new(wal_db(&dir), 1);
+        traced(&pool, one).await.0.unwrap();
         let sql = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)
                    SELECT sum(i) FROM n";
-        let (out, runs) = counted(&pool, move |c| Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))?)).await;
+        let long = move |c: &Connection| Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))?);
+        let (out, runs) = traced(&pool, long).await;
         assert_eq!(out.unwrap(), 3_000_000 * 3_000_001 / 2, "the whole answer, not a cut one");
-        assert_eq!(runs, 2, "interrupted inline, then run again");
-        // The connection went back to the pool with no deadline left on it.
-        let (out, runs) = counted(&pool, move |c| Ok(c.query_row(sql, [], |r| r.get::<_, i64>(0))?)).await;
+        assert_eq!(runs, vec![true, false], "interrupted inline, then run again elsewhere");
+        // The connection went back to the pool with no deadline and its busy timeout again.
+        let (out, runs) = traced(&pool, long).await;
         assert!(out.is_ok());
-        assert_eq!(runs, 2);
+        assert_eq!(runs, vec![true, false]);
+        let (_, runs) = traced(&pool, one).await;
+        assert_eq!(runs, vec![true]);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[tokio::test]
     async fn a_read_that_meets_a_lock_waits_for_it_off_the_async_thread() {
         let dir = tempfile::tempdir().unwrap();
         // A rollback-journal database: there a writer's exclusive lock keeps readers out.
         let path = dir.path().join("t.db");
         let writer = Connection::open(&path).unwrap();
         writer.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);").unwrap();
+        let pool = ReadPool::new(path, 1);
+        traced(&pool, one).await.0.unwrap();
         writer.execute_batch("BEGIN EXCLUSIVE; UPDATE t SET v = 2;").unwrap();
-        let pool = ReadPool::new(path, 2);
         let release = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             writer.execute_batch("COMMIT").unwrap();
         });
-        let (out, runs) =
-            counted(&pool, |c| Ok(c.query_row("SELECT v FROM t", [], |r| r.get::<_, i64>(0))?)).await;
+        let (out, runs) = traced(&pool, one).await;
         release.join().unwrap();
         assert_eq!(out.unwrap(), 2, "waited for the commit, then read it");
-        assert_eq!(runs, 2, "refused at once inline, then waited on a blocking thread");
+        assert_eq!(runs, vec![true, false], "refused at once inline, then waited on a blocking thread");
     }
 }
