@@ -38,6 +38,8 @@ use timeline::{Position, own_change};
 const MAX_IN_FLIGHT: usize = 256;
 /// Queued frames written per flush.
 const WRITE_BATCH: usize = 64;
+/// Publish times kept room for between batches (a one-frame batch's worth).
+const KEEP_WRITTEN: usize = 4;
 /// Timeline events fetched per store read when replaying or filling a gap.
 const FETCH_PAGE: u32 = 500;
 
@@ -627,6 +629,10 @@ impl Session {
         let now = crate::bus::now_us();
         for published in self.written.drain(..) {
             self.state.metrics.fanout_seconds.observe(now.saturating_sub(published) as f64 / 1e6);
+        }
+        // A burst's worth (up to a batch of 64) is given back rather than kept while idle.
+        if self.written.capacity() > KEEP_WRITTEN {
+            self.written = Vec::new();
         }
         Ok(())
     }
