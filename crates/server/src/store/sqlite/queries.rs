@@ -788,6 +788,68 @@ fn sender_standing(c: &Connection, room: &str, author: &str) -> StoreResult<(Rol
     Ok((role, other))
 }
 
+/// What a send must know of its author in the room, read in one statement (it was four:
+/// membership, mute, slow mode and shadow ban, on the writer's path for every message).
+struct SendStanding {
+    role: Role,
+    /// The other person, in a dm.
+    dm_peer: Option<String>,
+    /// The mute standing against the author (`Some(None)`: for good), if one does.
+    mute: Option<Option<i64>>,
+    slow_mode_secs: i64,
+    /// When the author last sent in the room, if it is in slow mode and they have.
+    last_sent: Option<i64>,
+    shadowed: bool,
+}
+
+fn send_standing(c: &Connection, room: &str, author: &str) -> StoreResult<SendStanding> {
+    type Found = (String, String, Option<String>, i64, Option<i64>, bool, Option<i64>, bool, Option<i64>);
+    let found: Option<Found> = c
+        .prepare_cached(
+            "SELECT mb.role, r.kind, r.dm_key, r.slow_mode_secs, l.at,
+                    mu.kind IS NOT NULL, mu.until, sh.kind IS NOT NULL, sh.until
+               FROM members mb JOIN rooms r ON r.id = mb.room_id
+               LEFT JOIN last_sends l ON l.room_id = mb.room_id AND l.user_id = mb.user_id
+               LEFT JOIN sanctions mu ON mu.room_id = mb.room_id AND mu.user_id = mb.user_id
+                                     AND mu.kind = 'muted'
+               LEFT JOIN sanctions sh ON sh.room_id = mb.room_id AND sh.user_id = mb.user_id
+                                     AND sh.kind = 'shadow_banned'
+              WHERE mb.room_id = ?1 AND mb.user_id = ?2",
+        )?
+        .query_row([room, author], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+        .optional()?;
+    let Some((role, kind, key, slow_mode_secs, last_sent, muted, mute_until, shadowed, shadow_until)) = found
+    else {
+        return Err(require_member(c, room, author).err().unwrap_or(StoreError::NotFound));
+    };
+    let dm_peer = match (RoomKind::parse(&kind), key) {
+        (Some(RoomKind::Dm), Some(key)) => serde_json::from_str::<Vec<String>>(&key)
+            .ok()
+            .and_then(|pair| pair.into_iter().find(|u| u != author)),
+        _ => None,
+    };
+    Ok(SendStanding {
+        role: Role::parse(&role).unwrap_or(Role::Member),
+        dm_peer,
+        mute: if muted { SanctionKind::standing(mute_until) } else { None },
+        slow_mode_secs,
+        last_sent,
+        shadowed: shadowed && SanctionKind::standing(shadow_until).is_some(),
+    })
+}
+
 pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE author = ?1 AND client_msg_id = ?2");
     let existing =
@@ -801,16 +863,18 @@ pub(super) fn append(c: &Connection, m: NewMessage) -> Written<Appended> {
         require_member(c, &m.room, &m.author)?;
         return Ok((Appended { message: first, created: false }, Vec::new()));
     }
-    let (author_role, dm_peer) = sender_standing(c, &m.room, &m.author)?;
-    if let Some(peer) = dm_peer
+    let standing = send_standing(c, &m.room, &m.author)?;
+    if let Some(peer) = standing.dm_peer
         && blocked_either(c, &m.author, &peer)?
     {
         return Err(StoreError::Blocked);
     }
-    sanctions::check(c, &m.room, &m.author, SanctionKind::Mute)?;
-    let slow = sanctions::check_slow_mode(c, &m.room, &m.author, author_role)?;
+    if let Some(until) = standing.mute {
+        return Err(StoreError::Sanctioned { kind: SanctionKind::Mute.as_str(), until_ms: until });
+    }
+    let slow = sanctions::slow_mode_holds(standing.slow_mode_secs, standing.last_sent, standing.role)?;
     // A shadow-banned author's message takes a seq but no place in others' unread counts.
-    let shadow = sanctions::standing(c, &m.room, &m.author, SanctionKind::Shadow)?.is_some();
+    let shadow = standing.shadowed;
     let (seq, ord): (i64, i64) = c
         .prepare_cached(
             "UPDATE rooms SET last_seq = last_seq + 1, msg_count = msg_count + ?2 WHERE id = ?1

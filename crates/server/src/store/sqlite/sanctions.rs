@@ -146,18 +146,9 @@ pub(super) fn list(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Refuses a send that comes sooner after the author's last one in the room than its slow mode
-/// allows (moderators and up are exempt); returns whether the room is in slow mode, so the send
-/// records its time.
-pub(super) fn check_slow_mode(c: &Connection, room: &str, author: &str, role: Role) -> StoreResult<bool> {
-    let found: Option<(i64, Option<i64>)> = c
-        .prepare_cached(
-            "SELECT r.slow_mode_secs, l.at FROM rooms r
-             LEFT JOIN last_sends l ON l.room_id = r.id AND l.user_id = ?2 WHERE r.id = ?1",
-        )?
-        .query_row([room, author], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((secs, last)) = found else { return Ok(false) };
+/// Whether the room's slow mode (`secs`, 0 when off) applies to this send (its time is then
+/// recorded), refusing it while the author's last send (`last`) is too recent.
+pub(super) fn slow_mode_holds(secs: i64, last: Option<i64>, role: Role) -> StoreResult<bool> {
     if secs <= 0 {
         return Ok(false);
     }
