@@ -1,4 +1,6 @@
-//! The read pool: a fixed number of read-only connections, each opened once and kept.
+//! The read pool: a fixed number of read-only connections, each opened once and kept. A read
+//! runs first on the thread that asked for it, with a small budget, and moves to a blocking
+//! thread only if it runs past it or meets a lock (see [`ReadPool::run`]).
 //!
 //! Opening a SQLite connection parses the whole schema, which costs far more than a typical
 //! read, and every open connection holds files and a page cache. A pool that opened a fresh
@@ -73,11 +75,13 @@ impl ReadPool {
                     self.give_back(conn)?;
                     return out;
                 }
-                Err(e) => {
-                    if let Some(e) = e {
-                        tracing::debug!(error = %e, "a read could not start inline");
-                    }
-                    Some(conn)
+                // Out of budget or met a lock: the same connection, on a blocking thread.
+                Err(None) => Some(conn),
+                // Its deadline or busy timeout could not be set or reset: a new connection,
+                // rather than one that might still interrupt every read.
+                Err(Some(e)) => {
+                    tracing::warn!(error = %e, "sqlite: a read connection could not be set up; reopening it");
+                    None
                 }
             },
             None => None,
