@@ -92,6 +92,7 @@ pub async fn run(
             continue;
         }
         if cfg.prune && Instant::now() >= prune_at {
+            let started = Instant::now();
             let pruned = match store.prune_log().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -100,7 +101,8 @@ pub async fn run(
                 }
             };
             if pruned > 0 {
-                tracing::debug!(entries = pruned, "event log pruned");
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(entries = pruned, ms, "event log pruned");
             }
             // A slice that found entries may have left more: the next one goes at the next turn.
             prune_at = if pruned > 0 { Instant::now() } else { Instant::now() + PRUNE_EVERY };
