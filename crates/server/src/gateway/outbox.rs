@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;

@@ -779,13 +779,17 @@ fn sender_standing(c: &Connection, room: &str, author: &str) -> StoreResult<(Rol
         return Err(require_member(c, room, author).err().unwrap_or(StoreError::NotFound));
     };
     let role = Role::parse(&role).unwrap_or(Role::Member);
-    let other = match (RoomKind::parse(&kind), key) {
+    Ok((role, dm_peer(&kind, key, author)))
+}
+
+/// The other person of a dm (a room of kind `kind` whose pair is `key`), seen from `author`.
+fn dm_peer(kind: &str, key: Option<String>, author: &str) -> Option<String> {
+    match (RoomKind::parse(kind), key) {
         (Some(RoomKind::Dm), Some(key)) => serde_json::from_str::<Vec<String>>(&key)
             .ok()
             .and_then(|pair| pair.into_iter().find(|u| u != author)),
         _ => None,
-    };
-    Ok((role, other))
+    }
 }
 
 /// What a send must know of its author in the room, read in one statement (it was four:
@@ -834,15 +838,9 @@ fn send_standing(c: &Connection, room: &str, author: &str) -> StoreResult<SendSt
     else {
         return Err(require_member(c, room, author).err().unwrap_or(StoreError::NotFound));
     };
-    let dm_peer = match (RoomKind::parse(&kind), key) {
-        (Some(RoomKind::Dm), Some(key)) => serde_json::from_str::<Vec<String>>(&key)
-            .ok()
-            .and_then(|pair| pair.into_iter().find(|u| u != author)),
-        _ => None,
-    };
     Ok(SendStanding {
         role: Role::parse(&role).unwrap_or(Role::Member),
-        dm_peer,
+        dm_peer: dm_peer(&kind, key, author),
         mute: if muted { SanctionKind::standing(mute_until) } else { None },
         slow_mode_secs,
         last_sent,
