@@ -6,16 +6,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{SinkExt, StreamExt};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use switchboard_protocol::codes::{close, error as code};
 use switchboard_protocol::{ClientFrame, ServerFrame};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, Utf8Bytes};
 
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+
+use super::socket::Socket;
 
 /// Frames refused in a row before the connection is closed with 4008.
 const MAX_STRIKES: u32 = 20;
@@ -48,7 +51,7 @@ pub(crate) struct WriteFailed;
 /// The socket plus per-connection limits. Not split into halves: the session reads and writes
 /// from one task, never at once, and a split costs a shared lock allocation per connection.
 pub(crate) struct Conn {
-    socket: WebSocket,
+    socket: Socket,
     limiter: DefaultDirectRateLimiter,
     strikes: u32,
     /// When the client last sent anything, for the heartbeat timeout.
@@ -57,7 +60,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(socket: WebSocket, cfg: &Config, clock: &DefaultClock, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(socket: Socket, cfg: &Config, clock: &DefaultClock, metrics: Arc<Metrics>) -> Self {
         let per_sec = NonZeroU32::new(cfg.rate_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(cfg.rate_burst).unwrap_or(NonZeroU32::MIN);
         Conn {
@@ -84,11 +87,11 @@ impl Conn {
     /// woken when the socket has more. Polled in place by the session's loop, so an idle
     /// connection holds no read future.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Inbound> {
-        self.socket.poll_next_unpin(cx).map(|read| self.classify(read))
+        self.socket.poll_next(cx).map(|read| self.classify(read))
     }
 
     /// What a read from the socket means for the session.
-    fn classify(&mut self, read: Option<Result<Message, axum::Error>>) -> Inbound {
+    fn classify(&mut self, read: Option<Result<Message, tungstenite::Error>>) -> Inbound {
         let msg = match read {
             None => return Inbound::Ended,
             Some(Ok(m)) => m,
@@ -182,13 +185,13 @@ impl Conn {
     /// would destroy the close frame before the client reads it.
     pub(crate) async fn close(&mut self, code: u16, reason: &'static str) {
         self.metrics.closed(code);
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from_static(reason) };
         if tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await.is_err() {
             return;
         }
         let _ = tokio::time::timeout(CLOSE_LINGER, async {
             loop {
-                match self.socket.next().await {
+                match self.socket.next_awake().await {
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Ok(_)) => {}
                     // The socket cannot be read any more (after an oversized frame, the rest
@@ -202,13 +205,11 @@ impl Conn {
     }
 }
 
-fn classify_error(e: axum::Error) -> Inbound {
-    match e.into_inner().downcast::<tungstenite::Error>().map(|b| *b) {
-        Ok(tungstenite::Error::Capacity(_)) => Inbound::Close(close::TOO_LARGE, "frame too large"),
-        Ok(tungstenite::Error::Utf8(_)) => Inbound::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8"),
-        Ok(tungstenite::Error::Protocol(_)) => {
-            Inbound::Close(close::PROTOCOL_ERROR, "WebSocket protocol error")
-        }
+fn classify_error(e: tungstenite::Error) -> Inbound {
+    match e {
+        tungstenite::Error::Capacity(_) => Inbound::Close(close::TOO_LARGE, "frame too large"),
+        tungstenite::Error::Utf8(_) => Inbound::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8"),
+        tungstenite::Error::Protocol(_) => Inbound::Close(close::PROTOCOL_ERROR, "WebSocket protocol error"),
         _ => Inbound::Ended,
     }
 }

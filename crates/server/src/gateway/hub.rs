@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use axum::extract::ws::Utf8Bytes;
 use switchboard_protocol::codes::close;
 use switchboard_protocol::{MemberChange, ServerFrame};
+use tungstenite::Utf8Bytes;
 
 use super::outbox::{Outbox, Pushed};
 

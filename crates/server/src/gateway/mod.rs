@@ -2,31 +2,23 @@
 //! for chat) and the per-connection session.
 
 mod conn;
+mod handshake;
 pub mod hub;
 pub mod outbox;
 pub mod relay;
 mod session;
+mod socket;
 
 use axum::Extension;
-use axum::extract::State;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
 use switchboard_protocol::codes::error as code;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::listener::ConnSlot;
-
-/// Read buffer per connection, held for the connection's life: a typical `send` frame (about
-/// 200 bytes) fits in one read, and a larger frame grows it. 128 KiB is the default; 4 KiB
-/// measured 2.4 KB more RSS per idle connection than 1 KiB, and 1 KiB was still a fifth of an
-/// idle connection's heap (DHAT).
-const READ_BUFFER: usize = 256;
-/// Bytes gathered before a write is forced; batches of frames are flushed explicitly anyway.
-const WRITE_BUFFER: usize = 8 * 1024;
-/// Unflushed bytes allowed before writes fail (a peer that stopped reading).
-const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Upgrades to a WebSocket session.
 #[utoipa::path(
@@ -38,55 +30,58 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
         (status = 101, description = "Switching protocols"),
         (status = 400, description = "Not a WebSocket upgrade", body = switchboard_protocol::rest::ErrorBody),
         (status = 403, description = "Origin not allowed", body = switchboard_protocol::rest::ErrorBody),
+        (status = 426, description = "A WebSocket version other than 13, or a connection that cannot be upgraded", body = switchboard_protocol::rest::ErrorBody),
         (status = 503, description = "Draining", body = switchboard_protocol::rest::ErrorBody),
     )
 )]
 pub async fn upgrade(
     State(state): State<AppState>,
     slot: Option<Extension<ConnSlot>>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut req: Request,
 ) -> Response {
     if state.shutdown.is_cancelled() {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code::DRAINING, "server draining")
             .into_response();
     }
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !origin_allowed(&state.cfg.allowed_origins, origin) {
         return ApiError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed").into_response();
     }
-    let ws = match ws {
-        Ok(ws) => ws,
+    let accept = match handshake::accept_key(req.method(), req.headers()) {
+        Ok(accept) => accept,
         Err(e) => {
-            return ApiError::new(
-                e.status(),
-                code::INVALID_REQUEST,
-                format!("expected a WebSocket upgrade: {e}"),
-            )
-            .into_response();
+            let mut res = e.into_response();
+            // RFC 6455 §4.4: the version this server speaks.
+            res.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            return res;
         }
     };
+    let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            code::INVALID_REQUEST,
+            "expected a WebSocket upgrade: this connection cannot be upgraded",
+        )
+        .into_response();
+    };
     let max = state.cfg.max_frame_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        // The session gets a task of its own, sized for it alone: axum's upgrade task (which
-        // held the socket while it was made) ends here instead of living as long as the session.
-        //
-        // Counted by the drain from this moment (not from when the upgrade completes), so an
-        // upgrade that finishes while the node drains is still waited for.
-        .on_upgrade({
-            let counted = state.sessions.token();
-            move |socket| {
-                // The session's future is the task (an async block around it would hold it
-                // twice: once captured, once awaited). The connection's place under its
-                // address's cap lasts as long as the session.
-                tokio::spawn(session::run(socket, state, (counted, slot)));
-                std::future::ready(())
+    // Counted by the drain from this moment (not from when the upgrade completes), so an
+    // upgrade that finishes while the node drains is still waited for.
+    let counted = state.sessions.token();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            // The session gets a task of its own, sized for it alone: this one (which held the
+            // connection while it was upgraded) ends here instead of living as long as the
+            // session. The session's future is the task (an async block around it would hold
+            // it twice: once captured, once awaited). The connection's place under its
+            // address's cap lasts as long as the session.
+            Ok(upgraded) => {
+                tokio::spawn(session::run(socket::Socket::upgraded(upgraded, max), state, (counted, slot)));
             }
-        })
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    handshake::switching(accept)
 }
 
 /// An empty allowlist admits any origin (tokens travel in `hello`, not cookies, so a foreign

@@ -282,7 +282,7 @@ mod tests {
     }
 
     fn typing() -> Outbound {
-        let text = axum::extract::ws::Utf8Bytes::from_static("{\"op\":\"typing\"}");
+        let text = tungstenite::Utf8Bytes::from_static("{\"op\":\"typing\"}");
         Outbound::Event(std::sync::Arc::new(super::super::hub::Frame {
             room: "r".into(),
             seq: 0,
@@ -295,7 +295,7 @@ mod tests {
     }
 
     fn presence(user: &str, version: u8) -> Outbound {
-        let text = axum::extract::ws::Utf8Bytes::from(format!("{{\"op\":\"presence\",\"v\":{version}}}"));
+        let text = tungstenite::Utf8Bytes::from(format!("{{\"op\":\"presence\",\"v\":{version}}}"));
         Outbound::Direct(std::sync::Arc::new(super::super::hub::Frame {
             room: String::new(),
             seq: 0,

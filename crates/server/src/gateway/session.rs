@@ -54,7 +54,7 @@ type Pending = BoxFuture<'static, Option<ServerFrame>>;
 /// one-off phase (opening, resume, closing, leaving) is boxed, so that its state is freed when
 /// it finishes instead of sizing the connection for its whole life.
 pub(crate) fn run(
-    socket: axum::extract::ws::WebSocket,
+    socket: super::socket::Socket,
     state: AppState,
     guards: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send {

@@ -2,8 +2,8 @@
 //! user is a member at that point, and how a hole is filled from the store. This is where "each
 //! room exactly once, in order, and nothing from outside a membership" is kept.
 
-use axum::extract::ws::Utf8Bytes;
 use switchboard_protocol::{MemberChange, Room, RoomKind, ServerFrame, TimelineEvent};
+use tungstenite::Utf8Bytes;
 
 use super::{FETCH_PAGE, Session, Stop};
 use switchboard_protocol::codes::close;
