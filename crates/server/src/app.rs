@@ -247,6 +247,11 @@ impl Server {
         };
         let sweeper = tokio::spawn(limits.clone().run(shutdown.clone()));
         tokio::spawn(crate::trim::run(hub.clone(), shutdown.clone()));
+        tokio::spawn(crate::gateway::heartbeat::run(
+            hub.clone(),
+            Duration::from_millis(cfg.heartbeat_ms),
+            shutdown.clone(),
+        ));
         tokio::spawn(quotas.clone().run(shutdown.clone()));
         tokio::spawn(
             hub.clone()

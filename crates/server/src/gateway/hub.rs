@@ -457,6 +457,16 @@ impl Hub {
         }
     }
 
+    /// Tells the sessions whose serial falls in `phase` of `phases` that their heartbeat is
+    /// due (see [`super::heartbeat`]).
+    pub fn beat(&self, phase: u32, phases: u32) {
+        let Ok(m) = self.members.read() else { return };
+        let phases = u64::from(phases.max(1));
+        for s in m.users.values().flatten().filter(|s| s.serial % phases == u64::from(phase)) {
+            s.outbox.beat();
+        }
+    }
+
     /// Every session on this node, as `(user, session id, away)`: what the node renews in the
     /// presence backend.
     pub fn local_sessions(&self) -> Vec<(String, String, bool)> {
@@ -930,6 +940,55 @@ mod tests {
         }
         assert_eq!(hub.check_positions(store.as_ref()).await.unwrap(), 0, "told once");
         store.close().await;
+    }
+
+    use super::super::outbox::Next;
+    use std::task::{Context, Poll};
+
+    #[tokio::test]
+    async fn each_session_beats_once_per_round_of_phases_and_after_its_queue() {
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(Arc::new(LocalBus::standalone()), 0);
+        let mut handles = Vec::new();
+        for i in 0..20 {
+            let h = SessionHandle::new(format!("s{i}"), format!("u{}", i % 3), None, 16, metrics.clone());
+            hub.add_session(&h).await.unwrap();
+            handles.push(h);
+        }
+        let beats = |h: &SessionHandle| {
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            let mut n = 0;
+            while let Poll::Ready(next) = h.outbox.poll_recv(&mut cx) {
+                assert!(matches!(next, Next::Beat), "only beats were queued");
+                n += 1;
+            }
+            n
+        };
+        for phase in 0..4 {
+            hub.beat(phase, 4);
+            for h in &handles {
+                let due = u32::try_from(h.serial % 4).unwrap() == phase;
+                assert_eq!(beats(h), usize::from(due), "session {} in phase {phase}", h.id);
+            }
+        }
+        // A beat waits behind what is queued, and two beats before a look are one.
+        let h = &handles[0];
+        let phase = u32::try_from(h.serial % 4).unwrap();
+        hub.beat(phase, 4);
+        hub.beat(phase, 4);
+        let frame = Frame {
+            room: "r".into(),
+            seq: 0,
+            member: None,
+            text: Utf8Bytes::from_static("{}"),
+            published_us: 0,
+            state_of: None,
+            only_to: None,
+        };
+        h.push(Outbound::Direct(Arc::new(frame)));
+        assert!(matches!(h.outbox.try_recv(), Some(Outbound::Direct(_))));
+        assert_eq!(beats(h), 1);
     }
 
     /// A bus whose subscriptions to one topic take a second (a slow round trip).

@@ -3,6 +3,7 @@
 
 mod conn;
 mod handshake;
+pub mod heartbeat;
 pub mod hub;
 pub mod outbox;
 pub mod relay;

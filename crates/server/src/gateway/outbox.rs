@@ -50,6 +50,8 @@ pub enum Next {
     Kicked(u16),
     /// The node is draining: stop reading, finish what is in flight, then close.
     Drain,
+    /// Time for the session's heartbeat (see [`super::heartbeat`]).
+    Beat,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +71,7 @@ pub struct Outbox {
     wake: AtomicWaker,
     code: AtomicU16,
     drain: AtomicBool,
+    beat: AtomicBool,
     capacity: usize,
 }
 
@@ -80,6 +83,7 @@ impl Outbox {
             wake: AtomicWaker::new(),
             code: AtomicU16::new(0),
             drain: AtomicBool::new(false),
+            beat: AtomicBool::new(false),
             capacity: capacity.max(1),
         }
     }
@@ -129,6 +133,13 @@ impl Outbox {
         self.wake.wake();
     }
 
+    /// Tells the session that its heartbeat is due (heard once however often it is told
+    /// before it looks).
+    pub fn beat(&self) {
+        self.beat.store(true, Ordering::Release);
+        self.wake.wake();
+    }
+
     /// The close code asked for, if any.
     pub fn kicked(&self) -> Option<u16> {
         match self.code.load(Ordering::Acquire) {
@@ -167,7 +178,8 @@ impl Outbox {
         self.ready().map_or(Poll::Pending, Poll::Ready)
     }
 
-    /// What the session takes next without waiting: a kick, then the drain, then an item.
+    /// What the session takes next without waiting: a kick, then the drain, then an item, then
+    /// the heartbeat.
     fn ready(&self) -> Option<Next> {
         if let Some(code) = self.kicked() {
             return Some(Next::Kicked(code));
@@ -175,7 +187,10 @@ impl Outbox {
         if self.drain.swap(false, Ordering::AcqRel) {
             return Some(Next::Drain);
         }
-        self.try_recv().map(Next::Item)
+        if let Some(item) = self.try_recv() {
+            return Some(Next::Item(item));
+        }
+        self.beat.swap(false, Ordering::AcqRel).then_some(Next::Beat)
     }
 
     /// Items waiting.

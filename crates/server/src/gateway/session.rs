@@ -43,6 +43,10 @@ const KEEP_WRITTEN: usize = 4;
 /// Timeline events fetched per store read when replaying or filling a gap.
 const FETCH_PAGE: u32 = 500;
 
+/// What a session's loop waits on besides the drain deadline: store calls in flight, its hub
+/// queue (which also brings the heartbeat) and its socket.
+const SOURCES: u8 = 3;
+
 type Pending = BoxFuture<'static, Option<ServerFrame>>;
 
 /// Serves one WebSocket until it closes; `guards` (the drain's count, the address's slot) are
@@ -264,7 +268,6 @@ enum Woke {
     Done(Option<Box<ServerFrame>>),
     Out(Next),
     In(Inbound),
-    Beat,
 }
 
 enum Stop {
@@ -432,9 +435,6 @@ impl Session {
     /// The main loop.
     async fn serve(&mut self) {
         let hb = Duration::from_millis(self.state.cfg.heartbeat_ms);
-        // One boxed timer, re-armed after each beat (an `Interval` holds the same box plus its
-        // own state, per idle connection).
-        let mut beat = Box::pin(tokio::time::sleep(hb));
         let handle = self.handle.clone();
         let mut draining = false;
         // Boxed and made only when draining: a `Sleep` is about 100 bytes per idle connection.
@@ -446,7 +446,10 @@ impl Session {
             if draining && self.pending.is_empty() {
                 break Err(Stop::Close(close::GOING_AWAY, "server draining"));
             }
-            turn = turn.wrapping_add(1);
+            // Modulo the number of sources, not by wrapping: 256 is not a multiple of three, and
+            // a wrap would skip a source for one turn (a frame already queued then waits for
+            // the next wake-up).
+            turn = (turn + 1) % SOURCES;
             let reading = !draining && self.pending.len() < MAX_IN_FLIGHT;
             // Every source is polled in place rather than through a `select!` of futures, so
             // that what an idle connection holds between wake-ups is the session's own state.
@@ -456,8 +459,8 @@ impl Session {
                 {
                     return Poll::Ready(Woke::DrainDeadline);
                 }
-                for i in 0..4u8 {
-                    let woke = match (turn.wrapping_add(i)) % 4 {
+                for i in 0..SOURCES {
+                    let woke = match (turn + i) % SOURCES {
                         0 => match self.pending.poll_next(cx) {
                             Poll::Ready(Some(done)) => Some(Woke::Done(done.map(Box::new))),
                             _ => None,
@@ -468,10 +471,6 @@ impl Session {
                         },
                         2 if reading => match self.conn.poll_next(cx) {
                             Poll::Ready(inbound) => Some(Woke::In(inbound)),
-                            Poll::Pending => None,
-                        },
-                        3 => match beat.as_mut().poll(cx) {
-                            Poll::Ready(()) => Some(Woke::Beat),
                             Poll::Pending => None,
                         },
                         _ => None,
@@ -498,12 +497,10 @@ impl Session {
                         drain_deadline = Some(Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
                         Ok(())
                     }
+                    // The node's timer, not one per connection (see `heartbeat`).
+                    Next::Beat => Box::pin(self.heartbeat(hb, reading)).await,
                 },
                 Woke::In(inbound) => Box::pin(self.on_inbound(inbound)).await,
-                Woke::Beat => {
-                    beat.as_mut().reset(tokio::time::Instant::now() + hb);
-                    Box::pin(self.heartbeat(hb, reading)).await
-                }
             };
             if let Err(stop) = step {
                 break Err(stop);
