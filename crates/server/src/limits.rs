@@ -233,12 +233,6 @@ impl Limits {
         }
     }
 
-    /// The node's rate-limit clock, for limiters made per connection: cloning it is cheap,
-    /// making one is not.
-    pub fn clock(&self) -> &DefaultClock {
-        &self.clock
-    }
-
     fn keyed<K: Hash + Eq + Clone>(
         &self,
         limiter: &Keyed<K>,

@@ -62,7 +62,7 @@ pub(crate) fn run(
     state: AppState,
     guards: impl Send + 'static,
 ) -> impl Future<Output = ()> + Send {
-    let conn = Box::new(Conn::new(socket, &state.cfg, state.limits.clock(), state.metrics.clone()));
+    let conn = Box::new(Conn::new(socket, &state.cfg, state.metrics.clone()));
     connection(conn, state, guards)
 }
 
@@ -283,17 +283,18 @@ impl From<WriteFailed> for Stop {
 
 /// Store calls in flight, answered in the order they were made. Created on first use and
 /// dropped once empty: an idle connection holds none (an empty `FuturesOrdered` still holds
-/// two allocations).
+/// two allocations), and boxed, so that what it holds inline (56 bytes) is not part of every
+/// idle session either.
 #[derive(Default)]
-struct InFlight(Option<FuturesOrdered<Pending>>);
+struct InFlight(Option<Box<FuturesOrdered<Pending>>>);
 
 impl InFlight {
     fn push_back(&mut self, call: Pending) {
-        self.0.get_or_insert_with(FuturesOrdered::new).push_back(call);
+        self.0.get_or_insert_with(Box::default).push_back(call);
     }
 
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, FuturesOrdered::len)
+        self.0.as_ref().map_or(0, |calls| calls.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -434,88 +435,104 @@ impl Session {
 
     /// The main loop.
     async fn serve(&mut self) {
-        let hb = Duration::from_millis(self.state.cfg.heartbeat_ms);
-        let handle = self.handle.clone();
-        let mut draining = false;
-        // Boxed and made only when draining: a `Sleep` is about 100 bytes per idle connection.
-        let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        // Made (and boxed) only when the node drains: a `Sleep` is about 100 bytes.
+        let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
         // Which source is looked at first, turn by turn: a busy room must not starve the
         // client's own frames or the ticker.
         let mut turn = 0u8;
-        let result: Result<(), Stop> = loop {
+        // What this future holds while the connection idles is these few locals: every source
+        // is polled in place (not through a `select!` of futures), and what a wake-up does runs
+        // in a boxed step that is freed when it is done.
+        let stop = loop {
+            let draining = deadline.is_some();
             if draining && self.pending.is_empty() {
-                break Err(Stop::Close(close::GOING_AWAY, "server draining"));
+                break Stop::Close(close::GOING_AWAY, "server draining");
             }
             // Modulo the number of sources, not by wrapping: 256 is not a multiple of three, and
             // a wrap would skip a source for one turn (a frame already queued then waits for
             // the next wake-up).
             turn = (turn + 1) % SOURCES;
             let reading = !draining && self.pending.len() < MAX_IN_FLIGHT;
-            // Every source is polled in place rather than through a `select!` of futures, so
-            // that what an idle connection holds between wake-ups is the session's own state.
-            let woke = std::future::poll_fn(|cx| {
-                if let Some(d) = drain_deadline.as_mut()
-                    && d.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Woke::DrainDeadline);
-                }
-                for i in 0..SOURCES {
-                    let woke = match (turn + i) % SOURCES {
-                        0 => match self.pending.poll_next(cx) {
-                            Poll::Ready(Some(done)) => Some(Woke::Done(done.map(Box::new))),
-                            _ => None,
-                        },
-                        1 => match handle.outbox.poll_recv(cx) {
-                            Poll::Ready(next) => Some(Woke::Out(next)),
-                            Poll::Pending => None,
-                        },
-                        2 if reading => match self.conn.poll_next(cx) {
-                            Poll::Ready(inbound) => Some(Woke::In(inbound)),
-                            Poll::Pending => None,
-                        },
-                        _ => None,
-                    };
-                    if let Some(w) = woke {
-                        return Poll::Ready(w);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            let step: Result<(), Stop> = match woke {
-                Woke::DrainDeadline => Err(Stop::Close(close::GOING_AWAY, "server draining")),
-                Woke::Done(done) => Box::pin(self.finish(done.map(|d| *d))).await,
-                Woke::Out(next) => match next {
-                    Next::Item(o) => Box::pin(self.write_queued(o)).await,
-                    Next::Kicked(code) => Err(Stop::Close(code, kick_reason(code))),
-                    // Heard once or twice (the hub, and the session's own check when it
-                    // registered during the drain): the first one sets the deadline.
-                    Next::Drain if draining => Ok(()),
-                    Next::Drain => {
-                        draining = true;
-                        let ms = self.state.cfg.drain_timeout_ms;
-                        drain_deadline = Some(Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-                        Ok(())
-                    }
-                    // The node's timer, not one per connection (see `heartbeat`).
-                    Next::Beat => Box::pin(self.heartbeat(hb, reading)).await,
-                },
-                Woke::In(inbound) => Box::pin(self.on_inbound(inbound)).await,
-            };
-            if let Err(stop) = step {
-                break Err(stop);
+            let woke = std::future::poll_fn(|cx| self.poll_woke(cx, deadline.as_mut(), turn, reading)).await;
+            if let Err(stop) = Box::pin(self.on_woke(woke, &mut deadline, reading)).await {
+                break stop;
             }
         };
-        if let Err(Stop::Close(code, reason)) = result {
+        if let Stop::Close(code, reason) = stop {
             // Nothing more will be written: stop queueing room traffic during the close.
             self.handle.outbox.close();
             Box::pin(self.conn.close(code, reason)).await;
         }
     }
 
+    /// What woke the loop, looking at the sources in the order `turn` says.
+    fn poll_woke(
+        &mut self,
+        cx: &mut Context<'_>,
+        deadline: Option<&mut Pin<Box<tokio::time::Sleep>>>,
+        turn: u8,
+        reading: bool,
+    ) -> Poll<Woke> {
+        if let Some(d) = deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Woke::DrainDeadline);
+        }
+        for i in 0..SOURCES {
+            let woke = match (turn + i) % SOURCES {
+                0 => match self.pending.poll_next(cx) {
+                    Poll::Ready(Some(done)) => Some(Woke::Done(done.map(Box::new))),
+                    _ => None,
+                },
+                1 => match self.handle.outbox.poll_recv(cx) {
+                    Poll::Ready(next) => Some(Woke::Out(next)),
+                    Poll::Pending => None,
+                },
+                2 if reading => match self.conn.poll_next(cx) {
+                    Poll::Ready(inbound) => Some(Woke::In(inbound)),
+                    Poll::Pending => None,
+                },
+                _ => None,
+            };
+            if let Some(w) = woke {
+                return Poll::Ready(w);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Acts on what woke the loop.
+    async fn on_woke(
+        &mut self,
+        woke: Woke,
+        deadline: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+        reading: bool,
+    ) -> Result<(), Stop> {
+        match woke {
+            Woke::DrainDeadline => Err(Stop::Close(close::GOING_AWAY, "server draining")),
+            Woke::Done(done) => self.finish(done.map(|d| *d)).await,
+            Woke::Out(next) => match next {
+                Next::Item(o) => self.write_queued(o).await,
+                Next::Kicked(code) => Err(Stop::Close(code, kick_reason(code))),
+                // Heard once or twice (the hub, and the session's own check when it registered
+                // during the drain): the first one sets the deadline.
+                Next::Drain if deadline.is_some() => Ok(()),
+                Next::Drain => {
+                    let ms = self.state.cfg.drain_timeout_ms;
+                    *deadline = Some(Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+                    Ok(())
+                }
+                // The node's timer, not one per connection (see `heartbeat`).
+                Next::Beat => self.heartbeat(reading).await,
+            },
+            Woke::In(inbound) => self.on_inbound(inbound).await,
+        }
+    }
+
     /// Pings the client; closes it if it has been silent for 2.5 intervals while we were
     /// reading (when reading is paused, its silence proves nothing).
-    async fn heartbeat(&mut self, hb: Duration, reading: bool) -> Result<(), Stop> {
+    async fn heartbeat(&mut self, reading: bool) -> Result<(), Stop> {
+        let hb = Duration::from_millis(self.state.cfg.heartbeat_ms);
         if reading && self.conn.last_recv.elapsed() > hb * 5 / 2 {
             return Err(Stop::Close(close::HEARTBEAT_TIMEOUT, "no heartbeat from client"));
         }
