@@ -140,7 +140,7 @@ pub async fn serve(
         conns.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(head_timeout).max_buf_size(MAX_BUF);
-            let io = TokioIo::new(WriteDeadline::new(tcp, WRITE_STALL));
+            let io: TokioIo<Accepted> = TokioIo::new(WriteDeadline::new(tcp, WRITE_STALL));
             let conn = builder.serve_connection(io, service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
@@ -160,7 +160,11 @@ pub async fn serve(
 /// A connection whose writes must make progress within `limit`: hyper has no write deadline,
 /// so a client that asks for responses and never reads them would hold them (and their
 /// buffers) for ever. The timer exists only while a write is waiting.
-struct WriteDeadline<T> {
+/// What every connection served here runs on (under hyper's `TokioIo`), and so what an
+/// upgraded WebSocket's connection is: the gateway takes it back out of hyper's box.
+pub(crate) type Accepted = WriteDeadline<tokio::net::TcpStream>;
+
+pub(crate) struct WriteDeadline<T> {
     io: T,
     limit: Duration,
     stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,

@@ -618,6 +618,58 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A masked frame of any length below 64 KiB.
+fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [9u8, 8, 7, 6];
+    let mut out = vec![first];
+    match u16::try_from(payload.len()) {
+        Ok(n) if n < 126 => out.push(0x80 | n as u8),
+        Ok(n) => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        Err(_) => panic!("test frames stay below 64 KiB"),
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_sent_in_the_same_write_as_the_upgrade_is_answered() {
+    // The bytes after the request's head reach hyper's buffer, not the socket: the session
+    // must be handed them first.
+    let server = TestServer::start().await;
+    let (alice, _) = server.user("alice").await;
+    let hello = serde_json::json!({"op": "hello", "token": alice.token().unwrap()}).to_string();
+    let mut bytes = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        addr(&server)
+    )
+    .into_bytes();
+    bytes.extend(masked_frame(0x81, hello.as_bytes()));
+    bytes.extend(masked_frame(0x81, br#"{"op":"ping"}"#));
+    let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    assert!(matches!(raw_next(&mut ws).await, RawEvent::Frame(ServerFrame::Ready { .. })));
+    assert!(matches!(raw_next(&mut ws).await, RawEvent::Frame(ServerFrame::Pong)));
+}
+
 /// The close code of the first close frame the server sends.
 async fn close_code_of(tcp: &mut TcpStream) -> Option<u16> {
     let (bytes, _) = until_closed(tcp, Duration::from_secs(5)).await?;

@@ -76,9 +76,12 @@ pub async fn upgrade(
             // session. The session's future is the task (an async block around it would hold
             // it twice: once captured, once awaited). The connection's place under its
             // address's cap lasts as long as the session.
-            Ok(upgraded) => {
-                tokio::spawn(session::run(socket::Socket::upgraded(upgraded, max), state, (counted, slot)));
-            }
+            Ok(upgraded) => match socket::Socket::upgraded(upgraded, max) {
+                Some(socket) => {
+                    tokio::spawn(session::run(socket, state, (counted, slot)));
+                }
+                None => tracing::error!("an upgraded connection that this node's listener did not make"),
+            },
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });

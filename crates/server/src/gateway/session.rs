@@ -353,7 +353,8 @@ impl Session {
     async fn run(mut self: Box<Self>, since: BTreeMap<String, u64>) -> Option<tokio::task::JoinHandle<()>> {
         tracing::debug!("session ready");
         match Box::pin(self.start(since)).await {
-            Ok(()) => Box::pin(self.serve()).await,
+            // Not boxed: its state is small, and it lasts as long as this one.
+            Ok(()) => self.serve().await,
             Err(Stop::Close(c, reason)) => {
                 self.handle.outbox.close();
                 Box::pin(self.conn.close(c, reason)).await;

@@ -2,7 +2,7 @@
 //! share one instance (as nodes share one Redis).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use switchboard_protocol::{ChosenStatus, Status};
@@ -23,7 +23,7 @@ struct ConnEntry {
 
 #[derive(Debug, Default)]
 struct UserEntry {
-    conns: HashMap<String, ConnEntry>,
+    conns: HashMap<Arc<str>, ConnEntry>,
     status: Option<Status>,
     last_seen: Option<i64>,
     text: Option<String>,
@@ -63,22 +63,33 @@ impl UserEntry {
     }
 }
 
+/// Users and connections are named by shared strings: a connection's ids are held once however
+/// many places (the user's table, the expiry index) refer to it, which is most of what an idle
+/// connection costs here.
 #[derive(Debug, Default)]
 struct Inner {
-    users: HashMap<String, UserEntry>,
+    users: HashMap<Arc<str>, UserEntry>,
     /// `(expires, user, conn)` for every connection, so a sweep reads only what lapsed.
-    expiries: BTreeSet<(i64, String, String)>,
+    expiries: BTreeSet<(i64, Arc<str>, Arc<str>)>,
     /// How many users were left after the last pass that forgot long-offline ones.
     pruned_at: usize,
 }
 
 impl Inner {
     fn put(&mut self, user: &str, conn: &str, entry: ConnEntry) {
-        let u = self.users.entry(user.to_owned()).or_default();
-        if let Some(old) = u.conns.insert(conn.to_owned(), entry) {
-            self.expiries.remove(&(old.expires, user.to_owned(), conn.to_owned()));
+        let user = match self.users.get_key_value(user) {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(user),
+        };
+        let u = self.users.entry(user.clone()).or_default();
+        let conn = match u.conns.get_key_value(conn) {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(conn),
+        };
+        if let Some(old) = u.conns.insert(conn.clone(), entry) {
+            self.expiries.remove(&(old.expires, user.clone(), conn.clone()));
         }
-        self.expiries.insert((entry.expires, user.to_owned(), conn.to_owned()));
+        self.expiries.insert((entry.expires, user, conn));
     }
 }
 
@@ -150,7 +161,7 @@ impl Presence for LocalPresence {
         let mut inner = self.lock()?;
         let mut lost = Vec::new();
         for (i, (user, conn)) in conns.iter().enumerate() {
-            match inner.users.get(user).and_then(|u| u.conns.get(conn)).copied() {
+            match inner.users.get(user.as_str()).and_then(|u| u.conns.get(conn.as_str())).copied() {
                 Some(old) if old.closed.is_none() => {
                     inner.put(user, conn, ConnEntry { expires: now + ms(ttl_ms), ..old });
                 }
@@ -165,15 +176,15 @@ impl Presence for LocalPresence {
     async fn sweep(&self, limit: usize) -> PresenceResult<Swept> {
         let now = now_ms();
         let mut inner = self.lock()?;
-        let lapsed: Vec<(i64, String, String)> =
+        let lapsed: Vec<(i64, Arc<str>, Arc<str>)> =
             inner.expiries.iter().take_while(|(at, _, _)| *at <= now).take(limit).cloned().collect();
         let removed = lapsed.len();
         let mut changes = Vec::new();
         for key in lapsed {
             inner.expiries.remove(&key);
             let (_, user, conn) = key;
-            let Some(u) = inner.users.get_mut(&user) else { continue };
-            let seen = u.conns.remove(&conn).map(|c| c.closed.unwrap_or(now));
+            let Some(u) = inner.users.get_mut(&*user) else { continue };
+            let seen = u.conns.remove(&*conn).map(|c| c.closed.unwrap_or(now));
             if let Some(change) = u.derive(&user, now, seen, false) {
                 changes.push(change);
             }
@@ -195,7 +206,7 @@ impl Presence for LocalPresence {
         let inner = self.lock()?;
         Ok(users
             .iter()
-            .map(|u| inner.users.get(u).map_or_else(|| State::unknown(u), |e| e.state(u)))
+            .map(|u| inner.users.get(u.as_str()).map_or_else(|| State::unknown(u), |e| e.state(u)))
             .collect())
     }
 
@@ -206,8 +217,6 @@ impl Presence for LocalPresence {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     async fn fresh() -> ((), Arc<dyn Presence>) {
