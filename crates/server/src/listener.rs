@@ -140,7 +140,7 @@ pub async fn serve(
         conns.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(head_timeout).max_buf_size(MAX_BUF);
-            let io: TokioIo<Accepted> = TokioIo::new(WriteDeadline::new(tcp, WRITE_STALL));
+            let io: TokioIo<Accepted> = TokioIo::new(WriteDeadline::new(tcp));
             let conn = builder.serve_connection(io, service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
@@ -157,28 +157,26 @@ pub async fn serve(
     conns.wait().await;
 }
 
-/// A connection whose writes must make progress within `limit`: hyper has no write deadline,
-/// so a client that asks for responses and never reads them would hold them (and their
-/// buffers) for ever. The timer exists only while a write is waiting.
 /// What every connection served here runs on (under hyper's `TokioIo`), and so what an
 /// upgraded WebSocket's connection is: the gateway takes it back out of hyper's box.
 pub(crate) type Accepted = WriteDeadline<tokio::net::TcpStream>;
 
+/// A connection whose writes must make progress within `WRITE_STALL`: hyper has no write deadline,
+/// so a client that asks for responses and never reads them would hold them (and their
+/// buffers) for ever. The timer exists only while a write is waiting.
 pub(crate) struct WriteDeadline<T> {
     io: T,
-    limit: Duration,
     stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T> WriteDeadline<T> {
-    fn new(io: T, limit: Duration) -> Self {
-        WriteDeadline { io, limit, stalled: None }
+    fn new(io: T) -> Self {
+        WriteDeadline { io, stalled: None }
     }
 
     /// Called when a write could not go on: fails it once the stall lasts too long.
     fn waiting(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Error> {
-        let limit = self.limit;
-        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
         match timer.as_mut().poll(cx) {
             std::task::Poll::Ready(()) => std::task::Poll::Ready(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -141,12 +141,13 @@ impl Outbound {
 /// The hub's handle on one connection.
 #[derive(Debug)]
 pub struct SessionHandle {
-    /// Session id (also the `origin` of its ephemeral events).
-    pub id: String,
+    /// Session id (also the `origin` of its ephemeral events). Ids here are boxed strings, not
+    /// `String`s: every connection holds one handle, and a `String`'s capacity is 8 bytes each.
+    pub id: Box<str>,
     /// Authenticated user id.
-    pub user: String,
+    pub user: Box<str>,
     /// The signed-in session its token belongs to, so that signing out closes it.
-    pub token_session: Option<String>,
+    pub token_session: Option<Box<str>>,
     /// Frames on their way to the socket.
     pub outbox: Outbox,
     /// Whether the connection is away (the client said so, or it has been idle): what the
@@ -169,9 +170,9 @@ impl SessionHandle {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(SessionHandle {
-            id,
-            user,
-            token_session,
+            id: id.into(),
+            user: user.into(),
+            token_session: token_session.map(String::into_boxed_str),
             outbox: Outbox::new(queue),
             away: Default::default(),
             serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
@@ -366,7 +367,7 @@ impl Hub {
             return;
         };
         for s in members.users.get(user).into_iter().flatten() {
-            if origin != Some(s.id.as_str()) {
+            if origin != Some(&*s.id) {
                 s.push(Outbound::Direct(frame.clone()));
             }
         }
@@ -386,10 +387,10 @@ impl Hub {
         let Ok(members) = self.members.read() else { return };
         let targets: Vec<&Arc<SessionHandle>> = if on_room {
             let Some(room) = members.rooms.get(frame.room.as_str()) else { return };
-            room.sessions.iter().filter(|s| s.user != user).collect()
+            room.sessions.iter().filter(|s| *s.user != *user).collect()
         } else {
             let Some(own) = members.users.get(user) else { return };
-            own.iter().filter(|s| origin != Some(s.id.as_str())).collect()
+            own.iter().filter(|s| origin != Some(&*s.id)).collect()
         };
         let Ok(mut seen) = self.presence_seen.lock() else { return };
         let now = std::time::Instant::now();
@@ -474,13 +475,13 @@ impl Hub {
         m.users
             .values()
             .flatten()
-            .map(|s| (s.user.clone(), s.id.clone(), s.away.load(Ordering::Relaxed)))
+            .map(|s| (s.user.to_string(), s.id.to_string(), s.away.load(Ordering::Relaxed)))
             .collect()
     }
 
     /// Whether a session with this id is still on this node.
     pub fn has_session(&self, user: &str, id: &str) -> bool {
-        self.members.read().is_ok_and(|m| m.users.get(user).is_some_and(|v| v.iter().any(|s| s.id == id)))
+        self.members.read().is_ok_and(|m| m.users.get(user).is_some_and(|v| v.iter().any(|s| *s.id == *id)))
     }
 
     fn end_local_sessions(&self, user: &str, which: Option<&str>) {
@@ -504,7 +505,7 @@ impl Hub {
                 room.seen.fetch_max(frame.seq, Ordering::Relaxed);
             }
             for s in &room.sessions {
-                if except != Some(s.id.as_str()) {
+                if except != Some(&*s.id) {
                     s.push(Outbound::Event(frame.clone()));
                 }
             }
@@ -561,7 +562,7 @@ impl Hub {
             if !Self::newer_change(room, user, frame.seq) {
                 return;
             }
-            room.sessions.retain(|s| s.user != user);
+            room.sessions.retain(|s| *s.user != *user);
         }
         self.spawn_reconcile(Topic::Room(frame.room.clone()));
     }
@@ -586,13 +587,13 @@ impl Hub {
     /// this returns reaches the session; one heard before shows in [`Hub::signouts`].
     pub async fn add_session(&self, handle: &Arc<SessionHandle>) -> Result<(), AddSessionError> {
         if let Ok(mut m) = self.members.write() {
-            let mine = m.users.entry(handle.user.clone()).or_default();
+            let mine = m.users.entry(handle.user.to_string()).or_default();
             if self.max_per_user > 0 && mine.len() >= self.max_per_user as usize {
                 return Err(AddSessionError::TooMany);
             }
             mine.push(handle.clone());
         }
-        Ok(self.reconcile(vec![Topic::User(handle.user.clone())]).await?)
+        Ok(self.reconcile(vec![Topic::User(handle.user.to_string())]).await?)
     }
 
     /// Subscribes a session to rooms; returns once the bus delivers them to this node, with
@@ -622,9 +623,9 @@ impl Hub {
 
     /// Forgets a session that ended.
     pub async fn remove_session(&self, handle: &Arc<SessionHandle>) {
-        let mut touched = vec![Topic::User(handle.user.clone())];
+        let mut touched = vec![Topic::User(handle.user.to_string())];
         if let Ok(mut m) = self.members.write() {
-            if let Some(v) = m.users.get_mut(&handle.user) {
+            if let Some(v) = m.users.get_mut(&*handle.user) {
                 v.retain(|s| s.id != handle.id);
             }
             for (room, subs) in m.rooms.iter_mut() {

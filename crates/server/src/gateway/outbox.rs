@@ -58,7 +58,7 @@ pub enum Next {
 struct Slots {
     items: VecDeque<Outbound>,
     /// How many of `items` are ephemeral.
-    ephemeral: usize,
+    ephemeral: u32,
     closed: bool,
 }
 
@@ -72,7 +72,8 @@ pub struct Outbox {
     code: AtomicU16,
     drain: AtomicBool,
     beat: AtomicBool,
-    capacity: usize,
+    /// Narrow, like `Slots::ephemeral`: every connection holds one.
+    capacity: u32,
 }
 
 impl Outbox {
@@ -84,7 +85,7 @@ impl Outbox {
             code: AtomicU16::new(0),
             drain: AtomicBool::new(false),
             beat: AtomicBool::new(false),
-            capacity: capacity.max(1),
+            capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
         }
     }
 
@@ -109,7 +110,7 @@ impl Outbox {
                     };
                 }
                 s.ephemeral += 1;
-            } else if s.items.len() - s.ephemeral >= self.capacity {
+            } else if s.items.len() - s.ephemeral as usize >= self.capacity as usize {
                 return Pushed::Full;
             }
             s.items.push_back(item);

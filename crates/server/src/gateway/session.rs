@@ -396,7 +396,7 @@ impl Session {
             presence = p.for_ready(&self.token.user.id).await;
         }
         let ready = ServerFrame::Ready {
-            session_id: self.handle.id.clone(),
+            session_id: self.handle.id.to_string(),
             user: self.token.user.clone(),
             heartbeat_ms: self.state.cfg.heartbeat_ms,
             rooms: listed,
@@ -780,7 +780,7 @@ impl Session {
                         &self.state,
                         room,
                         frame,
-                        self.handle.id.clone(),
+                        self.handle.id.to_string(),
                         self.token.user.id.clone(),
                         in_dm,
                     ));
@@ -799,7 +799,7 @@ impl Session {
                         room,
                         self.token.user.id.clone(),
                         seq,
-                        self.handle.id.clone(),
+                        self.handle.id.to_string(),
                         audience,
                     ));
                     None
