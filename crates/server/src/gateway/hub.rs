@@ -468,15 +468,12 @@ impl Hub {
         }
     }
 
-    /// Every session on this node, as `(user, session id, away)`: what the node renews in the
-    /// presence backend.
-    pub fn local_sessions(&self) -> Vec<(String, String, bool)> {
+    /// Every session on this node: what the node renews in the presence backend. Handles, not
+    /// copies of their ids, so that a renewal of every connection costs a pointer per
+    /// connection until it builds each batch's names.
+    pub fn local_sessions(&self) -> Vec<Arc<SessionHandle>> {
         let Ok(m) = self.members.read() else { return Vec::new() };
-        m.users
-            .values()
-            .flatten()
-            .map(|s| (s.user.to_string(), s.id.to_string(), s.away.load(Ordering::Relaxed)))
-            .collect()
+        m.users.values().flatten().cloned().collect()
     }
 
     /// Whether a session with this id is still on this node.
