@@ -610,17 +610,9 @@ async fn handshake(server: &TestServer) -> TcpStream {
     tcp
 }
 
+/// A masked client frame (any length below 64 KiB) as it goes on the wire.
 fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [1u8, 2, 3, 4];
-    let mut out = vec![first, 0x80 | payload.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-/// A masked frame of any length below 64 KiB.
-fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [9u8, 8, 7, 6];
     let mut out = vec![first];
     match u16::try_from(payload.len()) {
         Ok(n) if n < 126 => out.push(0x80 | n as u8),
@@ -648,8 +640,8 @@ async fn a_hello_sent_in_the_same_write_as_the_upgrade_is_answered() {
         addr(&server)
     )
     .into_bytes();
-    bytes.extend(masked_frame(0x81, hello.as_bytes()));
-    bytes.extend(masked_frame(0x81, br#"{"op":"ping"}"#));
+    bytes.extend(masked(0x81, hello.as_bytes()));
+    bytes.extend(masked(0x81, br#"{"op":"ping"}"#));
     let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
     tcp.write_all(&bytes).await.unwrap();
     let mut head = Vec::new();
