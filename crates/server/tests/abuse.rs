@@ -593,13 +593,20 @@ async fn a_removed_member_cannot_fetch_their_old_message_by_its_key() {
 /// Upgrades a raw TCP socket to a WebSocket by hand, so that frames no library would send can
 /// be written.
 async fn handshake(server: &TestServer) -> TcpStream {
+    handshake_then(server, &[]).await
+}
+
+/// The same, with `then` sent in the same write as the request's head.
+async fn handshake_then(server: &TestServer, then: &[u8]) -> TcpStream {
     let mut tcp = TcpStream::connect(addr(server)).await.unwrap();
-    let req = format!(
+    let mut req = format!(
         "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         addr(server)
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    )
+    .into_bytes();
+    req.extend_from_slice(then);
+    tcp.write_all(&req).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -634,23 +641,9 @@ async fn a_hello_sent_in_the_same_write_as_the_upgrade_is_answered() {
     let server = TestServer::start().await;
     let (alice, _) = server.user("alice").await;
     let hello = serde_json::json!({"op": "hello", "token": alice.token().unwrap()}).to_string();
-    let mut bytes = format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        addr(&server)
-    )
-    .into_bytes();
-    bytes.extend(masked(0x81, hello.as_bytes()));
-    bytes.extend(masked(0x81, br#"{"op":"ping"}"#));
-    let mut tcp = TcpStream::connect(addr(&server)).await.unwrap();
-    tcp.write_all(&bytes).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tcp.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut frames = masked(0x81, hello.as_bytes());
+    frames.extend(masked(0x81, br#"{"op":"ping"}"#));
+    let tcp = handshake_then(&server, &frames).await;
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
         stream,

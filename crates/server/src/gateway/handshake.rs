@@ -80,43 +80,51 @@ mod tests {
 
     #[test]
     fn each_missing_part_is_refused_with_its_own_status() {
-        let status = |method: Method, edit: &dyn Fn(&mut HeaderMap)| {
+        type Edit = fn(&mut HeaderMap);
+        let cases: [(Method, Edit, Option<StatusCode>); 6] = [
+            (Method::POST, |_| {}, Some(StatusCode::METHOD_NOT_ALLOWED)),
+            (
+                Method::GET,
+                |h| {
+                    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+                },
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            (
+                Method::GET,
+                |h| {
+                    h.remove(header::UPGRADE);
+                },
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            (
+                Method::GET,
+                |h| {
+                    h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+                },
+                Some(StatusCode::UPGRADE_REQUIRED),
+            ),
+            (
+                Method::GET,
+                |h| {
+                    h.remove(header::SEC_WEBSOCKET_KEY);
+                },
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            // Tokens are compared without case.
+            (
+                Method::GET,
+                |h| {
+                    h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+                },
+                None,
+            ),
+        ];
+        for (i, (method, edit, refused)) in cases.into_iter().enumerate() {
             let mut h = upgrade_headers();
             edit(&mut h);
-            accept_key(&method, &h).err().map(|e| (e.status, e.code))
-        };
-        let refused = |s| Some((s, code::INVALID_REQUEST));
-        assert_eq!(status(Method::POST, &|_| {}), refused(StatusCode::METHOD_NOT_ALLOWED));
-        assert_eq!(
-            status(Method::GET, &|h| {
-                h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-            }),
-            refused(StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            status(Method::GET, &|h| {
-                h.remove(header::UPGRADE);
-            }),
-            refused(StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            status(Method::GET, &|h| {
-                h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
-            }),
-            refused(StatusCode::UPGRADE_REQUIRED)
-        );
-        assert_eq!(
-            status(Method::GET, &|h| {
-                h.remove(header::SEC_WEBSOCKET_KEY);
-            }),
-            refused(StatusCode::BAD_REQUEST)
-        );
-        assert_eq!(
-            status(Method::GET, &|h| {
-                h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
-            }),
-            None,
-            "tokens are compared without case"
-        );
+            let got = accept_key(&method, &h).err().map(|e| (e.status, e.code));
+            assert_eq!(got, refused.map(|s| (s, code::INVALID_REQUEST)), "case {i}");
+        }
     }
 }
