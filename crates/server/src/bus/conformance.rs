@@ -19,7 +19,8 @@ macro_rules! bus_conformance {
             unsubscribe_stops_delivery,
             user_topics_are_separate_from_room_topics,
             events_arrive_intact,
-            many_topics_subscribe_at_once_and_control_reaches_every_node
+            many_topics_subscribe_at_once_and_control_reaches_every_node,
+            a_subscription_is_in_place_when_subscribe_returns
         );
     };
     (@tests $factory:path, $attrs:tt, $($name:ident),+) => {
@@ -198,4 +199,27 @@ pub(crate) async fn many_topics_subscribe_at_once_and_control_reaches_every_node
     a.publish(event("many-0", 99)).await.unwrap();
     settle().await;
     assert_eq!(seen_b.lock().unwrap().len(), 51, "a batch unsubscribe stops them all");
+}
+
+/// A node subscribes and then reads what it missed from the store: an event published by
+/// another node after `subscribe` returned must arrive, or it falls between the read and the
+/// subscription. A large batch gives a bus that returns before the server has every SUB in
+/// place the time to show it.
+pub(crate) async fn a_subscription_is_in_place_when_subscribe_returns(node: &impl Fn() -> Arc<dyn Bus>) {
+    let (a, b) = (node(), node());
+    a.set_handler(Arc::new(|_| {}));
+    let seen = recorder(&b);
+    for round in 0..5u64 {
+        let topics: Vec<Topic> = (0..2_000).map(|i| room(&format!("late-{round}-{i}"))).collect();
+        b.subscribe(&topics).await.unwrap();
+        let last = format!("late-{round}-1999");
+        a.publish(event(&last, round + 1)).await.unwrap();
+        let got = wait_for(&seen, round as usize + 1).await;
+        assert_eq!(
+            got.len(),
+            round as usize + 1,
+            "round {round}: the event published right after subscribe arrived"
+        );
+        assert_eq!(got.last().map(|e| e.room.as_str()), Some(last.as_str()));
+    }
 }

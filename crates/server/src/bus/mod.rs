@@ -123,6 +123,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Sends an event to every node subscribed to its topic.
     async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
     /// Starts receiving these topics' events on this node (a topic already subscribed stays so).
+    /// When it returns, every event any node publishes to them afterwards reaches the handler:
+    /// a session subscribes and then reads the store, and an event in between would be a gap.
     async fn subscribe(&self, topics: &[Topic]) -> Result<(), BusError>;
     /// Stops receiving these topics' events on this node.
     async fn unsubscribe(&self, topics: &[Topic]) -> Result<(), BusError>;

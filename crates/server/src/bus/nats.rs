@@ -114,14 +114,32 @@ impl NatsBus {
         }
     }
 
-    /// Waits until the server has seen everything sent so far (subscriptions included).
-    async fn flush(&self) -> Result<(), BusError> {
-        match tokio::time::timeout(self.timeout, self.client.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(BusError::Unavailable(format!("nats: {e}"))),
+    /// Waits until the server has processed everything this connection sent so far, its
+    /// subscriptions included. async-nats's `flush` only empties the socket's write buffer: a
+    /// SUB can still be in flight when it returns, and an event another node publishes in that
+    /// window would be missed. The server handles one connection's operations in order, so a
+    /// message sent to an inbox of our own coming back proves every earlier SUB is in place.
+    /// It also proves the server answers, which a written socket does not.
+    async fn round_trip(&self) -> Result<(), BusError> {
+        let barrier = async {
+            let inbox = self.client.new_inbox();
+            let mut echo = self.client.subscribe(inbox.clone()).await.map_err(|e| nats_error(&e))?;
+            self.client.publish(inbox, Bytes::new()).await.map_err(|e| nats_error(&e))?;
+            self.client.flush().await.map_err(|e| nats_error(&e))?;
+            match echo.next().await {
+                Some(_) => Ok(()),
+                None => Err(BusError::Unavailable("nats: connection closed".into())),
+            }
+        };
+        match tokio::time::timeout(self.timeout, barrier).await {
+            Ok(done) => done,
             Err(_) => Err(BusError::Unavailable("nats: no answer".into())),
         }
     }
+}
+
+fn nats_error(e: &dyn std::fmt::Display) -> BusError {
+    BusError::Unavailable(format!("nats: {e}"))
 }
 
 /// A subject token for an id: ids made of safe characters stand as they are; anything else
@@ -221,7 +239,7 @@ impl Bus for NatsBus {
             }
         }
         // One round trip for the whole batch: once the server answers, it has every SUB.
-        self.flush().await
+        self.round_trip().await
     }
 
     async fn unsubscribe(&self, topics: &[Topic]) -> Result<(), BusError> {
@@ -242,7 +260,7 @@ impl Bus for NatsBus {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(BusError::Unavailable("nats: not connected".into()));
         }
-        self.flush().await
+        self.round_trip().await
     }
 }
 
@@ -305,16 +323,59 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every second node reaches NATS over a link that holds what the node sends for 50 ms, as
+    /// a node in another zone would: a bus that takes "written to the socket" for "the server
+    /// has it" loses the events published by a near node in that window.
     async fn fabric() -> ((), impl Fn() -> Arc<dyn Bus>) {
         let opts = test_options();
+        let server = opts.url.trim_start_matches("nats://").to_owned();
+        let far = slow_link(server, Duration::from_millis(50)).await;
+        let far = NatsOptions { url: format!("nats://{far}"), ..opts.clone() };
+        let nodes = std::sync::atomic::AtomicUsize::new(0);
         ((), move || {
-            let opts = opts.clone();
+            let which = nodes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let opts = if which.is_multiple_of(2) { opts.clone() } else { far.clone() };
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current().block_on(async move {
                     Arc::new(NatsBus::connect(&opts).await.expect("connect to NATS")) as Arc<dyn Bus>
                 })
             })
         })
+    }
+
+    /// A relay to `server` that passes what the server sends at once and what the node sends
+    /// `delay` late, in order.
+    async fn slow_link(server: String, delay: Duration) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address");
+        tokio::spawn(async move {
+            while let Ok((node, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(&server).await else { continue };
+                let ((mut from_node, mut to_node), (mut from_server, mut to_server)) =
+                    (node.into_split(), upstream.into_split());
+                tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_node).await });
+                let (held, mut due) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                tokio::spawn(async move {
+                    while let Some((at, bytes)) = due.recv().await {
+                        tokio::time::sleep_until(at).await;
+                        if to_server.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 << 10];
+                    while let Ok(n @ 1..) = from_node.read(&mut buf).await {
+                        if held.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
     }
 
     crate::bus_conformance!(fabric, #[ignore = "needs NATS: scripts/test runs it"]);
