@@ -116,9 +116,17 @@ pub async fn run(
             }
         };
         let Some(last) = events.last().map(|e| e.pos) else {
-            reader.save().await;
-            last_save = Instant::now();
-            let wait_until = renew_at.min(Instant::now() + cfg.poll);
+            // Caught up. The cursor is saved once `save_every` has passed since the last save,
+            // now or when the log stays quiet that long: saving at every catch-up was a write
+            // of its own after nearly every commit (half the commits at 5,000 sends/s).
+            if last_save.elapsed() >= cfg.save_every {
+                reader.save().await;
+                last_save = Instant::now();
+            }
+            let mut wait_until = renew_at.min(Instant::now() + cfg.poll);
+            if reader.unsaved() {
+                wait_until = wait_until.min(last_save + cfg.save_every);
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = wake.changed() => {}
@@ -172,6 +180,11 @@ impl Reader {
             }
         };
         self.store.events_after(after, self.cfg.batch).await
+    }
+
+    /// Whether positions were handled since the last save.
+    fn unsaved(&self) -> bool {
+        self.cursor.is_some() && self.cursor != self.saved
     }
 
     async fn save(&mut self) {
@@ -307,6 +320,50 @@ mod tests {
         let mut distinct = after.clone();
         distinct.dedup();
         assert_eq!(distinct, (1..=8).collect::<Vec<_>>());
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caught_up_reader_saves_its_cursor_once_the_log_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
+        );
+        let author = store.create_user("a", "h").await.unwrap().id;
+        let new =
+            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
+        let room = store.create_room(new).await.unwrap().room.id;
+        let (bus, seen) = recording_bus(&room).await;
+        let stop = CancellationToken::new();
+        let relay = Relay { bus, metrics: Arc::new(Metrics::new()) };
+        // A poll or a lease renewal this far off never comes in the test: only the save's own
+        // deadline can save.
+        let cfg = ConsumerConfig {
+            save_every: Duration::from_secs(1),
+            poll: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(90),
+            ..config("node-a")
+        };
+        let task = tokio::spawn(run(store.clone(), cfg, relay, stop.clone()));
+        // Let it take the lease and read its starting cursor (the log's end) first.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = store.cursor("relay").await.unwrap();
+        send(&store, &room, &author, "one").await;
+        send(&store, &room, &author, "two").await;
+        wait_for(&seen, 2).await;
+        let head = store.log_head().await.unwrap();
+        assert_eq!(store.cursor("relay").await.unwrap(), start, "not saved at every catch-up");
+        // No event comes after these: the save must not wait for one.
+        let mut saved = None;
+        for _ in 0..150 {
+            saved = store.cursor("relay").await.unwrap();
+            if saved == Some(head) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(saved, Some(head), "a quiet log still gets its cursor saved within save_every");
         stop.cancel();
         task.await.unwrap();
     }
