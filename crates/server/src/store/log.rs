@@ -11,7 +11,7 @@ use switchboard_protocol::TimelineEvent;
 /// A committed timeline event and its place in the log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoggedEvent {
-    /// Position in the store-wide log: strictly increasing in commit order.
+    /// Position in the store-wide log: strictly increasing along the log, never reused.
     pub pos: u64,
     /// The event.
     pub event: TimelineEvent,

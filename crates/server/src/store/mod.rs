@@ -303,11 +303,12 @@ pub type Committing<T> = futures_util::future::BoxFuture<'static, StoreResult<T>
 ///   first message and writes nothing.
 /// - Authorisation facts are checked in the same transaction as the write they guard, so a
 ///   member removed before a send commits cannot have that send accepted.
-/// - Every committed timeline event takes the next position in the store-wide event log in its
-///   own transaction: positions are strictly increasing in commit order, a reader never sees a
-///   position before all lower ones are readable (no event can appear behind a cursor), and
-///   per room the log's order is `seq` order. [`Store::log_watch`] moves once a commit's
-///   events are readable.
+/// - Every committed timeline event takes a position in the store-wide event log in its own
+///   transaction: positions strictly increase along the log and never repeat, a reader never
+///   sees a position before every lower one is readable or known never to be (no event can
+///   appear behind a cursor, however commits on several nodes interleave), and per room the
+///   log's order is `seq` order. [`Store::log_watch`] moves once a commit's events are
+///   readable.
 /// - People decide which rooms they are in: only a user's own `join` (of a public room, or of a
 ///   room they hold an invite to), or an add by someone allowed to add when the user's
 ///   `add_policy` is `anyone`, makes them a member. A user removed by a moderator comes back

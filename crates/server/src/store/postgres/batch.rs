@@ -143,8 +143,8 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     let to_insert: Vec<usize> = to_insert.into_iter().map(|(i, _)| i).collect();
     let markers = read_markers(msgs, &to_insert, &planned);
     // Three independent statements sent together (tokio-postgres pipelines them on the one
-    // connection): the messages, the authors' read markers, the log entries (the log head is
-    // locked from here to the commit).
+    // connection): the messages, the authors' read markers, the log entries (positions from
+    // the log's sequence: nothing is held for other nodes until the commit).
     let (written, (), (), last) = tokio::try_join!(
         write(&tx, &planned, ts),
         move_markers(&tx, markers),

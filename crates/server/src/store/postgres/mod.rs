@@ -9,14 +9,16 @@
 //!
 //! Appends are group-committed by one task per node ([`batch`]); every other write is its own
 //! transaction, retried on serialization or deadlock failures. Writes that touch a timeline lock
-//! the room's row first and the log head last (see `migrations/0001_init.sql`), so `seq` is
-//! gap-free per room and log positions follow commit order across nodes. Migrations run at start
+//! the room's row first, so `seq` is gap-free per room; log positions come from a sequence at the
+//! end of the transaction, with no lock held to the commit, and readers stop at a position still
+//! being committed ([`horizon`]). Migrations run at start
 //! under an advisory lock, so nodes starting together migrate once. Other nodes' commits reach
 //! this node's log watch by `LISTEN`/`NOTIFY`.
 
 mod audience;
 mod audit;
 mod batch;
+mod horizon;
 mod queries;
 mod reports;
 mod sanctions;
@@ -50,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_shadow.sql"),
     include_str!("migrations/0008_reports.sql"),
     include_str!("migrations/0009_server_admins.sql"),
+    include_str!("migrations/0010_log_sequence.sql"),
 ];
 
 /// The channel commits are announced on.
@@ -144,6 +147,8 @@ pub(super) async fn backoff(attempt: u32) {
 pub(super) struct Inner {
     pool: Pool,
     head: watch::Sender<u64>,
+    /// Gaps readers of the log have met, shared by every consumer on this node.
+    holes: std::sync::Mutex<horizon::Holes>,
 }
 
 impl Inner {
@@ -276,7 +281,7 @@ impl PgStore {
             migrate(&mut client).await?;
         }
         let (head_tx, head_rx) = watch::channel(0);
-        let inner = Arc::new(Inner { pool, head: head_tx });
+        let inner = Arc::new(Inner { pool, head: head_tx, holes: Default::default() });
         let start = read_head(&inner).await?;
         inner.advance(Some(start));
         let (tx, rx) = mpsc::channel(65_536);
@@ -704,7 +709,20 @@ impl Store for PgStore {
     }
 
     async fn events_after(&self, after: u64, limit: u32) -> StoreResult<Vec<LoggedEvent>> {
-        read!(self, |c| queries::events_after(c, after, limit).await?)
+        let read = read!(self, |c| queries::events_after(c, after, limit).await?)?;
+        let positions: Vec<u64> = read.entries.iter().map(|(pos, _)| *pos).collect();
+        let readable = match self.inner.holes.lock() {
+            Ok(mut holes) => holes.readable(after, &positions, read.xmin, read.begun_below),
+            Err(_) => return Err(StoreError::Unavailable("log gap lock poisoned".into())),
+        };
+        let mut out = Vec::with_capacity(readable);
+        for (pos, event) in read.entries.into_iter().take(readable) {
+            match event {
+                Some(e) => out.push(e),
+                None => tracing::error!(pos, "event log entry without its timeline event; skipped"),
+            }
+        }
+        Ok(out)
     }
 
     async fn log_head(&self) -> StoreResult<u64> {
@@ -811,6 +829,82 @@ pub(crate) mod tests {
 
     crate::store_conformance!(open_temp, #[ignore = "needs PostgreSQL: scripts/test runs it"]);
     crate::store_concurrency!(open_two, #[ignore = "needs PostgreSQL: scripts/test runs it"]);
+
+    /// A raw connection to the test's schema, beside the store.
+    async fn raw(schema: &Schema) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&test_url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(&format!("SET search_path TO {}", schema.0)).await.unwrap();
+        client
+    }
+
+    /// Takes a log position in a transaction left open, as a node in the middle of its commit
+    /// would, for an event of `room` (a seq no event has: nothing reads it back).
+    async fn hold_a_position<'c>(
+        client: &'c mut tokio_postgres::Client,
+        room: &str,
+    ) -> tokio_postgres::Transaction<'c> {
+        let tx = client.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO event_log (pos, room_id, seq)
+             SELECT nextval('event_log_pos'), $1, 1000000 WHERE pg_current_xact_id() IS NOT NULL",
+            &[&room],
+        )
+        .await
+        .unwrap();
+        tx
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: scripts/test runs it"]
+    async fn a_reader_waits_at_a_position_still_committing_and_passes_one_rolled_back() {
+        use switchboard_protocol::RoomKind;
+        let schema = fresh_schema();
+        let store = PgStore::open(&options(&schema.0)).await.unwrap();
+        let alice = store.create_user("alice", "h").await.unwrap().id;
+        let new =
+            NewRoom { creator: alice.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
+        let r = store.create_room(new).await.unwrap().room.id;
+        let send = |key: &'static str| NewMessage {
+            room: r.clone(),
+            author: alice.clone(),
+            client_msg_id: key.into(),
+            body: key.into(),
+        };
+        let after = store.log_head().await.unwrap();
+        let mut client = raw(&schema).await;
+
+        // Rolled back: the reader waits while it is open, then passes over its position.
+        let tx = hold_a_position(&mut client, &r).await;
+        let m = store.append(send("one")).await.unwrap().message;
+        assert!(store.events_after(after, 10).await.unwrap().is_empty(), "a lower position is still open");
+        tx.rollback().await.unwrap();
+        // Passed once every transaction that was running when the gap was seen has ended
+        // (other tests' transactions on this server count too: a short wait).
+        let mut next = Vec::new();
+        for _ in 0..100 {
+            next = store.events_after(after, 10).await.unwrap();
+            if !next.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(next.len(), 1, "its transaction ended without it: the gap is passed");
+        assert!(matches!(&next[0].event, TimelineEvent::Message(x) if x.id == m.id));
+
+        // Committed late: the reader gets it, in its place, before what came after.
+        let after = next[0].pos;
+        let tx = hold_a_position(&mut client, &r).await;
+        store.append(send("two")).await.unwrap();
+        assert!(store.events_after(after, 10).await.unwrap().is_empty());
+        tx.commit().await.unwrap();
+        // The held entry names no event (seq 1000000), so only the message is returned, but
+        // only now that nothing below it can still appear.
+        let next = store.events_after(after, 10).await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert!(next[0].pos > after + 1, "the held position came first");
+        store.close().await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: scripts/test runs it"]

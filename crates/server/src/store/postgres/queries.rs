@@ -1,7 +1,7 @@
 //! The SQL behind each store call on PostgreSQL, as functions over a connection or an open
 //! transaction. Writes that touch a room's timeline lock the room's row first (`FOR UPDATE`), so
 //! the checks after it see every commit before theirs, and the `seq` they take cannot be taken
-//! by another node; the log head is locked last, just before the commit.
+//! by another node; log positions are taken last, just before the commit.
 
 use deadpool_postgres::GenericClient;
 use switchboard_protocol::frames::{DeleteEvent, EditEvent, MemberEvent};
@@ -1122,40 +1122,57 @@ pub(super) async fn mark_read(c: &impl GenericClient, room: &str, user: &str, se
 
 // ---- the event log ----
 
-/// Takes positions for `events` from the log head (locking it until the commit) and writes
-/// their entries; returns the last position, and tells listening nodes at commit.
+/// Takes positions for `events` from the log's sequence and writes their entries; returns the
+/// last position, and tells listening nodes at commit. Nothing is held until the commit:
+/// readers stop at positions not yet committed instead (see `horizon`).
 pub(super) async fn log_events(c: &impl GenericClient, events: &[TimelineEvent]) -> Pg<Option<u64>> {
     if events.is_empty() {
         return Ok(None);
     }
-    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
     let rooms: Vec<&str> = events.iter().map(TimelineEvent::room).collect();
     let seqs: Vec<i64> = events.iter().map(|e| to_i64(e.seq())).collect();
-    // One statement, so the log head is held for one round trip and the commit: take the
-    // positions, write the entries, announce the new head (delivered at commit).
-    let head: i64 = row(
+    // The transaction must have its id before it takes a position (the reader's horizon rests
+    // on it). Its writes have given it one already; the filter makes sure, as a row's filter
+    // runs before its columns. Positions are taken in the array's order, so a room's entries
+    // follow its `seq`s.
+    let last = row(
         c,
-        "WITH h AS (UPDATE log_head SET pos = pos + $1 WHERE id = 1 RETURNING pos),
-              entries AS (INSERT INTO event_log (pos, room_id, seq)
-                SELECT h.pos - $1 + v.n, v.room_id, v.seq
-                  FROM h, UNNEST($2::text[], $3::bigint[]) WITH ORDINALITY AS v(room_id, seq, n))
-         SELECT h.pos, pg_notify($4, h.pos::text) FROM h",
-        &[&n, &rooms, &seqs, &super::LOG_CHANNEL],
+        "WITH entries AS (INSERT INTO event_log (pos, room_id, seq)
+            SELECT nextval('event_log_pos'), v.room_id, v.seq
+              FROM UNNEST($1::text[], $2::bigint[]) AS v(room_id, seq)
+             WHERE pg_current_xact_id() IS NOT NULL
+            RETURNING pos)
+         SELECT m, pg_notify($3, m::text) FROM (SELECT MAX(pos) AS m FROM entries) e",
+        &[&rooms, &seqs, &super::LOG_CHANNEL],
     )
-    .await?
-    .ok_or(StoreError::Fatal("the log head row is missing".into()))?
-    .try_get(0)?;
-    Ok(Some(seq_of(head)))
+    .await?;
+    let last: i64 = last.ok_or(StoreError::Fatal("the log insert returned nothing".into()))?.try_get(0)?;
+    Ok(Some(seq_of(last)))
 }
 
-pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32) -> Pg<Vec<LoggedEvent>> {
+/// Log entries after `after` as one snapshot shows them: positions with their events (`None`
+/// where the event is missing), the snapshot's `xmin`, and a transaction id above every
+/// transaction that had begun by then (see `horizon`).
+pub(super) struct LogRead {
+    pub(super) entries: Vec<(u64, Option<LoggedEvent>)>,
+    pub(super) xmin: u64,
+    pub(super) begun_below: u64,
+}
+
+pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32) -> Pg<LogRead> {
+    // One statement, so the entries and the snapshot's bounds come from the same snapshot.
+    // The snapshot's `xmax` is one past the last transaction to *finish*, not to begin: a
+    // transaction still running may have a larger id, so the ids of the running ones are read
+    // too (after the snapshot was taken, within the statement).
     let found = rows(
         c,
         "SELECT l.pos, l.room_id, l.seq,
                 COALESCE(e.kind, CASE WHEN m.id IS NOT NULL THEN 'message' END),
                 COALESCE(e.message_id, m.id), e.user_id, e.change, e.body, e.ts,
                 m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted,
-                COALESCE(m.shadow, em.shadow), COALESCE(m.author, em.author)
+                COALESCE(m.shadow, em.shadow), COALESCE(m.author, em.author),
+                pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text,
+                (SELECT array_agg(backend_xid::text) FROM pg_stat_activity WHERE backend_xid IS NOT NULL)
            FROM event_log l
            LEFT JOIN events e ON e.room_id = l.room_id AND e.seq = l.seq
            LEFT JOIN messages m ON m.room_id = l.room_id AND m.seq = l.seq
@@ -1164,20 +1181,39 @@ pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32)
         &[&to_i64(after), &i64::from(limit)],
     )
     .await?;
-    let mut out = Vec::with_capacity(found.len());
+    let xid =
+        |text: &str| text.parse::<u64>().map_err(|_| StoreError::Fatal(format!("bad transaction id {text}")));
+    // With nothing read the bounds are never used.
+    let (mut xmin, mut begun_below) = (0, 0);
+    if let Some(r) = found.first() {
+        xmin = xid(&r.try_get::<_, String>(17)?)?;
+        let xmax = xid(&r.try_get::<_, String>(18)?)?;
+        begun_below = xmax;
+        for running in r.try_get::<_, Option<Vec<String>>>(19)?.unwrap_or_default() {
+            // 32-bit ids, within 2^31 of the snapshot's (the server's wraparound guard).
+            let short = u32::try_from(xid(&running)?).unwrap_or(u32::MAX);
+            let ahead = i64::from(short.wrapping_sub(xmax as u32) as i32);
+            begun_below = begun_below.max(xmax.saturating_add_signed(ahead).saturating_add(1));
+        }
+    }
+    let mut entries = Vec::with_capacity(found.len());
     for r in &found {
         let pos = seq_of(r.try_get(0)?);
         let room: String = r.try_get(1)?;
-        match r.try_get::<_, Option<String>>(3)? {
-            Some(kind) => out.push(LoggedEvent { pos, event: timeline_of(r, 2, &kind, room)? }),
-            None => tracing::error!(pos, "event log entry without its timeline event; skipped"),
-        }
+        let event = match r.try_get::<_, Option<String>>(3)? {
+            Some(kind) => Some(LoggedEvent { pos, event: timeline_of(r, 2, &kind, room)? }),
+            None => None,
+        };
+        entries.push((pos, event));
     }
-    Ok(out)
+    Ok(LogRead { entries, xmin, begun_below })
 }
 
+/// The last position handed out (committed or not).
 pub(super) async fn log_head(c: &impl GenericClient) -> Pg<u64> {
-    let r = row(c, "SELECT pos FROM log_head WHERE id = 1", &[]).await?;
+    let r =
+        row(c, "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM event_log_pos", &[])
+            .await?;
     Ok(r.map(|r| r.try_get::<_, i64>(0)).transpose()?.map_or(0, seq_of))
 }
 
