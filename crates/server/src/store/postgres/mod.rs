@@ -908,6 +908,35 @@ pub(crate) mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: scripts/test runs it"]
+    async fn another_nodes_commits_move_this_nodes_log_watch() {
+        let (_schema, a, b) = open_two().await;
+        let alice = a.create_user("alice", "h").await.unwrap().id;
+        let new = NewRoom {
+            creator: alice.clone(),
+            name: "r".into(),
+            kind: switchboard_protocol::RoomKind::Private,
+            members: vec![],
+        };
+        let r = a.create_room(new).await.unwrap().room.id;
+        let mut watch = b.log_watch();
+        for i in 0..20 {
+            let msg = NewMessage {
+                room: r.clone(),
+                author: alice.clone(),
+                client_msg_id: format!("m{i}"),
+                body: "x".into(),
+            };
+            a.append(msg).await.unwrap();
+        }
+        let head = a.log_head().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|seen| *seen >= head))
+            .await
+            .expect("the other node is told of the last commit")
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: scripts/test runs it"]
     async fn three_nodes_starting_at_once_migrate_once() {
         let schema = fresh_schema();
         let opts = options(&schema.0);
