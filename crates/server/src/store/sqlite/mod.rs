@@ -45,6 +45,10 @@ const MIGRATIONS: &[&str] = &[
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Bytes of WAL file kept when the WAL restarts (see `open_writer`): what a second of the
+/// heaviest load writes, so the file stops growing and shrinking under it.
+const WAL_KEEP: u64 = 512 * 1024 * 1024;
+
 /// Page size of a new database file (see `open_writer`).
 const PAGE_SIZE: u32 = 2048;
 
@@ -107,11 +111,15 @@ fn open_writer(path: &Path) -> StoreResult<Connection> {
     // b-tree page SQLite walks its whole cache (the split parks a page under a far page number,
     // and the commit then drops every page past the end of the file), which with 64 MiB cost
     // 17% of the writer's CPU. Checkpoints run on their own thread (see `checkpoint`), never
-    // inside a commit.
-    conn.execute_batch(
+    // inside a commit. The WAL keeps its size when it restarts, up to `WAL_KEEP`, so commits
+    // overwrite blocks it already has: a commit that makes the file longer makes its fsync a
+    // filesystem journal commit too, and with a 64 MiB limit (the WAL holds ~80 MiB a second at
+    // 5,000 sends/s) every restart cut the file and the rest of each second's commits grew it
+    // again (dm p99 at 10,000/s: 52-75 ms against 20-21 ms; docs/benchmarks.md).
+    conn.execute_batch(&format!(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-8192; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit=67108864;",
-    )?;
+         PRAGMA cache_size=-8192; PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={WAL_KEEP};"
+    ))?;
     migrate(&mut conn)?;
     Ok(conn)
 }
