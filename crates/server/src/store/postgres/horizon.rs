@@ -1,8 +1,8 @@
 //! How far a reader of the event log may go on PostgreSQL.
 //!
-//! Positions come from a sequence, taken inside each transaction just before it commits, so
-//! transactions on different nodes commit at once instead of one after another behind a single
-//! log-head row (which held every node's commit behind the others' WAL flushes). The price is
+//! Positions come from a sequence, taken inside each transaction just before it commits, so no
+//! lock taken for the log is held to the commit (a single log-head row held every node's commit
+//! behind the others' WAL flushes). The price is
 //! that positions become readable out of order: a transaction that took position 10 may commit
 //! after the one that took 11. A reader that took 11 and moved its cursor past 10 would never
 //! see 10, so a read stops at the first missing position, until that position is either
