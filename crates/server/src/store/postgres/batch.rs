@@ -144,7 +144,7 @@ async fn try_batch(inner: &Inner, msgs: &[&NewMessage]) -> Pg<Outcome> {
     let markers = read_markers(msgs, &to_insert, &planned);
     // Three independent statements sent together (tokio-postgres pipelines them on the one
     // connection): the messages, the authors' read markers, the log entries (positions from
-    // the log's sequence: nothing is held for other nodes until the commit).
+    // the log's sequence: no log lock is held to the commit).
     let (written, (), (), last) = tokio::try_join!(
         write(&tx, &planned, ts),
         move_markers(&tx, markers),

@@ -1123,7 +1123,7 @@ pub(super) async fn mark_read(c: &impl GenericClient, room: &str, user: &str, se
 // ---- the event log ----
 
 /// Takes positions for `events` from the log's sequence and writes their entries; returns the
-/// last position, and tells listening nodes at commit. Nothing is held until the commit:
+/// last position, and tells listening nodes at commit. No lock on the log is held to the commit:
 /// readers stop at positions not yet committed instead (see `horizon`).
 pub(super) async fn log_events(c: &impl GenericClient, events: &[TimelineEvent]) -> Pg<Option<u64>> {
     if events.is_empty() {
