@@ -13,8 +13,9 @@
 //! log statement makes sure). If position `p` is missing while a higher one is readable, `p`
 //! was taken before that higher one committed, so before the read's snapshot: its transaction
 //! had begun by then, and its id is below the read's `begun_below` (the largest id among the
-//! transactions running just after the snapshot, or the snapshot's `xmax`, plus one; `xmax`
-//! alone is one past the last transaction to finish, and a running one may be above it). Once
+//! transactions running once the read is done, or the snapshot's `xmax`, plus one; `xmax`
+//! alone is one past the last transaction to finish, and a running one may be above it; it is
+//! looked up only when a read meets a gap it has not seen before). Once
 //! a later snapshot's `xmin` (the oldest transaction still running) reaches that bound, the
 //! transaction has ended; a position still missing then was rolled back (or skipped by the
 //! sequence after a crash) and is passed over.
@@ -38,26 +39,33 @@ pub(super) struct Holes {
 /// meets it (which only costs that reader one more wait).
 const MAX_HOLES: usize = 4_096;
 
+/// How much of a read a reader may take.
+#[derive(Debug, PartialEq)]
+pub(super) enum Readable {
+    /// This many positions.
+    Upto(usize),
+    /// `taken` positions, up to a gap not seen before, `start..end`: it is to be
+    /// [`Holes::remember`]ed with the read's `begun_below`.
+    NewGap { taken: usize, start: u64, end: u64 },
+}
+
 impl Holes {
     /// How many of `positions` (ascending, all past `after`, read under a snapshot with
-    /// `xmin`, with `begun_below` as the module doc says) a reader may take: the run that
-    /// leaves no position missing that may still commit.
-    pub(super) fn readable(&mut self, after: u64, positions: &[u64], xmin: u64, begun_below: u64) -> usize {
+    /// `xmin`) a reader may take: the run that leaves no position missing that may still
+    /// commit.
+    pub(super) fn readable(&self, after: u64, positions: &[u64], xmin: u64) -> Readable {
         let mut next = after.saturating_add(1);
         for (taken, &pos) in positions.iter().enumerate() {
             while next < pos {
                 match self.covering(next) {
                     Some((end, ended_by)) if xmin >= ended_by => next = end.min(pos),
-                    Some(_) => return taken,
-                    None => {
-                        self.remember(next, pos, begun_below);
-                        return taken;
-                    }
+                    Some(_) => return Readable::Upto(taken),
+                    None => return Readable::NewGap { taken, start: next, end: pos },
                 }
             }
             next = pos.saturating_add(1);
         }
-        positions.len()
+        Readable::Upto(positions.len())
     }
 
     /// The gap holding `pos`, as `(end, begun_below)`.
@@ -66,9 +74,10 @@ impl Holes {
         (pos < end).then_some((end, bound))
     }
 
-    /// Records `start..end` as missing in a read with `begun_below`. `start` is in no gap
-    /// already; a gap that begins inside the new one is older, so it keeps its part.
-    fn remember(&mut self, start: u64, end: u64, begun_below: u64) {
+    /// Records `start..end` as missing in a read with `begun_below`. A gap that begins inside
+    /// the new one is older, so it keeps its part; one another reader recorded meanwhile gets
+    /// the later bound, which only waits longer.
+    pub(super) fn remember(&mut self, start: u64, end: u64, begun_below: u64) {
         let end = self.seen.range(start..end).next().map_or(end, |(&next_start, _)| next_start);
         self.seen.insert(start, (end, begun_below));
         while self.seen.len() > MAX_HOLES {
@@ -81,59 +90,70 @@ impl Holes {
 mod tests {
     use super::*;
 
+    /// A read as the store makes it: a new gap is remembered with `begun_below`.
+    fn read(h: &mut Holes, after: u64, positions: &[u64], xmin: u64, begun_below: u64) -> usize {
+        match h.readable(after, positions, xmin) {
+            Readable::Upto(n) => n,
+            Readable::NewGap { taken, start, end } => {
+                h.remember(start, end, begun_below);
+                taken
+            }
+        }
+    }
+
     #[test]
     fn a_run_without_gaps_is_read_whole() {
         let mut h = Holes::default();
-        assert_eq!(h.readable(0, &[1, 2, 3], 100, 105), 3);
-        assert_eq!(h.readable(3, &[], 100, 105), 0);
+        assert_eq!(read(&mut h, 0, &[1, 2, 3], 100, 105), 3);
+        assert_eq!(read(&mut h, 3, &[], 100, 105), 0);
     }
 
     #[test]
     fn a_reader_stops_at_a_gap_until_it_fills() {
         let mut h = Holes::default();
         // 2 is taken by a transaction still running: only 1 may be read.
-        assert_eq!(h.readable(0, &[1, 3, 4], 100, 110), 1);
-        assert_eq!(h.readable(1, &[3, 4], 100, 110), 0, "still running");
-        assert_eq!(h.readable(1, &[2, 3, 4], 105, 112), 3, "it committed: the whole run");
+        assert_eq!(read(&mut h, 0, &[1, 3, 4], 100, 110), 1);
+        assert_eq!(read(&mut h, 1, &[3, 4], 100, 110), 0, "still running");
+        assert_eq!(read(&mut h, 1, &[2, 3, 4], 105, 112), 3, "it committed: the whole run");
     }
 
     #[test]
     fn a_gap_is_passed_once_every_transaction_that_could_fill_it_has_ended() {
         let mut h = Holes::default();
-        assert_eq!(h.readable(0, &[1, 4], 100, 110), 1);
+        assert_eq!(read(&mut h, 0, &[1, 4], 100, 110), 1);
         // Transactions up to 109 may still hold 2 or 3.
-        assert_eq!(h.readable(1, &[4], 109, 115), 0);
+        assert_eq!(read(&mut h, 1, &[4], 109, 115), 0);
         // Every one below 110 has ended, and 2 and 3 never came: rolled back.
-        assert_eq!(h.readable(1, &[4, 5], 110, 116), 2);
+        assert_eq!(read(&mut h, 1, &[4, 5], 110, 116), 2);
     }
 
     #[test]
     fn a_gap_wider_than_the_one_first_seen_waits_for_its_own_bound() {
         let mut h = Holes::default();
         // First seen: 2 missing while 3 was readable; transactions below 110 had begun.
-        assert_eq!(h.readable(1, &[3], 100, 110), 0);
+        assert_eq!(read(&mut h, 1, &[3], 100, 110), 0);
         // Now 3 is gone from view (pruned, say) and 2..6 is missing with 6 readable: 2 is
         // resolved once xmin reaches 110, but 3..6 were first seen when those below 120 had.
-        assert_eq!(h.readable(1, &[6], 110, 120), 0);
-        assert_eq!(h.readable(1, &[6], 119, 125), 0);
-        assert_eq!(h.readable(1, &[6], 120, 125), 1);
+        assert_eq!(read(&mut h, 1, &[6], 110, 120), 0);
+        assert_eq!(read(&mut h, 1, &[6], 119, 125), 0);
+        assert_eq!(read(&mut h, 1, &[6], 120, 125), 1);
     }
 
     #[test]
     fn a_gap_partly_filled_keeps_the_rest_waiting() {
         let mut h = Holes::default();
-        assert_eq!(h.readable(0, &[1, 5], 100, 110), 1);
+        assert_eq!(read(&mut h, 0, &[1, 5], 100, 110), 1);
         // 3 committed; 2 and 4 are still out.
-        assert_eq!(h.readable(1, &[3, 5], 105, 111), 0);
-        assert_eq!(h.readable(1, &[2, 3, 5], 105, 111), 2, "up to the next gap");
-        assert_eq!(h.readable(3, &[5], 110, 112), 1, "4 was rolled back");
+        assert_eq!(read(&mut h, 1, &[3, 5], 105, 111), 0);
+        assert_eq!(read(&mut h, 1, &[2, 3, 5], 105, 111), 2, "up to the next gap");
+        assert_eq!(read(&mut h, 3, &[5], 110, 112), 1, "4 was rolled back");
     }
 
     #[test]
     fn the_memory_of_gaps_is_bounded() {
         let mut h = Holes::default();
         for i in 0..(MAX_HOLES as u64 + 10) {
-            h.readable(i * 2, &[i * 2 + 2], 1, 2);
+            read(&mut h, i * 2, &[i * 2 + 2], 1, 2);
         }
         assert_eq!(h.seen.len(), MAX_HOLES);
     }

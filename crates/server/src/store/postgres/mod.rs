@@ -159,6 +159,10 @@ impl Inner {
         })
     }
 
+    fn holes(&self) -> StoreResult<std::sync::MutexGuard<'_, horizon::Holes>> {
+        self.holes.lock().map_err(|_| StoreError::Unavailable("log gap lock poisoned".into()))
+    }
+
     /// Moves the log watch to `last` once a commit that logged events is durable.
     fn advance(&self, last: Option<u64>) {
         if let Some(pos) = last {
@@ -711,9 +715,14 @@ impl Store for PgStore {
     async fn events_after(&self, after: u64, limit: u32) -> StoreResult<Vec<LoggedEvent>> {
         let read = read!(self, |c| queries::events_after(c, after, limit).await?)?;
         let positions: Vec<u64> = read.entries.iter().map(|(pos, _)| *pos).collect();
-        let readable = match self.inner.holes.lock() {
-            Ok(mut holes) => holes.readable(after, &positions, read.xmin, read.begun_below),
-            Err(_) => return Err(StoreError::Unavailable("log gap lock poisoned".into())),
+        let verdict = self.inner.holes()?.readable(after, &positions, read.xmin);
+        let readable = match verdict {
+            horizon::Readable::Upto(n) => n,
+            horizon::Readable::NewGap { taken, start, end } => {
+                let bound = read!(self, |c| queries::begun_below(c, read.xmax).await?)?;
+                self.inner.holes()?.remember(start, end, bound);
+                taken
+            }
         };
         let mut out = Vec::with_capacity(readable);
         for (pos, event) in read.entries.into_iter().take(readable) {

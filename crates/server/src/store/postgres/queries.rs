@@ -1151,19 +1151,15 @@ pub(super) async fn log_events(c: &impl GenericClient, events: &[TimelineEvent])
 }
 
 /// Log entries after `after` as one snapshot shows them: positions with their events (`None`
-/// where the event is missing), the snapshot's `xmin`, and a transaction id above every
-/// transaction that had begun by then (see `horizon`).
+/// where the event is missing), and the snapshot's `xmin` and `xmax` (see `horizon`).
 pub(super) struct LogRead {
     pub(super) entries: Vec<(u64, Option<LoggedEvent>)>,
     pub(super) xmin: u64,
-    pub(super) begun_below: u64,
+    pub(super) xmax: u64,
 }
 
 pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32) -> Pg<LogRead> {
     // One statement, so the entries and the snapshot's bounds come from the same snapshot.
-    // The snapshot's `xmax` is one past the last transaction to *finish*, not to begin: a
-    // transaction still running may have a larger id, so the ids of the running ones are read
-    // too (after the snapshot was taken, within the statement).
     let found = rows(
         c,
         "SELECT l.pos, l.room_id, l.seq,
@@ -1171,8 +1167,7 @@ pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32)
                 COALESCE(e.message_id, m.id), e.user_id, e.change, e.body, e.ts,
                 m.author, m.body, m.ts, m.client_msg_id, m.edited_at, m.deleted,
                 COALESCE(m.shadow, em.shadow), COALESCE(m.author, em.author),
-                pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text,
-                (SELECT array_agg(backend_xid::text) FROM pg_stat_activity WHERE backend_xid IS NOT NULL)
+                pg_snapshot_xmin(pg_current_snapshot())::text, pg_snapshot_xmax(pg_current_snapshot())::text
            FROM event_log l
            LEFT JOIN events e ON e.room_id = l.room_id AND e.seq = l.seq
            LEFT JOIN messages m ON m.room_id = l.room_id AND m.seq = l.seq
@@ -1181,20 +1176,11 @@ pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32)
         &[&to_i64(after), &i64::from(limit)],
     )
     .await?;
-    let xid =
-        |text: &str| text.parse::<u64>().map_err(|_| StoreError::Fatal(format!("bad transaction id {text}")));
     // With nothing read the bounds are never used.
-    let (mut xmin, mut begun_below) = (0, 0);
+    let (mut xmin, mut xmax) = (0, 0);
     if let Some(r) = found.first() {
         xmin = xid(&r.try_get::<_, String>(17)?)?;
-        let xmax = xid(&r.try_get::<_, String>(18)?)?;
-        begun_below = xmax;
-        for running in r.try_get::<_, Option<Vec<String>>>(19)?.unwrap_or_default() {
-            // 32-bit ids, within 2^31 of the snapshot's (the server's wraparound guard).
-            let short = u32::try_from(xid(&running)?).unwrap_or(u32::MAX);
-            let ahead = i64::from(short.wrapping_sub(xmax as u32) as i32);
-            begun_below = begun_below.max(xmax.saturating_add_signed(ahead).saturating_add(1));
-        }
+        xmax = xid(&r.try_get::<_, String>(18)?)?;
     }
     let mut entries = Vec::with_capacity(found.len());
     for r in &found {
@@ -1206,7 +1192,33 @@ pub(super) async fn events_after(c: &impl GenericClient, after: u64, limit: u32)
         };
         entries.push((pos, event));
     }
-    Ok(LogRead { entries, xmin, begun_below })
+    Ok(LogRead { entries, xmin, xmax })
+}
+
+fn xid(text: &str) -> Pg<u64> {
+    text.parse::<u64>().map_err(|_| Fail::Store(StoreError::Fatal(format!("bad transaction id {text}"))))
+}
+
+/// An id above every transaction begun before a read whose snapshot had `xmax`, asked after
+/// that read (see `horizon`): `xmax` is one past the last transaction to *finish*, so the ids
+/// of the transactions running now count too.
+pub(super) async fn begun_below(c: &impl GenericClient, xmax: u64) -> Pg<u64> {
+    let r = row(
+        c,
+        "SELECT array_agg(backend_xid::text) FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+        &[],
+    )
+    .await?;
+    let running: Vec<String> =
+        r.map(|r| r.try_get::<_, Option<Vec<String>>>(0)).transpose()?.flatten().unwrap_or_default();
+    let mut bound = xmax;
+    for id in running {
+        // 32-bit ids, within 2^31 of the snapshot's (the server's wraparound guard).
+        let short = u32::try_from(xid(&id)?).unwrap_or(u32::MAX);
+        let ahead = i64::from(short.wrapping_sub(xmax as u32) as i32);
+        bound = bound.max(xmax.saturating_add_signed(ahead).saturating_add(1));
+    }
+    Ok(bound)
 }
 
 /// The last position handed out (committed or not).
