@@ -260,6 +260,19 @@ mod tests {
         store.append(msg).await.unwrap();
     }
 
+    /// A store in a fresh directory (kept while the guard lives), its one user and their room.
+    async fn one_room() -> (tempfile::TempDir, Arc<dyn Store>, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
+        );
+        let author = store.create_user("a", "h").await.unwrap().id;
+        let new =
+            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
+        let room = store.create_room(new).await.unwrap().room.id;
+        (dir, store, author, room)
+    }
+
     async fn wait_for(seen: &Arc<Mutex<Vec<u64>>>, n: usize) -> Vec<u64> {
         for _ in 0..200 {
             let now = seen.lock().unwrap().clone();
@@ -273,14 +286,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commits_made_while_no_relay_ran_are_published_from_the_log_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
-        );
-        let author = store.create_user("a", "h").await.unwrap().id;
-        let new =
-            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
-        let room = store.create_room(new).await.unwrap().room.id;
+        let (_dir, store, author, room) = one_room().await;
         // Committed with no relay running: as if the node died between commit and publish.
         for i in 0..4 {
             send(&store, &room, &author, &format!("m{i}")).await;
@@ -326,14 +332,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caught_up_reader_saves_its_cursor_once_the_log_is_quiet() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
-        );
-        let author = store.create_user("a", "h").await.unwrap().id;
-        let new =
-            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
-        let room = store.create_room(new).await.unwrap().room.id;
+        let (_dir, store, author, room) = one_room().await;
         let (bus, seen) = recording_bus(&room).await;
         let stop = CancellationToken::new();
         let relay = Relay { bus, metrics: Arc::new(Metrics::new()) };

@@ -103,11 +103,11 @@ async fn user(store: &Arc<dyn Store>, name: &str) -> String {
 }
 
 /// A user with the default settings: adds become invites.
-async fn plain_user(store: &Arc<dyn Store>, name: &str) -> String {
+pub(crate) async fn plain_user(store: &Arc<dyn Store>, name: &str) -> String {
     store.create_user(name, "hash").await.expect("create user").id
 }
 
-async fn room(store: &Arc<dyn Store>, owner: &str, kind: RoomKind, members: &[&str]) -> String {
+pub(crate) async fn room(store: &Arc<dyn Store>, owner: &str, kind: RoomKind, members: &[&str]) -> String {
     let new = NewRoom {
         creator: owner.to_owned(),
         name: "room".into(),
@@ -117,7 +117,7 @@ async fn room(store: &Arc<dyn Store>, owner: &str, kind: RoomKind, members: &[&s
     store.create_room(new).await.expect("create room").room.id
 }
 
-async fn send(
+pub(crate) async fn send(
     store: &Arc<dyn Store>,
     room: &str,
     author: &str,

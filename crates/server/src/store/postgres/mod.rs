@@ -776,6 +776,8 @@ impl Store for PgStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::conformance::{plain_user, room, send};
+    use switchboard_protocol::RoomKind;
 
     /// The database the networked tests use (scripts/test creates a fresh one per run); each
     /// store gets a schema of its own in it.
@@ -867,25 +869,16 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: scripts/test runs it"]
     async fn a_reader_waits_at_a_position_still_committing_and_passes_one_rolled_back() {
-        use switchboard_protocol::RoomKind;
         let schema = fresh_schema();
-        let store = PgStore::open(&options(&schema.0)).await.unwrap();
-        let alice = store.create_user("alice", "h").await.unwrap().id;
-        let new =
-            NewRoom { creator: alice.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
-        let r = store.create_room(new).await.unwrap().room.id;
-        let send = |key: &'static str| NewMessage {
-            room: r.clone(),
-            author: alice.clone(),
-            client_msg_id: key.into(),
-            body: key.into(),
-        };
+        let store: Arc<dyn Store> = Arc::new(PgStore::open(&options(&schema.0)).await.unwrap());
+        let alice = plain_user(&store, "alice").await;
+        let r = room(&store, &alice, RoomKind::Private, &[]).await;
         let after = store.log_head().await.unwrap();
         let mut client = raw(&schema).await;
 
         // Rolled back: the reader waits while it is open, then passes over its position.
         let tx = hold_a_position(&mut client, &r).await;
-        let m = store.append(send("one")).await.unwrap().message;
+        let m = send(&store, &r, &alice, "one").await.unwrap().message;
         assert!(store.events_after(after, 10).await.unwrap().is_empty(), "a lower position is still open");
         tx.rollback().await.unwrap();
         // Passed once every transaction that was running when the gap was seen has ended
@@ -904,7 +897,7 @@ pub(crate) mod tests {
         // Committed late: the reader gets it, in its place, before what came after.
         let after = next[0].pos;
         let tx = hold_a_position(&mut client, &r).await;
-        store.append(send("two")).await.unwrap();
+        send(&store, &r, &alice, "two").await.unwrap();
         assert!(store.events_after(after, 10).await.unwrap().is_empty());
         tx.commit().await.unwrap();
         // The held entry names no event (seq 1000000), so only the message is returned, but
@@ -919,23 +912,11 @@ pub(crate) mod tests {
     #[ignore = "needs PostgreSQL: scripts/test runs it"]
     async fn another_nodes_commits_move_this_nodes_log_watch() {
         let (_schema, a, b) = open_two().await;
-        let alice = a.create_user("alice", "h").await.unwrap().id;
-        let new = NewRoom {
-            creator: alice.clone(),
-            name: "r".into(),
-            kind: switchboard_protocol::RoomKind::Private,
-            members: vec![],
-        };
-        let r = a.create_room(new).await.unwrap().room.id;
+        let alice = plain_user(&a, "alice").await;
+        let r = room(&a, &alice, RoomKind::Private, &[]).await;
         let mut watch = b.log_watch();
         for i in 0..20 {
-            let msg = NewMessage {
-                room: r.clone(),
-                author: alice.clone(),
-                client_msg_id: format!("m{i}"),
-                body: "x".into(),
-            };
-            a.append(msg).await.unwrap();
+            send(&a, &r, &alice, &format!("m{i}")).await.unwrap();
         }
         let head = a.log_head().await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), watch.wait_for(|seen| *seen >= head))
