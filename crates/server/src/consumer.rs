@@ -61,12 +61,17 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut wake = store.log_watch();
-    let mut reader = Reader { store: store.clone(), cfg: cfg.clone(), cursor: None, saved: None };
+    let mut reader = Reader {
+        store: store.clone(),
+        cfg: cfg.clone(),
+        cursor: None,
+        saved: None,
+        last_save: Instant::now(),
+    };
     let renew_every = cfg.lease_ttl / 3;
     let mut renew_at = Instant::now();
     let mut held = false;
     let mut backoff = Duration::from_millis(50);
-    let mut last_save = Instant::now();
     let mut prune_at = Instant::now() + PRUNE_EVERY;
     loop {
         if stop.is_cancelled() {
@@ -119,13 +124,10 @@ pub async fn run(
             // Caught up. The cursor is saved once `save_every` has passed since the last save,
             // now or when the log stays quiet that long: saving at every catch-up was a write
             // of its own after nearly every commit (half the commits at 5,000 sends/s).
-            if last_save.elapsed() >= cfg.save_every {
-                reader.save().await;
-                last_save = Instant::now();
-            }
+            reader.save_when_due().await;
             let mut wait_until = renew_at.min(Instant::now() + cfg.poll);
             if reader.unsaved() {
-                wait_until = wait_until.min(last_save + cfg.save_every);
+                wait_until = wait_until.min(reader.last_save + cfg.save_every);
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -138,10 +140,7 @@ pub async fn run(
             Ok(()) => {
                 reader.cursor = Some(last);
                 backoff = Duration::from_millis(50);
-                if last_save.elapsed() >= cfg.save_every {
-                    reader.save().await;
-                    last_save = Instant::now();
-                }
+                reader.save_when_due().await;
             }
             Err(e) => {
                 tracing::warn!(consumer = cfg.name, error = %e, "log consumer: batch failed; retrying");
@@ -162,6 +161,8 @@ struct Reader {
     cursor: Option<u64>,
     /// Last position saved.
     saved: Option<u64>,
+    /// When the last save was made (or tried).
+    last_save: Instant,
 }
 
 impl Reader {
@@ -187,8 +188,16 @@ impl Reader {
         self.cursor.is_some() && self.cursor != self.saved
     }
 
+    /// Saves once `save_every` has passed since the last save.
+    async fn save_when_due(&mut self) {
+        if self.last_save.elapsed() >= self.cfg.save_every {
+            self.save().await;
+        }
+    }
+
     async fn save(&mut self) {
-        let Some(pos) = self.cursor.filter(|c| self.saved != Some(*c)) else {
+        self.last_save = Instant::now();
+        let Some(pos) = self.cursor.filter(|_| self.unsaved()) else {
             return;
         };
         match self.store.save_cursor(self.cfg.name, pos).await {

@@ -96,7 +96,7 @@ impl NatsBus {
             })
             .connect(opts.url.as_str())
             .await
-            .map_err(|e| BusError::Unavailable(format!("nats: {e}")))?;
+            .map_err(|e| nats_error(&e))?;
         Ok(NatsBus {
             client,
             prefix: opts.prefix.clone(),
@@ -138,6 +138,7 @@ impl NatsBus {
     }
 }
 
+/// A NATS failure as the bus reports it: retryable, since async-nats reconnects.
 fn nats_error(e: &dyn std::fmt::Display) -> BusError {
     BusError::Unavailable(format!("nats: {e}"))
 }
@@ -200,7 +201,7 @@ impl Bus for NatsBus {
     async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
         let subject = self.subject(&event.topic);
         let data = encode(&event)?;
-        self.client.publish(subject, data).await.map_err(|e| BusError::Unavailable(format!("nats: {e}")))
+        self.client.publish(subject, data).await.map_err(|e| nats_error(&e))
     }
 
     async fn subscribe(&self, topics: &[Topic]) -> Result<(), BusError> {
@@ -209,11 +210,7 @@ impl Bus for NatsBus {
             if self.subs.lock().map_err(|_| poisoned())?.contains_key(topic) {
                 continue;
             }
-            let sub = self
-                .client
-                .subscribe(self.subject(topic))
-                .await
-                .map_err(|e| BusError::Unavailable(format!("nats: {e}")))?;
+            let sub = self.client.subscribe(self.subject(topic)).await.map_err(|e| nats_error(&e))?;
             let (handler, topic_for_task) = (self.handler.clone(), topic.clone());
             let task = tokio::spawn(async move {
                 let mut sub = sub;
