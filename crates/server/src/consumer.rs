@@ -112,6 +112,9 @@ pub async fn run(
             // A slice that found entries may have left more: the next one goes at the next turn.
             prune_at = if pruned > 0 { Instant::now() } else { Instant::now() + PRUNE_EVERY };
         }
+        // Seen before the read: a commit after this point wakes the wait below, and one before
+        // it is in what the read returns.
+        wake.borrow_and_update();
         let events = match reader.next().await {
             Ok(ev) => ev,
             Err(e) => {
@@ -120,32 +123,35 @@ pub async fn run(
                 continue;
             }
         };
-        let Some(last) = events.last().map(|e| e.pos) else {
-            // Caught up. The cursor is saved once `save_every` has passed since the last save,
-            // now or when the log stays quiet that long: saving at every catch-up was a write
-            // of its own after nearly every commit (half the commits at 5,000 sends/s).
-            reader.save_when_due().await;
-            let mut wait_until = renew_at.min(Instant::now() + cfg.poll);
-            if reader.unsaved() {
-                wait_until = wait_until.min(reader.last_save + cfg.save_every);
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep_until(wait_until) => {}
-            }
-            continue;
-        };
-        match consumer.handle(&events).await {
-            Ok(()) => {
-                reader.cursor = Some(last);
-                backoff = Duration::from_millis(50);
-                reader.save_when_due().await;
-            }
-            Err(e) => {
+        if let Some(last) = events.last().map(|e| e.pos) {
+            if let Err(e) = consumer.handle(&events).await {
                 tracing::warn!(consumer = cfg.name, error = %e, "log consumer: batch failed; retrying");
                 backoff = pause(&stop, backoff).await;
+                continue;
             }
+            reader.cursor = Some(last);
+            backoff = Duration::from_millis(50);
+            // A full batch may have more behind it. After a short one the consumer waits for the
+            // next commit or the poll, as after an empty one: what it left out is still
+            // committing, or another writer's (which only the poll finds anyway). Reading on to
+            // an empty batch cost a read after every commit.
+            if events.len() >= usize::try_from(cfg.batch).unwrap_or(usize::MAX) {
+                reader.save_when_due().await;
+                continue;
+            }
+        }
+        // Caught up. The cursor is saved once `save_every` has passed since the last save, now
+        // or when the log stays quiet that long: saving at every catch-up was a write of its
+        // own after nearly every commit (half the commits at 5,000 sends/s).
+        reader.save_when_due().await;
+        let mut wait_until = renew_at.min(Instant::now() + cfg.poll);
+        if reader.unsaved() {
+            wait_until = wait_until.min(reader.last_save + cfg.save_every);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake.changed() => {}
+            _ = tokio::time::sleep_until(wait_until) => {}
         }
     }
     if held {

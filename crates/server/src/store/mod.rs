@@ -426,7 +426,9 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_read(&self, room: &str, user: &str, seq: u64) -> StoreResult<u64>;
 
     /// Log entries after position `after`, ascending, at most `limit`, each event as the
-    /// timeline holds it now (a message deleted since shows as deleted).
+    /// timeline holds it now (a message deleted since shows as deleted). A page shorter than
+    /// `limit` may stop before the log's end (at a position still committing, or where another
+    /// node's entries begin); only an empty page says nothing readable follows.
     async fn events_after(&self, after: u64, limit: u32) -> StoreResult<Vec<LoggedEvent>>;
     /// The log's last position (0 when empty).
     async fn log_head(&self) -> StoreResult<u64>;

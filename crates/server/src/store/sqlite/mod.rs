@@ -9,6 +9,7 @@ mod queries;
 mod readers;
 mod reports;
 mod sanctions;
+mod tail;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,7 @@ pub struct SqliteStore {
     checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     readers: Arc<readers::ReadPool>,
     head: watch::Receiver<u64>,
+    tail: Arc<tail::LogTail>,
 }
 
 fn poisoned() -> StoreError {
@@ -155,8 +157,10 @@ impl SqliteStore {
         let (job_tx, job_rx) = mpsc::channel(65_536);
         let (head_tx, head_rx) = watch::channel(head);
         let passes = checkpoint::Passes::new();
-        let handle = writer::spawn(conn, job_rx, head_tx, opts.max_batch.max(1), passes.clone())
-            .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
+        let tail = Arc::new(tail::LogTail::default());
+        let handle =
+            writer::spawn(conn, job_rx, head_tx, tail.clone(), opts.max_batch.max(1), passes.clone())
+                .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
         let checkpointer = checkpoint::spawn(opts.path.clone(), CHECKPOINT_EVERY, passes)
             .map_err(|e| StoreError::Unavailable(format!("starting the checkpoint thread: {e}")))?;
         Ok(SqliteStore {
@@ -165,6 +169,7 @@ impl SqliteStore {
             checkpointer: Mutex::new(Some(checkpointer)),
             readers: readers::ReadPool::new(opts.path.clone(), READERS),
             head: head_rx,
+            tail,
         })
     }
 
@@ -589,6 +594,9 @@ impl Store for SqliteStore {
     }
 
     async fn events_after(&self, after: u64, limit: u32) -> StoreResult<Vec<LoggedEvent>> {
+        if let Some(recent) = self.tail.after(after, limit) {
+            return Ok(recent);
+        }
         self.read(move |c| queries::events_after(c, after, limit)).await
     }
 
@@ -607,7 +615,11 @@ impl Store for SqliteStore {
     }
 
     async fn prune_log(&self) -> StoreResult<u64> {
-        self.write(queries::prune_log).await
+        let (n, through) = self.write(queries::prune_log).await?;
+        if let Some(through) = through {
+            self.tail.forget_through(through);
+        }
+        Ok(n)
     }
 
     async fn lease(&self, name: &str, holder: &str, ttl_ms: u64) -> StoreResult<bool> {
@@ -662,6 +674,57 @@ mod tests {
     }
 
     crate::store_concurrency!(open_two);
+
+    /// The log's tail in memory answers as the table does, from every position it holds, after
+    /// every kind of event and the edits, deletes and purges that change earlier ones.
+    #[tokio::test]
+    async fn the_logs_tail_answers_as_the_table_does() {
+        use crate::store::SanctionKind;
+        use crate::store::conformance::{plain_user, room, send};
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(
+            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
+        );
+        let store: Arc<dyn Store> = sqlite.clone();
+        let (a, b, c) =
+            (plain_user(&store, "a").await, plain_user(&store, "b").await, plain_user(&store, "c").await);
+        let start = store.log_head().await.unwrap();
+        let r = room(&store, &a, switchboard_protocol::RoomKind::Public, &[]).await;
+        store.join(&r, &b).await.unwrap();
+        store.join(&r, &c).await.unwrap();
+        let dm = store
+            .create_room(NewRoom {
+                creator: a.clone(),
+                name: String::new(),
+                kind: switchboard_protocol::RoomKind::Dm,
+                members: vec![c.clone()],
+            })
+            .await
+            .unwrap()
+            .room
+            .id;
+        let m1 = send(&store, &r, &a, "1").await.unwrap().message;
+        send(&store, &dm, &c, "2").await.unwrap();
+        let m3 = send(&store, &r, &b, "3").await.unwrap().message;
+        send(&store, &r, &b, "4").await.unwrap();
+        store.edit(&r, &a, &m1.id, "edited").await.unwrap();
+        store.edit(&r, &b, &m3.id, "edited too").await.unwrap();
+        store.sanction(&r, &a, &c, SanctionKind::Shadow, None, None).await.unwrap();
+        let hidden = send(&store, &r, &c, "5").await.unwrap().message;
+        store.edit(&r, &c, &hidden.id, "hidden edit").await.unwrap();
+        store.delete(&r, &c, &hidden.id).await.unwrap();
+        assert_eq!(store.purge(&r, &a, &b, 0).await.unwrap(), 2);
+        store.remove_member(&r, &a, &b).await.unwrap();
+        let head = store.log_head().await.unwrap();
+        assert!(head > start + 15, "{start}..{head}");
+        for after in start..head {
+            let table = sqlite.read(move |conn| queries::events_after(conn, after, 1000)).await.unwrap();
+            let tail =
+                sqlite.tail.after(after, 1000).expect("the tail holds every position this store wrote");
+            assert_eq!(tail, table, "after {after}");
+            assert_eq!(store.events_after(after, 3).await.unwrap()[..], table[..table.len().min(3)]);
+        }
+    }
 
     #[tokio::test]
     async fn reopening_keeps_data_and_does_not_rerun_migrations() {

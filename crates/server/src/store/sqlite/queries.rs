@@ -1183,18 +1183,23 @@ pub(super) fn save_cursor(c: &Connection, consumer: &str, pos: u64) -> Written<(
 /// Entries are deleted in slices, so that one prune never holds the writer for long.
 const PRUNE_SLICE: i64 = 2_000;
 
-pub(super) fn prune_log(c: &Connection) -> Written<u64> {
+/// Removes a slice of what every cursor has passed; returns how many entries and the last
+/// position removed.
+pub(super) fn prune_log(c: &Connection) -> Written<(u64, Option<u64>)> {
     let done: Option<i64> =
         c.prepare_cached("SELECT MIN(pos) FROM log_cursors")?.query_row([], |r| r.get(0))?;
     let Some(done) = done else {
-        return Ok((0, Vec::new()));
+        return Ok(((0, None), Vec::new()));
     };
-    let n = c
+    let removed = c
         .prepare_cached(
-            "DELETE FROM event_log WHERE pos IN (SELECT pos FROM event_log WHERE pos <= ?1 ORDER BY pos LIMIT ?2)",
+            "DELETE FROM event_log WHERE pos IN (SELECT pos FROM event_log WHERE pos <= ?1 ORDER BY pos LIMIT ?2)
+             RETURNING pos",
         )?
-        .execute(params![done, PRUNE_SLICE])?;
-    Ok((n as u64, Vec::new()))
+        .query_map(params![done, PRUNE_SLICE], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let through = removed.iter().max().map(|&p| seq_of(p));
+    Ok(((removed.len() as u64, through), Vec::new()))
 }
 
 pub(super) fn lease(c: &Connection, name: &str, holder: &str, ttl_ms: u64) -> Written<bool> {

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::Passes;
 use super::queries;
+use super::tail::LogTail;
 use crate::store::{StoreError, StoreResult};
 
 /// The log's last durable position, moved after each commit that logged something.
@@ -69,6 +70,7 @@ pub(super) fn spawn(
     mut conn: Connection,
     mut jobs: mpsc::Receiver<Job>,
     log: LogHead,
+    tail: Arc<LogTail>,
     max_batch: usize,
     passes: Arc<Passes>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -83,7 +85,7 @@ pub(super) fn spawn(
                     Err(_) => break,
                 }
             }
-            run_batch(&mut conn, &mut batch, &log);
+            run_batch(&mut conn, &mut batch, &log, &tail);
             let since = last_checkpoint.elapsed();
             let pass_just_ended = passes.since_last().is_some_and(|p| p < JUST_ENDED);
             if (since >= WRITER_CHECKPOINT_EVERY && pass_just_ended) || since >= WRITER_CHECKPOINT_LATEST {
@@ -121,26 +123,27 @@ fn finish_checkpoint(conn: &Connection) {
     }
 }
 
-/// Gives each event of the batch its log position, in the open transaction; returns the last.
-/// Positions continue from the head as [`queries::log_head`] reads it under the write lock (so
+/// Gives each event of the batch its log position, in the open transaction; returns the head
+/// before them and the last. Positions continue from the head as [`queries::log_head`] reads it under the write lock (so
 /// several writers on one file agree), never from the table's largest key alone: pruning may
 /// have emptied it, and a position handed out again would sit behind every consumer's cursor.
-fn log_events(conn: &Connection, applied: &[Applied]) -> StoreResult<Option<u64>> {
+fn log_events(conn: &Connection, applied: &[Applied]) -> StoreResult<Option<(u64, u64)>> {
     let mut events = applied.iter().flat_map(|a| &a.events).peekable();
     if events.peek().is_none() {
         return Ok(None);
     }
-    let mut pos = queries::log_head(conn)?;
+    let before = queries::log_head(conn)?;
+    let mut pos = before;
     let mut insert = conn.prepare_cached("INSERT INTO event_log (pos, room_id, seq) VALUES (?1, ?2, ?3)")?;
     for event in events {
         pos += 1;
         let seq = i64::try_from(event.seq()).unwrap_or(i64::MAX);
         insert.execute(rusqlite::params![i64::try_from(pos).unwrap_or(i64::MAX), event.room(), seq])?;
     }
-    Ok(Some(pos))
+    Ok(Some((before, pos)))
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, log: &LogHead) {
+fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, log: &LogHead, tail: &LogTail) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "sqlite: cannot begin a write transaction");
         // Dropping the jobs unrun answers their callers with `Unavailable`.
@@ -182,15 +185,25 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Job>, log: &LogHead) {
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => {
-            if let Some(last) = logged {
+            let mut finishes = Vec::with_capacity(applied.len());
+            let mut events = Vec::new();
+            for a in applied {
+                events.extend(a.events);
+                finishes.push(a.finish);
+            }
+            // The tail first: a consumer woken by the head finds the entries in memory.
+            if let Some((before, last)) = logged {
+                tail.extend(before, events);
                 log.send_replace(last);
             }
-            for a in applied {
-                (a.finish)(Ok(()));
+            for finish in finishes {
+                finish(Ok(()));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "sqlite: commit failed; nothing in this batch is acked");
+            // Whether the commit reached the file is unknown: the table alone is the truth.
+            tail.clear();
             if let Err(e) = conn.execute_batch("ROLLBACK") {
                 tracing::error!(error = %e, "sqlite: rollback after failed commit failed");
             }
@@ -242,7 +255,7 @@ mod tests {
         let (a, ra) = insert(1, false, false);
         let (b, rb) = insert(2, false, true);
         let (c, rc) = insert(3, false, false);
-        run_batch(&mut conn, &mut vec![a, b, c], &tx);
+        run_batch(&mut conn, &mut vec![a, b, c], &tx, &LogTail::default());
         assert!(matches!(ra.blocking_recv(), Ok(Ok(()))));
         assert!(matches!(rb.blocking_recv(), Ok(Err(StoreError::Forbidden))));
         assert!(matches!(rc.blocking_recv(), Ok(Ok(()))));
@@ -255,7 +268,7 @@ mod tests {
         let tx = sink();
         let (a, ra) = insert(1, false, false);
         let (b, rb) = insert(2, true, false);
-        run_batch(&mut conn, &mut vec![a, b], &tx);
+        run_batch(&mut conn, &mut vec![a, b], &tx, &LogTail::default());
         assert!(
             matches!(ra.blocking_recv(), Ok(Err(StoreError::Unavailable(_)))),
             "nothing unsaved is acked"
@@ -264,7 +277,7 @@ mod tests {
         assert_eq!(count(&conn), 0);
         // The connection is usable again afterwards.
         let (c, rc) = insert(3, false, false);
-        run_batch(&mut conn, &mut vec![c], &tx);
+        run_batch(&mut conn, &mut vec![c], &tx, &LogTail::default());
         assert!(matches!(rc.blocking_recv(), Ok(Ok(()))));
         assert_eq!(count(&conn), 1);
     }
