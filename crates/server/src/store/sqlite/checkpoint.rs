@@ -23,7 +23,7 @@ use rusqlite::Connection;
 /// once the WAL has also gone [`STUCK_AFTER`] without restarting.
 const WAL_LIMIT_FRAMES: i64 = 65_536;
 /// How long the WAL may go without restarting before a long WAL counts as stuck. Size alone
-/// is no sign: at 10,000 sends/s a WAL that restarts every second passes 70,000 frames before
+/// is no sign: at 10,000 sends/s a WAL that restarts every 2 s passes 140,000 frames before
 /// each restart, and forcing a TRUNCATE then held every commit for about 70 ms each time.
 const STUCK_AFTER: Duration = Duration::from_secs(10);
 /// A pass that copied fewer frames than this leaves the writer a short tail.
@@ -122,7 +122,7 @@ pub(super) fn spawn(path: PathBuf, every: Duration, passes: Arc<Passes>) -> std:
                 return;
             }
             drop(stopped);
-            // Normally the WAL restarts every second (the writer completes a checkpoint); a
+            // Normally the WAL restarts every 2 s (the writer completes a checkpoint); a
             // long WAL that has not restarted for a while means something keeps it from
             // restarting (such as a long read), and only then is it forced.
             // Passes again while the last one had much to copy: each copies what was committed

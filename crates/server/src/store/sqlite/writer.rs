@@ -97,8 +97,11 @@ pub(super) fn spawn(
 }
 
 /// How often the writer completes a checkpoint between batches (see [`finish_checkpoint`]), at
-/// the first batch after a background pass has just ended.
-const WRITER_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// the first batch after a background pass has just ended. Each still holds commits 1 to 16 ms
+/// (mostly the database file's fsync); every second that was 1% of the sends at 5,000/s, right
+/// at the p99. Every 2 s: dm p99 7.2-12.8 ms against 10.1-25.5 ms, alternated runs
+/// (docs/benchmarks.md). The WAL then holds up to 2 s of commits, within `WAL_KEEP`.
+const WRITER_CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// A pass that ended this recently left the writer a short tail: what was committed while it
 /// ran. Measured at 5,000 sends/s, finishing at a fixed time instead (half a second of frames
 /// behind on average) held commits 8 to 16 ms every second, which was the whole p99.
