@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_shadow.sql"),
     include_str!("migrations/0011_reports.sql"),
     include_str!("migrations/0012_server_admins.sql"),
+    include_str!("migrations/0013_messages_rowid.sql"),
 ];
 
 /// How often the WAL is checkpointed into the database file.
