@@ -10,6 +10,7 @@ mod readers;
 mod reports;
 mod sanctions;
 mod tail;
+mod wal_vfs;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -93,7 +94,13 @@ fn stable_plans(conn: &Connection) -> StoreResult<()> {
 }
 
 fn open_writer(path: &Path) -> StoreResult<Connection> {
-    let mut conn = Connection::open(path)?;
+    // The writer's WAL writes go out together at each commit's sync (see `wal_vfs`); should the
+    // layer fail to register, as SQLite writes them.
+    let mut conn = if wal_vfs::register() {
+        Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), wal_vfs::NAME)?
+    } else {
+        Connection::open(path)?
+    };
     stable_plans(&conn)?;
     // The writer waits out a TRUNCATE checkpoint (the only other writer of the file) rather
     // than failing the batch it holds.
