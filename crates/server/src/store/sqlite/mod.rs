@@ -1,6 +1,8 @@
 //! The embedded store: SQLite in WAL mode with `synchronous=FULL` (fsync before every ack, so a
-//! power cut loses nothing acked), one writer thread with group commit ([`writer`]) and a small
-//! pool of read-only connections that read concurrently with it.
+//! power cut loses nothing acked), one writer thread with group commit ([`writer`]) whose WAL
+//! writes reach the file together at each commit's sync ([`wal_vfs`]), the newest log entries
+//! kept in memory for the log's consumers ([`tail`]), and a small pool of read-only
+//! connections that read concurrently with the writer.
 
 mod audience;
 mod audit;

@@ -127,9 +127,10 @@ fn finish_checkpoint(conn: &Connection) {
 }
 
 /// Gives each event of the batch its log position, in the open transaction; returns the head
-/// before them and the last. Positions continue from the head as [`queries::log_head`] reads it under the write lock (so
-/// several writers on one file agree), never from the table's largest key alone: pruning may
-/// have emptied it, and a position handed out again would sit behind every consumer's cursor.
+/// before them and the last. Positions continue from the head as [`queries::log_head`] reads
+/// it under the write lock (so several writers on one file agree), never from the table's
+/// largest key alone: pruning may have emptied it, and a position handed out again would sit
+/// behind every consumer's cursor.
 fn log_events(conn: &Connection, applied: &[Applied]) -> StoreResult<Option<(u64, u64)>> {
     let mut events = applied.iter().flat_map(|a| &a.events).peekable();
     if events.peek().is_none() {
