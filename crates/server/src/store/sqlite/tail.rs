@@ -12,7 +12,7 @@
 //! on the same file) break the run, and the tail then starts again after them; a read it
 //! cannot answer in full from memory goes to the table.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use switchboard_protocol::TimelineEvent;
@@ -36,6 +36,10 @@ struct Entries {
     /// Ascending; `run[i].pos == run[0].pos + i`.
     run: VecDeque<LoggedEvent>,
     text_bytes: usize,
+    /// The positions of the messages and edits in `run`, by message id, ascending: an edit or
+    /// delete finds what it changes without a walk through the run (a purge deletes up to
+    /// 1,000 messages in one commit).
+    by_message: HashMap<String, VecDeque<u64>>,
 }
 
 impl LogTail {
@@ -45,12 +49,14 @@ impl LogTail {
     pub(super) fn extend(&self, before: u64, events: impl IntoIterator<Item = TimelineEvent>) {
         let Ok(mut e) = self.inner.lock() else { return };
         if e.run.back().is_none_or(|last| last.pos != before) {
-            e.run.clear();
-            e.text_bytes = 0;
+            e.clear();
         }
         for (pos, event) in (before + 1..).zip(events) {
             e.apply(&event);
             e.text_bytes += text_bytes(&event);
+            if let Some(id) = message_id(&event) {
+                e.by_message.entry(id.to_owned()).or_default().push_back(pos);
+            }
             e.run.push_back(LoggedEvent { pos, event });
         }
         while e.run.len() > MAX_ENTRIES || (e.text_bytes > MAX_TEXT_BYTES && e.run.len() > 1) {
@@ -84,57 +90,79 @@ impl LogTail {
     /// Drops everything (a rolled-back or unknown state: the table is the truth).
     pub(super) fn clear(&self) {
         if let Ok(mut e) = self.inner.lock() {
-            e.run.clear();
-            e.text_bytes = 0;
+            e.clear();
         }
     }
 }
 
 impl Entries {
+    fn clear(&mut self) {
+        self.run.clear();
+        self.text_bytes = 0;
+        self.by_message.clear();
+    }
+
     fn drop_oldest(&mut self) {
-        if let Some(old) = self.run.pop_front() {
-            self.text_bytes -= text_bytes(&old.event);
+        let Some(old) = self.run.pop_front() else { return };
+        self.text_bytes -= text_bytes(&old.event);
+        if let Some(id) = message_id(&old.event)
+            && let Some(positions) = self.by_message.get_mut(id)
+        {
+            positions.pop_front();
+            if positions.is_empty() {
+                self.by_message.remove(id);
+            }
         }
+    }
+
+    /// The entry at `pos`, if the run holds it.
+    fn at(&mut self, pos: u64) -> Option<&mut TimelineEvent> {
+        let first = self.run.front()?.pos;
+        let i = usize::try_from(pos.checked_sub(first)?).ok()?;
+        self.run.get_mut(i).map(|e| &mut e.event)
     }
 
     /// Brings earlier entries to the state `event` leaves the timeline in: an edit sets its
     /// message's text, a delete erases the message's text and its edits' text.
     fn apply(&mut self, event: &TimelineEvent) {
-        let mut freed = 0;
-        match event {
-            TimelineEvent::Edit(edit) => {
-                for entry in self.run.iter_mut().rev() {
-                    if let TimelineEvent::Message(m) = &mut entry.event
-                        && m.id == edit.id
-                        && m.room == edit.room
-                    {
-                        freed += m.body.len();
-                        m.body.clone_from(&edit.body);
-                        self.text_bytes += m.body.len();
-                        m.edited_at = Some(edit.edited_at.clone());
-                        break;
-                    }
+        let (id, delete) = match event {
+            TimelineEvent::Edit(e) => (e.id.as_str(), false),
+            TimelineEvent::Delete(d) => (d.id.as_str(), true),
+            TimelineEvent::Member(_) | TimelineEvent::Message(_) => return,
+        };
+        let positions: Vec<u64> =
+            self.by_message.get(id).map(|p| p.iter().copied().collect()).unwrap_or_default();
+        let (mut freed, mut added) = (0, 0);
+        for pos in positions {
+            match (self.at(pos), event) {
+                (Some(TimelineEvent::Message(m)), TimelineEvent::Edit(edit)) => {
+                    freed += m.body.len();
+                    m.body.clone_from(&edit.body);
+                    added += m.body.len();
+                    m.edited_at = Some(edit.edited_at.clone());
                 }
-            }
-            TimelineEvent::Delete(del) => {
-                for entry in self.run.iter_mut() {
-                    match &mut entry.event {
-                        TimelineEvent::Message(m) if m.id == del.id && m.room == del.room => {
-                            freed += m.body.len();
-                            m.body.clear();
-                            m.deleted = Some(true);
-                        }
-                        TimelineEvent::Edit(ed) if ed.id == del.id && ed.room == del.room => {
-                            freed += ed.body.len();
-                            ed.body.clear();
-                        }
-                        _ => {}
-                    }
+                (Some(TimelineEvent::Message(m)), _) if delete => {
+                    freed += m.body.len();
+                    m.body.clear();
+                    m.deleted = Some(true);
                 }
+                (Some(TimelineEvent::Edit(ed)), _) if delete => {
+                    freed += ed.body.len();
+                    ed.body.clear();
+                }
+                _ => {}
             }
-            TimelineEvent::Member(_) | TimelineEvent::Message(_) => {}
         }
-        self.text_bytes -= freed;
+        self.text_bytes = self.text_bytes + added - freed;
+    }
+}
+
+/// The message an entry is or edits (deletes are not kept in `by_message`: nothing changes them).
+fn message_id(event: &TimelineEvent) -> Option<&str> {
+    match event {
+        TimelineEvent::Message(m) => Some(&m.id),
+        TimelineEvent::Edit(e) => Some(&e.id),
+        TimelineEvent::Delete(_) | TimelineEvent::Member(_) => None,
     }
 }
 
@@ -254,5 +282,8 @@ mod tests {
         tail.extend(before, (1..=4).map(|i| message(&format!("m{i}"), i, &big)));
         let e = tail.inner.lock().unwrap();
         assert!(e.text_bytes <= MAX_TEXT_BYTES && e.run.len() == 3, "{} entries", e.run.len());
+        let indexed: Vec<&str> = e.by_message.keys().map(String::as_str).collect();
+        assert_eq!(indexed.len(), 3, "the index forgets what the run dropped: {indexed:?}");
+        assert!(!e.by_message.contains_key("m1"));
     }
 }
