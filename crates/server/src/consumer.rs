@@ -235,9 +235,7 @@ mod tests {
     use crate::bus::{Bus, BusEvent, Topic};
     use crate::gateway::relay::Relay;
     use crate::metrics::Metrics;
-    use crate::store::sqlite::{SqliteOptions, SqliteStore};
-    use crate::store::{NewMessage, NewRoom};
-    use switchboard_protocol::RoomKind;
+    use crate::store::NewMessage;
 
     fn config(holder: &str) -> ConsumerConfig {
         ConsumerConfig {
@@ -277,15 +275,8 @@ mod tests {
 
     /// A store in a fresh directory (kept while the guard lives), its one user and their room.
     async fn one_room() -> (tempfile::TempDir, Arc<dyn Store>, String, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
-        );
-        let author = store.create_user("a", "h").await.unwrap().id;
-        let new =
-            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
-        let room = store.create_room(new).await.unwrap().room.id;
-        (dir, store, author, room)
+        let (dir, store, author, room) = crate::store::sqlite::scratch_room().await;
+        (dir, store, author, room.id)
     }
 
     async fn wait_for(seen: &Arc<Mutex<Vec<u64>>>, n: usize) -> Vec<u64> {

@@ -905,20 +905,11 @@ fn user_event(user: &str, payload: bytes::Bytes) -> BusEvent {
 mod tests {
     use super::*;
     use crate::bus::local::LocalBus;
-    use crate::store::sqlite::{SqliteOptions, SqliteStore};
-    use crate::store::{NewMessage, NewRoom};
-    use switchboard_protocol::RoomKind;
+    use crate::store::NewMessage;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_position_check_finds_a_quiet_room_whose_last_event_the_bus_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&SqliteOptions { path: dir.path().join("t.db"), max_batch: 8 }).unwrap(),
-        );
-        let author = store.create_user("a", "h").await.unwrap().id;
-        let new =
-            NewRoom { creator: author.clone(), name: "r".into(), kind: RoomKind::Private, members: vec![] };
-        let room = store.create_room(new).await.unwrap().room;
+        let (_dir, store, author, room) = crate::store::sqlite::scratch_room().await;
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(Arc::new(LocalBus::standalone()), 0);
         let handle = SessionHandle::new("s1".into(), author.clone(), None, 16, metrics);

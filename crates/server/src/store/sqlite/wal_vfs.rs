@@ -121,6 +121,18 @@ macro_rules! inner {
     };
 }
 
+/// Writes out what is pending, then calls SQLite's own method: for every operation that must
+/// see the file as SQLite believes it is.
+macro_rules! flushed {
+    ($file:expr, $method:ident $(, $arg:expr)*) => {{
+        let (inner, p) = unsafe { parts($file) };
+        match unsafe { flush(inner, p) } {
+            ffi::SQLITE_OK => inner!(inner, $method $(, $arg)*),
+            rc => rc,
+        }
+    }};
+}
+
 /// Writes out what is pending.
 unsafe fn flush(inner: *mut ffi::sqlite3_file, p: &mut Pending) -> c_int {
     if p.bytes.is_empty() {
@@ -157,39 +169,19 @@ unsafe extern "C" fn write(
 }
 
 unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, data: *mut c_void, amt: c_int, offset: i64) -> c_int {
-    let (inner, p) = unsafe { parts(file) };
-    let rc = unsafe { flush(inner, p) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(inner, xRead, data, amt, offset)
+    flushed!(file, xRead, data, amt, offset)
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let (inner, p) = unsafe { parts(file) };
-    let rc = unsafe { flush(inner, p) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(inner, xSync, flags)
+    flushed!(file, xSync, flags)
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let (inner, p) = unsafe { parts(file) };
-    let rc = unsafe { flush(inner, p) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(inner, xTruncate, size)
+    flushed!(file, xTruncate, size)
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let (inner, p) = unsafe { parts(file) };
-    let rc = unsafe { flush(inner, p) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(inner, xFileSize, size)
+    flushed!(file, xFileSize, size)
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
@@ -221,13 +213,8 @@ unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut
 }
 
 unsafe extern "C" fn file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    let (inner, p) = unsafe { parts(file) };
     // Whatever the control does with the file, it sees every byte written so far.
-    let rc = unsafe { flush(inner, p) };
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    inner!(inner, xFileControl, op, arg)
+    flushed!(file, xFileControl, op, arg)
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
